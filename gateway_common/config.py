@@ -1,0 +1,271 @@
+"""The gateway's configuration: one YAML file (``GATEWAY_CONFIG``) overlaid by environment variables.
+
+Every service loads the same model and reads the part it needs. The file is parsed strictly: an
+unknown key, a wrong type or a bad value stops the service with a message naming the file, the
+field and the reason. Secrets never live in the file; providers name the environment variable
+that holds their key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the source, the field and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceAddress(_Strict):
+    """Where a gRPC service listens and where its clients reach it."""
+
+    listen: str = Field(description="host:port the service binds.")
+    address: str = Field(description="host:port clients dial (differs from listen behind a proxy).")
+
+
+def _local(port: int) -> ServiceAddress:
+    return ServiceAddress(listen=f"127.0.0.1:{port}", address=f"127.0.0.1:{port}")
+
+
+class ServicesConfig(_Strict):
+    """Addresses of the five gRPC services."""
+
+    router: ServiceAddress = _local(50051)
+    auth: ServiceAddress = _local(50052)
+    ratelimit: ServiceAddress = _local(50053)
+    providers: ServiceAddress = _local(50054)
+    metering: ServiceAddress = _local(50055)
+
+
+class EdgeConfig(_Strict):
+    """The HTTP edge."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    """Request bodies larger than this are refused with 413 before they are parsed."""
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+
+class MockProviderConfig(_Strict):
+    """The built-in mock provider: deterministic answers, for tests, demos and stub mode."""
+
+    type: Literal["mock"] = "mock"
+    latency_ms: Annotated[int, Field(ge=0)] = 0
+    """Delay before the first chunk (or the whole answer)."""
+    chunk_delay_ms: Annotated[int, Field(ge=0)] = 0
+    """Delay between streamed chunks."""
+
+
+class HttpProviderConfig(_Strict):
+    """An upstream reached over HTTP with a key from the environment."""
+
+    type: Literal["openai", "openai_compatible", "azure", "anthropic", "gemini"]
+    base_url: str | None = None
+    """The API's base URL; empty for the provider's public endpoint (or its *_BASE_URL variable)."""
+    api_key_env: str | None = None
+    """The environment variable holding the key; empty for the provider's usual one."""
+    api_version: str | None = None
+    """Azure's api-version, Anthropic's anthropic-version."""
+    stub: bool = False
+    """Answer like the mock provider (and say so) instead of calling the upstream."""
+    list_models: bool = False
+    """Whether the edge's model list includes this upstream's own list."""
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    total_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    stream_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """A stream that sends nothing for this long is treated as broken."""
+    max_connections: Annotated[int, Field(gt=0)] = 100
+    default_max_tokens: Annotated[int, Field(gt=0)] = 4096
+    """Sent to upstreams that require max_tokens (Anthropic) when the client gave none."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra non-secret headers sent upstream."""
+
+
+ProviderConfig = Annotated[MockProviderConfig | HttpProviderConfig, Field(discriminator="type")]
+
+
+class Deployment(_Strict):
+    """One place a model is served: a provider, its upstream model name and its price."""
+
+    provider: str
+    model: str
+    input_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
+    output_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
+    weight: Annotated[int, Field(ge=1)] = 1
+
+
+class ModelConfig(_Strict):
+    """A model clients name (an alias), served by one or more deployments in order of preference."""
+
+    deployments: Annotated[list[Deployment], Field(min_length=1)]
+    owned_by: str = "llm-gateway"
+
+
+class LimitsConfig(_Strict):
+    """Default limits of every key that has none of its own (from its tenant or itself). 0 disables one."""
+
+    requests_per_minute: Annotated[int, Field(ge=0)] = 60
+    requests_per_day: Annotated[int, Field(ge=0)] = 0
+    tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    tokens_per_day: Annotated[int, Field(ge=0)] = 0
+    tokens_per_month: Annotated[int, Field(ge=0)] = 0
+    budget_usd_per_day: Annotated[float, Field(ge=0)] = 0.0
+    budget_usd_per_month: Annotated[float, Field(ge=0)] = 0.0
+    max_concurrent_requests: Annotated[int, Field(ge=0)] = 0
+    default_completion_tokens: Annotated[int, Field(gt=0)] = 1024
+    """Tokens reserved for the answer when a request sets no max_tokens."""
+
+
+class RateLimitConfig(_Strict):
+    """The rate limit service's backend."""
+
+    redis_url: str | None = None
+    """Redis for counters shared by every replica; unset for in-process memory (one replica only)."""
+    outage_policy: Literal["fail_open", "fail_closed"] = "fail_closed"
+    """What Acquire answers while Redis is unreachable."""
+    reservation_ttl_s: Annotated[float, Field(gt=0)] = 900.0
+    """An unsettled reservation expires (and frees its concurrency slot) after this long."""
+
+
+class AuthConfig(_Strict):
+    """The auth service."""
+
+    cache_ttl_s: Annotated[float, Field(ge=0, le=5)] = 2.0
+    """How long a router may reuse an authentication answer; revocation shows within this bound."""
+    demo_key_file: str = ".gateway/demo-key"
+    """Where the embedded default keeps its generated demo key (used when no keys are configured)."""
+    database_url: str = "sqlite+aiosqlite:///.gateway/auth.db"
+
+
+class MeteringConfig(_Strict):
+    """The metering service and the router's metering queue."""
+
+    database_url: str = "sqlite+aiosqlite:///.gateway/metering.db"
+    batch_size: Annotated[int, Field(gt=0)] = 200
+    flush_interval_s: Annotated[float, Field(gt=0)] = 0.5
+    queue_limit: Annotated[int, Field(gt=0)] = 100_000
+
+
+class RouterConfig(_Strict):
+    """The router's request handling."""
+
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    attempt_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 0.2
+
+
+class GatewayConfig(_Strict):
+    """The whole configuration file."""
+
+    services: ServicesConfig = ServicesConfig()
+    edge: EdgeConfig = EdgeConfig()
+    providers: dict[str, ProviderConfig] = Field(default_factory=lambda: {"mock": MockProviderConfig()})
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    default_model: str = "mock:gateway-demo"
+    limits: LimitsConfig = LimitsConfig()
+    ratelimit: RateLimitConfig = RateLimitConfig()
+    auth: AuthConfig = AuthConfig()
+    metering: MeteringConfig = MeteringConfig()
+    router: RouterConfig = RouterConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not name or ":" in name:
+                raise ValueError(f"provider name {name!r} must be non-empty and contain no ':'")
+        return value
+
+    @model_validator(mode="after")
+    def _deployments_name_known_providers(self) -> GatewayConfig:
+        for alias, model in self.models.items():
+            for i, deployment in enumerate(model.deployments):
+                if deployment.provider not in self.providers:
+                    raise ValueError(
+                        f"models.{alias}.deployments.{i}.provider: unknown provider "
+                        f"{deployment.provider!r} (known: {', '.join(sorted(self.providers))})"
+                    )
+        return self
+
+
+# Environment variables that override the file, by dotted field path(s).
+_ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
+    "REDIS_URL": "ratelimit.redis_url",
+    "DATABASE_URL": ("auth.database_url", "metering.database_url"),
+    "GATEWAY_DEFAULT_MODEL": "default_model",
+    "GATEWAY_RATE_LIMIT_RPM": "limits.requests_per_minute",
+    "GATEWAY_LOG_LEVEL": "log_level",
+    "GATEWAY_EDGE_HOST": "edge.host",
+    "GATEWAY_EDGE_PORT": "edge.port",
+    "GATEWAY_MAX_BODY_BYTES": "edge.max_body_bytes",
+    "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
+    "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
+    "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
+}
+for _service in ("router", "auth", "ratelimit", "providers", "metering"):
+    _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"
+    _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_ADDR"] = f"services.{_service}.address"
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: str) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {field}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Load the configuration from ``path`` (default: ``$GATEWAY_CONFIG``, else built-in defaults)
+    and apply the environment overrides. Raises ConfigError naming the file, field and reason."""
+    env = os.environ if env is None else env
+    path = path or env.get("GATEWAY_CONFIG") or None
+    source = str(path) if path else "built-in defaults"
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML in {path}: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
+        data = loaded
+    overridden = [name for name in _ENV_OVERRIDES if env.get(name)]
+    for name in overridden:
+        paths = _ENV_OVERRIDES[name]
+        for dotted in (paths,) if isinstance(paths, str) else paths:
+            _set_path(data, dotted, env[name])
+    if overridden:
+        source += f" (with {', '.join(overridden)} from the environment)"
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from exc

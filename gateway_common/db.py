@@ -1,0 +1,22 @@
+"""Database URLs: operators write the usual ``postgresql://`` or ``sqlite:///``; we need async drivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+
+def async_database_url(url: str) -> str:
+    """The same database with its async driver (asyncpg, aiosqlite); a SQLite file's folder is created."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite:///")
+    return parsed.render_as_string(hide_password=False)

@@ -1,0 +1,24 @@
+"""Client-side plumbing: one long-lived channel per downstream service, and error translation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import grpc
+
+# Spread calls over every resolved replica (compose/Kubernetes DNS names resolve to several).
+# Calls fail fast when a service is down rather than waiting for it: the caller maps UNAVAILABLE.
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def open_channel(address: str, extra_options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
+    """A channel to ``address`` for the life of the process (round-robin over resolved replicas)."""
+    options: list[tuple[str, object]] = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        *extra_options,
+    ]
+    return grpc.aio.insecure_channel(address, options=options)

@@ -1,0 +1,222 @@
+"""The lifecycle every gRPC service shares: interceptors, health, reflection, graceful shutdown.
+
+Order of shutdown, on SIGTERM or SIGINT:
+1. health goes NOT_SERVING, so load balancers stop sending new calls;
+2. ``server.stop(grace)`` refuses new calls and lets in-flight ones (streams included) finish
+   within the grace period;
+3. the service's own ``on_stop`` drains pending work (settlements, metering) and closes clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from gateway_common.config import ConfigError, GatewayConfig, load_config
+from gateway_common.errors import GatewayError, Reason
+from gateway_common.logging import configure_logging, request_id_var
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+
+
+def metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str) -> str | None:
+    """The first value of ``key`` in gRPC metadata, as text."""
+    for k, v in metadata or ():
+        if k == key:
+            return v.decode() if isinstance(v, bytes) else v
+    return None
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Sets the request id for logging and turns exceptions into statuses.
+
+    A :class:`GatewayError` becomes its rich status; anything else is a bug: it is logged with its
+    stack and the caller gets INTERNAL with the request id, never the stack.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        request_id = metadata_value(metadata, REQUEST_ID_KEY) or uuid.uuid4().hex
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, request_id),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, request_id),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _internal(request_id: str) -> grpc.Status:
+    return GatewayError(
+        grpc.StatusCode.INTERNAL,
+        Reason.INTERNAL,
+        f"internal error; quote request id {request_id} when reporting it",
+        {"request_id": request_id},
+    ).to_grpc_status()
+
+
+def _wrap_unary(behavior: Any, request_id: str) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        request_id_var.set(request_id)
+        try:
+            return await behavior(request, context)
+        except GatewayError as exc:
+            await context.abort_with_status(exc.to_grpc_status())
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            await context.abort_with_status(_internal(request_id))
+
+    return wrapped
+
+
+def _wrap_stream(behavior: Any, request_id: str) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        request_id_var.set(request_id)
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except GatewayError as exc:
+            await context.abort_with_status(exc.to_grpc_status())
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            await context.abort_with_status(_internal(request_id))
+
+    return wrapped
+
+
+@dataclass
+class ServiceRegistration:
+    """A servicer and how to add it: ``add(servicer, server)`` and its full service name."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    name: str
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server with the standard health service and reflection."""
+
+    def __init__(self, listen: str, registrations: Sequence[ServiceRegistration]) -> None:
+        self._listen = listen
+        self._registrations = list(registrations)
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        for registration in self._registrations:
+            registration.add(registration.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [r.name for r in self._registrations]
+        reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME], self.server)
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind and start; health stays NOT_SERVING until :meth:`set_serving`. Returns the bound port."""
+        self.port = self.server.add_insecure_port(self._listen)
+        if self.port == 0:
+            raise OSError(f"cannot bind {self._listen}")
+        for name in ("", *(r.name for r in self._registrations)):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        return self.port
+
+    async def set_serving(self) -> None:
+        """Report SERVING, once the service's dependencies have answered."""
+        for name in ("", *(r.name for r in self._registrations)):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        """Go NOT_SERVING, then stop, letting in-flight calls finish within ``grace_s``."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+@dataclass
+class ServiceApp:
+    """A built service: its server plus the hooks that check dependencies and drain on stop.
+
+    Tests start it in-process on port 0; ``main`` runs it as a process until a signal.
+    """
+
+    name: str
+    server: GrpcServer
+    on_ready: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    grace_s: float = 10.0
+
+    async def start(self) -> int:
+        """Start serving; SERVING once ``on_ready`` returned. Returns the bound port."""
+        port = await self.server.start()
+        if self.on_ready is not None:
+            await self.on_ready()
+        await self.server.set_serving()
+        log.info("%s serving on port %d", self.name, port)
+        return port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, stop with grace, then drain (``on_stop``)."""
+        log.info("%s shutting down", self.name)
+        try:
+            await self.server.stop(self.grace_s if grace_s is None else grace_s)
+        finally:
+            if self.on_stop is not None:
+                await self.on_stop()
+        log.info("%s stopped", self.name)
+
+
+def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
+    """Entry point of a service process: load config, log JSON, serve until SIGTERM/SIGINT."""
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(name, config.log_level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        app = build(config)
+        await app.start()
+        await stop.wait()
+        await app.stop()
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
