@@ -170,7 +170,8 @@ class GatewayConfig(_Strict):
 
     services: ServicesConfig = ServicesConfig()
     edge: EdgeConfig = EdgeConfig()
-    providers: dict[str, ProviderConfig] = Field(default_factory=lambda: {"mock": MockProviderConfig()})
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    """Upstreams by name; mock, openai, azure, anthropic and gemini exist without an entry."""
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     default_model: str = "mock:gateway-demo"
     limits: LimitsConfig = LimitsConfig()
@@ -190,12 +191,13 @@ class GatewayConfig(_Strict):
 
     @model_validator(mode="after")
     def _deployments_name_known_providers(self) -> GatewayConfig:
+        known = effective_providers(self)
         for alias, model in self.models.items():
             for i, deployment in enumerate(model.deployments):
-                if deployment.provider not in self.providers:
+                if deployment.provider not in known:
                     raise ValueError(
                         f"models.{alias}.deployments.{i}.provider: unknown provider "
-                        f"{deployment.provider!r} (known: {', '.join(sorted(self.providers))})"
+                        f"{deployment.provider!r} (known: {', '.join(sorted(known))})"
                     )
         return self
 
@@ -210,6 +212,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_EDGE_HOST": "edge.host",
     "GATEWAY_EDGE_PORT": "edge.port",
     "GATEWAY_MAX_BODY_BYTES": "edge.max_body_bytes",
+    "GATEWAY_AUTH_DATABASE_URL": "auth.database_url",
     "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
@@ -269,3 +272,20 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+
+
+# Providers that exist without configuration; each needs only its key in the environment (a
+# missing key is reported at call time as a 503 naming the variable).
+_BUILT_IN_PROVIDERS: dict[str, ProviderConfig] = {
+    "mock": MockProviderConfig(),
+    "openai": HttpProviderConfig(type="openai"),
+    "azure": HttpProviderConfig(type="azure"),
+    "anthropic": HttpProviderConfig(type="anthropic"),
+    "gemini": HttpProviderConfig(type="gemini"),
+}
+
+
+def effective_providers(config: GatewayConfig) -> dict[str, ProviderConfig]:
+    """The configured providers plus the built-in ones (mock, openai, azure, anthropic, gemini)
+    that the file does not define itself."""
+    return {**_BUILT_IN_PROVIDERS, **config.providers}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -33,6 +34,7 @@ class Reason(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     COST_LIMIT_EXCEEDED = "COST_LIMIT_EXCEEDED"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
     PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
@@ -112,14 +114,14 @@ class GatewayError(Exception):
 
     def to_grpc_status(self) -> grpc.Status:
         """The status to pass to ``context.abort_with_status``."""
-        return rpc_status.to_status(self.to_status_proto())  # type: ignore[no-any-return]
+        return rpc_status.to_status(self.to_status_proto())
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> GatewayError:
+    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> GatewayError:
         """Rebuild the error a downstream service raised, details included."""
-        code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-        message: str = error.details() or code.name  # type: ignore[attr-defined]
-        trailing = error.trailing_metadata() or ()  # type: ignore[attr-defined]
+        code = error.code()
+        message = error.details() or code.name
+        trailing: Any = error.trailing_metadata() or ()
         status: status_pb2.Status | None = None
         for key, value in trailing:
             if key == _DETAILS_KEY and isinstance(value, bytes):
@@ -169,8 +171,13 @@ def invalid_argument(message: str, field_path: str | None = None) -> GatewayErro
     """A request the gateway will not accept, naming the field when there is one."""
     violations = [FieldViolation(field_path, message)] if field_path else []
     metadata = {"param": field_path} if field_path else {}
-    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_REQUEST, message, metadata,
-                        field_violations=violations)
+    return GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_REQUEST,
+        message,
+        metadata,
+        field_violations=violations,
+    )
 
 
 def retry_after_seconds(value: float | None) -> int | None:

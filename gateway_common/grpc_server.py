@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
 from gateway_common.config import ConfigError, GatewayConfig, load_config
@@ -40,7 +40,7 @@ def metadata_value(metadata: Sequence[tuple[str, str | bytes]] | None, key: str)
     return None
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Sets the request id for logging and turns exceptions into statuses.
 
     A :class:`GatewayError` becomes its rich status; anything else is a bug: it is logged with its
@@ -49,13 +49,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        metadata = handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+        metadata = handler_call_details.invocation_metadata
         request_id = metadata_value(metadata, REQUEST_ID_KEY) or uuid.uuid4().hex
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -87,12 +87,16 @@ def _wrap_unary(behavior: Any, request_id: str) -> Any:
         try:
             return await behavior(request, context)
         except GatewayError as exc:
-            await context.abort_with_status(exc.to_grpc_status())
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                exc.to_grpc_status()
+            )
         except grpc.aio.AbortError:
             raise
         except Exception:
             log.exception("unhandled error")
-            await context.abort_with_status(_internal(request_id))
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                _internal(request_id)
+            )
 
     return wrapped
 
@@ -104,12 +108,16 @@ def _wrap_stream(behavior: Any, request_id: str) -> Any:
             async for item in behavior(request, context):
                 yield item
         except GatewayError as exc:
-            await context.abort_with_status(exc.to_grpc_status())
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                exc.to_grpc_status()
+            )
         except grpc.aio.AbortError:
             raise
         except Exception:
             log.exception("unhandled error")
-            await context.abort_with_status(_internal(request_id))
+            await context.abort_with_status(  # type: ignore[attr-defined]
+                _internal(request_id)
+            )
 
     return wrapped
 
@@ -138,8 +146,10 @@ class GrpcServer:
             registration.add(registration.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [r.name for r in self._registrations]
-        reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                             reflection.SERVICE_NAME], self.server)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
         self.port = 0
 
     async def start(self) -> int:

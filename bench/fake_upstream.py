@@ -1,0 +1,162 @@
+"""A fast fake OpenAI-compatible upstream on loopback, for the benchmark and the end-to-end tests.
+
+It answers ``/v1/chat/completions`` (JSON and SSE), ``/v1/embeddings`` and ``/v1/models`` with
+fixed content, and counts what happens: requests, streams finished, and streams whose client went
+away before the end (how the tests see that a cancellation reached the upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class UpstreamStats:
+    """What the fake upstream saw."""
+
+    requests: int = 0
+    streams_started: int = 0
+    streams_finished: int = 0
+    streams_disconnected: int = 0
+    last_body: dict[str, object] = field(default_factory=dict)
+
+
+def _completion(model: str) -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello from the fake upstream.", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15},
+        }
+    ).encode()
+
+
+def _chunk(model: str, delta: dict[str, object], finish: str | None = None, usage: bool = False) -> bytes:
+    body: dict[str, object] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": [] if usage else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if usage:
+        body["usage"] = {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def create_app(stats: UpstreamStats, chunks: int = 8, chunk_delay_s: float = 0.0) -> Starlette:
+    """The fake upstream. Model ``slow-<n>`` streams n chunks 50 ms apart (for cancellation tests)."""
+
+    async def chat(request: Request) -> Response:
+        body = json.loads(await request.body())
+        stats.requests += 1
+        stats.last_body = body
+        model = str(body.get("model", "fake"))
+        if not body.get("stream"):
+            return Response(_completion(model), media_type="application/json")
+        count, delay = chunks, chunk_delay_s
+        if model.startswith("slow-"):
+            count, delay = int(model.removeprefix("slow-")), 0.05
+
+        async def events() -> object:
+            stats.streams_started += 1
+            finished = False
+            try:
+                yield _chunk(model, {"role": "assistant", "content": ""})
+                for i in range(count):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    yield _chunk(model, {"content": f"tok{i} "})
+                yield _chunk(model, {}, finish="stop")
+                yield _chunk(model, {}, usage=True)
+                yield b"data: [DONE]\n\n"
+                finished = True
+                stats.streams_finished += 1
+            finally:
+                if not finished:
+                    stats.streams_disconnected += 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")  # type: ignore[arg-type]
+
+    async def embeddings(request: Request) -> Response:
+        body = json.loads(await request.body())
+        stats.requests += 1
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))],
+                "model": body.get("model", "fake"),
+                "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
+            }
+        )
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "fake"}]}
+        )
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
+
+
+class FakeUpstream:
+    """The fake upstream served by uvicorn in a background thread (usable from sync code)."""
+
+    def __init__(self, port: int, chunks: int = 8, chunk_delay_s: float = 0.0) -> None:
+        self.port = port
+        self.stats = UpstreamStats()
+        config = uvicorn.Config(
+            create_app(self.stats, chunks, chunk_delay_s),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL (ends in /v1)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start serving and wait until it accepts connections."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

@@ -1,0 +1,33 @@
+"""``python -m edge``: serve the edge with uvicorn on the configured host and port."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from edge.app import create_app
+from gateway_common.config import ConfigError, load_config
+from gateway_common.logging import configure_logging
+
+
+def main() -> None:
+    """Load the config and serve until SIGTERM/SIGINT (uvicorn drains open connections)."""
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging("edge", config.log_level)
+    uvicorn.run(
+        create_app(config),
+        host=config.edge.host,
+        port=config.edge.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

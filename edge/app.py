@@ -1,0 +1,73 @@
+"""The edge application: the OpenAI façade, the native API, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge import openai_api
+from edge.middleware import RequestContextMiddleware
+from edge.state import EdgeState
+from edge.transcoding import add_native_routes
+from gateway_common.config import GatewayConfig
+
+
+def _state(request: Request) -> EdgeState:
+    state: EdgeState = request.app.state.edge
+    return state
+
+
+def create_app(config: GatewayConfig) -> FastAPI:
+    """The edge ASGI app; its channels open at startup and close at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.edge = EdgeState(config)
+        try:
+            yield
+        finally:
+            await app.state.edge.close()
+
+    app = FastAPI(title="LLM Gateway", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.include_router(openai_api.router)
+    add_native_routes(app, _state)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> JSONResponse:
+        """Liveness: the edge process answers."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: every downstream service reports SERVING on its gRPC health service."""
+        state = _state(request)
+        names = list(state.channels)
+        results = await asyncio.gather(*(_check(state.channels[name]) for name in names))
+        services = dict(zip(names, results, strict=True))
+        ok = all(status == "SERVING" for status in services.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "services": services}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+async def _check(channel: grpc.aio.Channel) -> str:
+    try:
+        response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    except grpc.aio.AioRpcError as exc:
+        return f"UNREACHABLE ({exc.code().name})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))

@@ -1,0 +1,200 @@
+"""The OpenAI-compatible façade: ``/v1/chat/completions`` (JSON and SSE), ``/v1/embeddings``, ``/v1/models``.
+
+Each route parses the OpenAI JSON into the canonical protobuf request, makes one gRPC call to the
+router with the caller's key and request id as metadata, and writes the answer in OpenAI's exact
+shapes. A stream's HTTP status is committed only when its first chunk is ready, so an error before
+that is a normal JSON error response; an error after it is an in-band SSE error event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sse_starlette import EventSourceResponse
+
+from edge.body import BodyTooLarge, read_json
+from edge.errors import error_body, error_headers, http_status
+from edge.state import EdgeState
+from gateway.chat.v1 import chat_pb2
+from gateway.router.v1 import router_pb2
+from gateway_common import openai_wire
+from gateway_common.errors import GatewayError, Reason
+
+router = APIRouter()
+
+_FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata for the router: the caller's credentials, request id and trace context."""
+    metadata = [("x-request-id", request.state.request_id)]
+    for name in _FORWARDED_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            metadata.append((name, value))
+    return tuple(metadata)
+
+
+def ratelimit_headers(metadata: Any) -> dict[str, str]:
+    """The router's ``x-ratelimit-*`` metadata as HTTP headers."""
+    return {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith("x-ratelimit-")}
+
+
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    """The OpenAI error response for ``error``."""
+    status = 413 if isinstance(error, BodyTooLarge) else http_status(error)
+    return Response(
+        _dumps(error_body(error)),
+        status_code=status,
+        media_type="application/json",
+        headers={**(headers or {}), **error_headers(error)},
+    )
+
+
+def rpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
+    """The OpenAI error response for a failed router call, with its rate-limit headers."""
+    return error_response(GatewayError.from_rpc_error(exc), ratelimit_headers(exc.initial_metadata()))
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request) -> Response:
+    """OpenAI ``POST /v1/chat/completions``."""
+    state: EdgeState = request.app.state.edge
+    try:
+        body = await read_json(request, state.config.edge.max_body_bytes)
+        completion_request, stream = openai_wire.parse_chat_request(body)
+    except GatewayError as error:
+        return error_response(error)
+    metadata = call_metadata(request)
+    if not stream:
+        call = state.router.Chat(router_pb2.ChatRequest(completion=completion_request), metadata=metadata)
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as exc:
+            return rpc_error_response(exc)
+        headers = ratelimit_headers(await call.initial_metadata())
+        return Response(
+            _dumps(openai_wire.completion_to_openai(response.completion)),
+            media_type="application/json",
+            headers=headers,
+        )
+    return await _stream_chat(state, completion_request, metadata)
+
+
+async def _stream_chat(
+    state: EdgeState, completion_request: chat_pb2.ChatCompletionRequest, metadata: tuple[tuple[str, str], ...]
+) -> Response:
+    include_usage = completion_request.stream_options.include_usage
+    call = state.router.StreamChat(router_pb2.StreamChatRequest(completion=completion_request), metadata=metadata)
+    chunks = aiter(call)
+    try:
+        first: router_pb2.StreamChatResponse | None = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    except BaseException:
+        call.cancel()
+        raise
+    headers = ratelimit_headers(await call.initial_metadata())
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            if first is not None:
+                data = _chunk_json(first.chunk, include_usage)
+                if data is not None:
+                    yield data
+            async for item in chunks:
+                data = _chunk_json(item.chunk, include_usage)
+                if data is not None:
+                    yield data
+            yield "[DONE]"
+        except grpc.aio.AioRpcError as exc:
+            # Headers are sent: the failure goes in-band, and the stream ends without [DONE] so
+            # no client mistakes it for a complete answer.
+            yield json.dumps(error_body(GatewayError.from_rpc_error(exc)), ensure_ascii=False)
+        finally:
+            # The client went away (or the stream ended): cancelling the call travels down to the
+            # provider, which closes the upstream request.
+            call.cancel()
+
+    return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
+
+
+def _chunk_json(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) -> str | None:
+    if not include_usage and chunk.HasField("usage"):
+        # The providers always ask upstreams for usage (metering needs it); a client that did
+        # not ask gets the stream without it, as OpenAI would send it.
+        chunk.ClearField("usage")
+        if not chunk.choices:
+            return None
+    return json.dumps(openai_wire.chunk_to_openai(chunk, include_usage), ensure_ascii=False, separators=(",", ":"))
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(request: Request) -> Response:
+    """OpenAI ``POST /v1/embeddings``."""
+    state: EdgeState = request.app.state.edge
+    try:
+        body = await read_json(request, state.config.edge.max_body_bytes)
+        embedding_request, encoding = openai_wire.parse_embedding_request(body)
+    except GatewayError as error:
+        return error_response(error)
+    call = state.router.Embed(router_pb2.EmbedRequest(embedding=embedding_request), metadata=call_metadata(request))
+    try:
+        response = await call
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    return Response(
+        _dumps(openai_wire.embedding_response_to_openai(response.embedding, encoding)),
+        media_type="application/json",
+        headers=ratelimit_headers(await call.initial_metadata()),
+    )
+
+
+async def _models(request: Request) -> list[chat_pb2.Model]:
+    state: EdgeState = request.app.state.edge
+    response = await state.router.ListModels(router_pb2.ListModelsRequest(), metadata=call_metadata(request))
+    return list(response.models)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    """OpenAI ``GET /v1/models``."""
+    try:
+        models = await _models(request)
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    return Response(
+        _dumps({"object": "list", "data": [openai_wire.model_to_openai(m) for m in models]}),
+        media_type="application/json",
+    )
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    """OpenAI ``GET /v1/models/{model}``."""
+    try:
+        models = await _models(request)
+    except grpc.aio.AioRpcError as exc:
+        return rpc_error_response(exc)
+    for model in models:
+        if model.id == model_id:
+            return Response(_dumps(openai_wire.model_to_openai(model)), media_type="application/json")
+    return error_response(
+        GatewayError(
+            grpc.StatusCode.NOT_FOUND,
+            Reason.MODEL_NOT_FOUND,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            {"param": "model"},
+        )
+    )

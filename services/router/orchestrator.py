@@ -1,0 +1,463 @@
+"""One request's lifecycle: authenticate, check, reserve, call with retries and fallbacks, settle, meter.
+
+The order matters: everything that can refuse a request without cost (key, scope, body, model,
+policy, per-request cost cap) runs before quota is reserved, so bad input never consumes quota.
+Once reserved, the reservation is always settled — on success, on failure and on cancellation —
+with what was really used, and one usage event is queued for metering. Settlement and metering
+run after the response, off its critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from gateway.auth.v1 import auth_pb2
+from gateway.chat.v1 import chat_pb2
+from gateway.metering.v1 import metering_pb2
+from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
+from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from gateway_common.config import GatewayConfig
+from gateway_common.errors import GatewayError, Reason
+from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tokens
+from services.router import policy, quotas, validation
+from services.router.auth_cache import AuthCache
+from services.router.background import BackgroundTasks
+from services.router.metering_queue import MeteringQueue
+from services.router.planner import Candidate, Planner
+from services.router.pricing import cost_micro_usd
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
+
+# A Retry-After longer than this is not waited out inside one request: the next candidate is
+# tried at once, or the error goes back to the client with its Retry-After.
+_MAX_RETRY_WAIT_S = 2.0
+
+
+@dataclass
+class CallContext:
+    """What the transport knows about the call: the key, the request id, the remaining deadline."""
+
+    api_key: str
+    request_id: str
+    time_remaining: Callable[[], float | None] = lambda: None
+
+
+@dataclass
+class _Admission:
+    principal: auth_pb2.Principal
+    model: str
+    candidates: tuple[Candidate, ...]
+    reservation_id: str
+    reserved: ratelimit_pb2.Amounts
+    prompt_estimate: int
+    started: float
+    received: timestamp_pb2.Timestamp
+
+
+@dataclass
+class _Outcome:
+    """What happened, filled in as the request runs and read when it is settled."""
+
+    candidate: Candidate | None = None
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    outcome: int = metering_pb2.OUTCOME_ERROR
+    error_code: str = ""
+    first_chunk_s: float | None = None
+    streamed_chars: int = 0
+    attempt_log: list[str] = field(default_factory=list)
+
+
+class Orchestrator:
+    """Runs requests through the downstream services; one instance per router process."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        auth: AuthCache,
+        ratelimit: ratelimit_pb2_grpc.RateLimitServiceAsyncStub,
+        providers: providers_pb2_grpc.ProviderServiceAsyncStub,
+        metering: MeteringQueue,
+        background: BackgroundTasks,
+    ) -> None:
+        self._config = config
+        self._auth = auth
+        self._ratelimit = ratelimit
+        self._providers = providers
+        self._metering = metering
+        self._background = background
+        self.planner = Planner(config)
+        self._default_limits = quotas.default_limits(config.limits)
+
+    # -- admission ------------------------------------------------------------------------------
+
+    async def authenticate(self, call: CallContext) -> auth_pb2.Principal:
+        """The caller's principal (cached briefly)."""
+        return await self._auth.authenticate(call.api_key, call.request_id)
+
+    async def _admit(
+        self,
+        call: CallContext,
+        scope: str,
+        model: str,
+        prompt_tokens: int,
+        completion_budget: int,
+        max_cost_usd: float | None,
+        on_headers: HeaderSink,
+    ) -> _Admission:
+        started = time.monotonic()
+        received = timestamp_pb2.Timestamp()
+        received.GetCurrentTime()
+        principal = await self.authenticate(call)
+        policy.require_scope(principal, scope)
+        plan = self.planner.plan(model)
+        candidates = policy.allowed_candidates(principal, plan)
+        policy.check_prompt_size(principal, prompt_tokens)
+        first = candidates[0]
+        estimate = ratelimit_pb2.Amounts(
+            requests=1,
+            tokens=prompt_tokens + completion_budget,
+            cost_micro_usd=cost_micro_usd(first, prompt_tokens, completion_budget),
+        )
+        if max_cost_usd is not None and estimate.cost_micro_usd > max_cost_usd * 1_000_000:
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.COST_LIMIT_EXCEEDED,
+                f"The estimated cost of this request (${estimate.cost_micro_usd / 1_000_000:.6f}) exceeds "
+                f"gateway.max_cost_usd (${max_cost_usd:.6f}).",
+                {"param": "gateway.max_cost_usd"},
+            )
+        reservation_id = call.request_id or uuid.uuid4().hex
+        limits = quotas.descriptor_limits(principal, self._default_limits)
+        if limits:
+            try:
+                decision = await self._ratelimit.Acquire(
+                    ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate),
+                    timeout=5.0,
+                    metadata=(("x-request-id", call.request_id),),
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise GatewayError.from_rpc_error(exc) from None
+            await on_headers(quotas.headers(list(decision.statuses)))
+            if not decision.allowed:
+                raise quotas.refusal(decision)
+        return _Admission(
+            principal,
+            plan.model,
+            candidates,
+            reservation_id,
+            estimate if limits else ratelimit_pb2.Amounts(),
+            prompt_tokens,
+            started,
+            received,
+        )
+
+    def _completion_budget(self, request: chat_pb2.ChatCompletionRequest) -> int:
+        n = request.n if request.HasField("n") else 1
+        if request.HasField("max_completion_tokens"):
+            return request.max_completion_tokens * n
+        if request.HasField("max_tokens"):
+            return request.max_tokens * n
+        return self._config.limits.default_completion_tokens * n
+
+    # -- chat -----------------------------------------------------------------------------------
+
+    async def chat(
+        self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
+    ) -> chat_pb2.ChatCompletion:
+        """A unary completion with retries and fallbacks."""
+        validation.validate_chat(request)
+        admission = await self._admit_chat(request, call, on_headers)
+        outcome = _Outcome()
+        try:
+            completion: providers_pb2.ChatResponse = await self._with_attempts(
+                admission,
+                outcome,
+                call,
+                lambda c, timeout: self._providers.Chat(
+                    providers_pb2.ChatRequest(target=_target(c), completion=request),
+                    timeout=timeout,
+                    metadata=_metadata(call),
+                ),
+            )
+            result = completion.completion
+            outcome.outcome = metering_pb2.OUTCOME_SUCCESS
+            outcome.prompt_tokens = result.usage.prompt_tokens
+            outcome.completion_tokens = result.usage.completion_tokens
+            outcome.usage_estimated = result.usage.estimated
+            if not result.model and outcome.candidate is not None:
+                result.model = outcome.candidate.model
+            return result
+        except asyncio.CancelledError:
+            outcome.outcome = metering_pb2.OUTCOME_CANCELLED
+            raise
+        except GatewayError as exc:
+            outcome.error_code = exc.code.name
+            raise
+        finally:
+            self._finish(admission, outcome, call, operation="chat", streamed=False)
+
+    async def _admit_chat(
+        self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
+    ) -> _Admission:
+        max_cost = request.gateway.max_cost_usd if request.gateway.HasField("max_cost_usd") else None
+        return await self._admit(
+            call,
+            "chat",
+            request.model,
+            estimate_prompt_tokens(request),
+            self._completion_budget(request),
+            max_cost,
+            on_headers,
+        )
+
+    async def stream_chat(
+        self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
+    ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
+        """A streamed completion. Fallback happens only before the first chunk is passed on."""
+        validation.validate_chat(request)
+        admission = await self._admit_chat(request, call, on_headers)
+        outcome = _Outcome()
+        try:
+            async for chunk in self._stream_attempts(request, admission, outcome, call):
+                yield chunk
+            outcome.outcome = metering_pb2.OUTCOME_SUCCESS
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome.outcome = metering_pb2.OUTCOME_CANCELLED
+            raise
+        except GatewayError as exc:
+            outcome.error_code = exc.code.name
+            raise
+        finally:
+            if not outcome.prompt_tokens and not outcome.completion_tokens:
+                # The stream ended without a usage chunk (cancelled, or broken): count it ourselves.
+                outcome.prompt_tokens = admission.prompt_estimate if outcome.attempts else 0
+                outcome.completion_tokens = -(-outcome.streamed_chars // 4)
+                outcome.usage_estimated = True
+            self._finish(admission, outcome, call, operation="chat", streamed=True)
+
+    async def _stream_attempts(
+        self,
+        request: chat_pb2.ChatCompletionRequest,
+        admission: _Admission,
+        outcome: _Outcome,
+        call: CallContext,
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        sequence = _attempt_sequence(admission.candidates, self._config.router.max_attempts)
+        for number, candidate in enumerate(sequence, start=1):
+            outcome.attempts = number
+            outcome.candidate = candidate
+            stream = self._providers.StreamChat(
+                providers_pb2.StreamChatRequest(target=_target(candidate), completion=request),
+                timeout=call.time_remaining(),
+                metadata=_metadata(call),
+            )
+            chunks = aiter(stream)
+            try:
+                try:
+                    first = await asyncio.wait_for(anext(chunks), self._attempt_timeout(call))
+                except StopAsyncIteration:
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    error = GatewayError.from_rpc_error(exc)
+                except TimeoutError:
+                    error = _attempt_timeout_error(candidate)
+                else:
+                    outcome.first_chunk_s = time.monotonic() - admission.started
+                    yield self._observe(first.chunk, outcome)
+                    try:
+                        async for item in chunks:
+                            yield self._observe(item.chunk, outcome)
+                    except grpc.aio.AioRpcError as exc:
+                        raise _annotate(GatewayError.from_rpc_error(exc), outcome) from None
+                    return
+                outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
+                if not error.retryable or number == len(sequence):
+                    raise _annotate(error, outcome)
+                await self._backoff(number, error, call)
+            finally:
+                stream.cancel()
+
+    @staticmethod
+    def _observe(chunk: chat_pb2.ChatCompletionChunk, outcome: _Outcome) -> chat_pb2.ChatCompletionChunk:
+        if chunk.HasField("usage"):
+            outcome.prompt_tokens = chunk.usage.prompt_tokens
+            outcome.completion_tokens = chunk.usage.completion_tokens
+            outcome.usage_estimated = chunk.usage.estimated
+        for choice in chunk.choices:
+            delta = choice.delta
+            outcome.streamed_chars += len(delta.content) + len(delta.refusal)
+            outcome.streamed_chars += sum(len(t.arguments) + len(t.name) for t in delta.tool_calls)
+        return chunk
+
+    # -- embeddings -----------------------------------------------------------------------------
+
+    async def embed(
+        self, request: chat_pb2.EmbeddingRequest, call: CallContext, on_headers: HeaderSink
+    ) -> chat_pb2.EmbeddingResponse:
+        """Embeddings with retries and fallbacks."""
+        validation.validate_embedding(request)
+        admission = await self._admit(
+            call, "embeddings", request.model, estimate_embedding_tokens(request), 0, None, on_headers
+        )
+        outcome = _Outcome()
+        try:
+            response: providers_pb2.EmbedResponse = await self._with_attempts(
+                admission,
+                outcome,
+                call,
+                lambda c, timeout: self._providers.Embed(
+                    providers_pb2.EmbedRequest(target=_target(c), embedding=request),
+                    timeout=timeout,
+                    metadata=_metadata(call),
+                ),
+            )
+            result = response.embedding
+            outcome.outcome = metering_pb2.OUTCOME_SUCCESS
+            outcome.prompt_tokens = result.usage.prompt_tokens or admission.prompt_estimate
+            outcome.usage_estimated = not result.usage.prompt_tokens
+            return result
+        except asyncio.CancelledError:
+            outcome.outcome = metering_pb2.OUTCOME_CANCELLED
+            raise
+        except GatewayError as exc:
+            outcome.error_code = exc.code.name
+            raise
+        finally:
+            self._finish(admission, outcome, call, operation="embeddings", streamed=False)
+
+    # -- shared machinery -----------------------------------------------------------------------
+
+    def _attempt_timeout(self, call: CallContext) -> float:
+        remaining = call.time_remaining()
+        limit = self._config.router.attempt_timeout_s
+        return limit if remaining is None else max(0.001, min(limit, remaining))
+
+    async def _with_attempts(
+        self,
+        admission: _Admission,
+        outcome: _Outcome,
+        call: CallContext,
+        attempt: Callable[[Candidate, float], Awaitable[_T]],
+    ) -> _T:
+        sequence = _attempt_sequence(admission.candidates, self._config.router.max_attempts)
+        for number, candidate in enumerate(sequence, start=1):
+            outcome.attempts = number
+            outcome.candidate = candidate
+            try:
+                return await attempt(candidate, self._attempt_timeout(call))
+            except grpc.aio.AioRpcError as exc:
+                error = GatewayError.from_rpc_error(exc)
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error.reason == Reason.INTERNAL:
+                    error = _attempt_timeout_error(candidate)
+            outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
+            if not error.retryable or number == len(sequence):
+                raise _annotate(error, outcome)
+            await self._backoff(number, error, call)
+        raise AssertionError("unreachable: the attempt sequence is never empty")
+
+    async def _backoff(self, attempt: int, error: GatewayError, call: CallContext) -> None:
+        wait = self._config.router.retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        if error.retry_after_s is not None:
+            wait = max(wait, min(error.retry_after_s, _MAX_RETRY_WAIT_S))
+        remaining = call.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - 0.05))
+        await asyncio.sleep(wait)
+
+    def _finish(
+        self, admission: _Admission, outcome: _Outcome, call: CallContext, *, operation: str, streamed: bool
+    ) -> None:
+        """Settle the reservation and queue the usage event, in the background."""
+        candidate = outcome.candidate
+        cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
+        if admission.reserved.requests:
+            actual = ratelimit_pb2.Amounts(
+                requests=1,
+                tokens=outcome.prompt_tokens + outcome.completion_tokens,
+                cost_micro_usd=cost,
+            )
+            self._background.spawn(self._settle(admission.reservation_id, actual, call.request_id))
+        latency = time.monotonic() - admission.started
+        event = metering_pb2.UsageEvent(
+            request_id=call.request_id,
+            tenant_id=admission.principal.tenant_id,
+            key_id=admission.principal.key_id,
+            model=admission.model,
+            provider=candidate.provider if candidate else "",
+            upstream_model=candidate.model if candidate else "",
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cost_micro_usd=cost,
+            latency=_duration(latency),
+            outcome=outcome.outcome,  # type: ignore[arg-type]
+            error_code=outcome.error_code,
+            streamed=streamed,
+            attempts=outcome.attempts,
+            time=admission.received,
+            operation=operation,
+            usage_estimated=outcome.usage_estimated,
+        )
+        if outcome.first_chunk_s is not None:
+            event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
+        self._metering.put(event)
+
+    async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
+        try:
+            await self._ratelimit.Settle(
+                ratelimit_pb2.SettleRequest(reservation_id=reservation_id, actual=actual),
+                timeout=5.0,
+                metadata=(("x-request-id", request_id),),
+            )
+        except grpc.aio.AioRpcError as exc:
+            # The reservation expires on its own; the estimate stands until then.
+            log.warning("settle failed: %s %s", exc.code().name, exc.details())
+
+
+def _attempt_sequence(candidates: tuple[Candidate, ...], max_attempts: int) -> list[Candidate]:
+    """Each candidate once in order, the last one retried until ``max_attempts`` (at least one each)."""
+    count = max(max_attempts, len(candidates))
+    return [candidates[min(i, len(candidates) - 1)] for i in range(count)]
+
+
+def _annotate(error: GatewayError, outcome: _Outcome) -> GatewayError:
+    if outcome.attempt_log:
+        error.metadata = {**error.metadata, "attempts": "; ".join(outcome.attempt_log)}
+    return error
+
+
+def _attempt_timeout_error(candidate: Candidate) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Reason.UPSTREAM_TIMEOUT,
+        f"The provider `{candidate.provider}` did not answer in time.",
+        {"retryable": "true", "provider": candidate.provider},
+    )
+
+
+def _target(candidate: Candidate) -> providers_pb2.Target:
+    return providers_pb2.Target(provider=candidate.provider, model=candidate.model)
+
+
+def _metadata(call: CallContext) -> tuple[tuple[str, str], ...]:
+    return (("x-request-id", call.request_id),)
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))

@@ -1,0 +1,60 @@
+"""Which candidates a principal may use, and the tenant's request policy.
+
+Scopes, the key's model allowlist and the tenant's deny lists filter the planned candidates;
+a request left with none is refused before anything is reserved.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from gateway.auth.v1 import auth_pb2
+from gateway_common.errors import GatewayError, Reason, invalid_argument
+from services.router.planner import Candidate, Plan, matches_any
+
+
+def require_scope(principal: auth_pb2.Principal, scope: str) -> None:
+    """PERMISSION_DENIED unless the key holds ``scope`` (or ``admin``)."""
+    if scope not in principal.scopes and "admin" not in principal.scopes:
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            Reason.PERMISSION_DENIED,
+            f"This API key lacks the '{scope}' scope needed for this operation.",
+            {"scope": scope},
+        )
+
+
+def allowed_candidates(principal: auth_pb2.Principal, plan: Plan) -> tuple[Candidate, ...]:
+    """The plan's candidates this principal may use; PERMISSION_DENIED when none is left."""
+    allow = tuple(principal.allowed_models)
+    deny_models = tuple(principal.policy.deny_models)
+    deny_providers = set(principal.policy.deny_providers)
+    alias_allowed = not allow or matches_any(allow, plan.model)
+    kept = tuple(
+        c
+        for c in plan.candidates
+        if (alias_allowed or matches_any(allow, c.id))
+        and not matches_any(deny_models, plan.model, c.id)
+        and c.provider not in deny_providers
+    )
+    if not kept:
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            Reason.MODEL_NOT_ALLOWED,
+            f"This API key is not allowed to use the model `{plan.model}`.",
+            {"param": "model", "model": plan.model},
+        )
+    return kept
+
+
+def check_prompt_size(principal: auth_pb2.Principal, prompt_tokens: int) -> None:
+    """INVALID_ARGUMENT when the prompt exceeds the tenant's ``max_prompt_tokens``."""
+    policy = principal.policy
+    if policy.HasField("max_prompt_tokens") and prompt_tokens > policy.max_prompt_tokens:
+        error = invalid_argument(
+            f"The prompt has about {prompt_tokens} tokens; this tenant allows at most "
+            f"{policy.max_prompt_tokens} per request.",
+            "messages",
+        )
+        error.reason = Reason.POLICY_VIOLATION
+        raise error

@@ -1,0 +1,171 @@
+"""What a request reserves, on which descriptors, and how the outcome reads as headers.
+
+Descriptors: the tenant (its own limits, shared by all its keys) and the key (its own limits, or
+its tenant's key defaults, or the configured defaults). The ratelimit service counts; this module
+only decides what to ask for and how to report it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import grpc
+
+from gateway.auth.v1 import auth_pb2
+from gateway.quota.v1 import quota_pb2
+from gateway.ratelimit.v1 import ratelimit_pb2
+from gateway_common.config import LimitsConfig
+from gateway_common.errors import GatewayError, QuotaViolation, Reason
+
+_UNIT_NAMES = {
+    quota_pb2.UNIT_REQUESTS: "requests",
+    quota_pb2.UNIT_TOKENS: "tokens",
+    quota_pb2.UNIT_COST_MICRO_USD: "spend",
+}
+_WINDOW_NAMES = {quota_pb2.WINDOW_MINUTE: "minute", quota_pb2.WINDOW_DAY: "day", quota_pb2.WINDOW_MONTH: "month"}
+
+
+def default_limits(config: LimitsConfig) -> auth_pb2.Limits:
+    """The configured default limits as quotas (zero means no limit, so it is left out)."""
+    Q = quota_pb2.Quota
+    candidates = [
+        Q(unit=quota_pb2.UNIT_REQUESTS, window=quota_pb2.WINDOW_MINUTE, limit=config.requests_per_minute),
+        Q(unit=quota_pb2.UNIT_REQUESTS, window=quota_pb2.WINDOW_DAY, limit=config.requests_per_day),
+        Q(unit=quota_pb2.UNIT_TOKENS, window=quota_pb2.WINDOW_MINUTE, limit=config.tokens_per_minute),
+        Q(unit=quota_pb2.UNIT_TOKENS, window=quota_pb2.WINDOW_DAY, limit=config.tokens_per_day),
+        Q(unit=quota_pb2.UNIT_TOKENS, window=quota_pb2.WINDOW_MONTH, limit=config.tokens_per_month),
+        Q(
+            unit=quota_pb2.UNIT_COST_MICRO_USD,
+            window=quota_pb2.WINDOW_DAY,
+            limit=round(config.budget_usd_per_day * 1_000_000),
+        ),
+        Q(
+            unit=quota_pb2.UNIT_COST_MICRO_USD,
+            window=quota_pb2.WINDOW_MONTH,
+            limit=round(config.budget_usd_per_month * 1_000_000),
+        ),
+    ]
+    limits = auth_pb2.Limits(quotas=[q for q in candidates if q.limit > 0])
+    if config.max_concurrent_requests:
+        limits.max_concurrent_requests = config.max_concurrent_requests
+    return limits
+
+
+def _has_limits(limits: auth_pb2.Limits) -> bool:
+    return bool(limits.quotas) or limits.HasField("max_concurrent_requests")
+
+
+def descriptor_limits(principal: auth_pb2.Principal, defaults: auth_pb2.Limits) -> list[ratelimit_pb2.DescriptorLimits]:
+    """The descriptors a request of ``principal`` counts against, each with its quotas."""
+    tenant = ratelimit_pb2.DescriptorEntry(key="tenant", value=principal.tenant_id)
+    key = ratelimit_pb2.DescriptorEntry(key="key", value=principal.key_id)
+    result: list[ratelimit_pb2.DescriptorLimits] = []
+    if _has_limits(principal.tenant_limits):
+        result.append(_descriptor([tenant], principal.tenant_limits))
+    key_limits = principal.key_limits if _has_limits(principal.key_limits) else defaults
+    if _has_limits(key_limits):
+        result.append(_descriptor([tenant, key], key_limits))
+    return result
+
+
+def _descriptor(
+    entries: list[ratelimit_pb2.DescriptorEntry], limits: auth_pb2.Limits
+) -> ratelimit_pb2.DescriptorLimits:
+    item = ratelimit_pb2.DescriptorLimits(descriptor=ratelimit_pb2.Descriptor(entries=entries))
+    item.quotas.extend(q for q in limits.quotas if q.limit >= 0)
+    if limits.HasField("max_concurrent_requests"):
+        item.max_concurrent = limits.max_concurrent_requests
+    return item
+
+
+def _describe(descriptor: ratelimit_pb2.Descriptor) -> str:
+    return ",".join(f"{e.key}:{e.value}" for e in descriptor.entries)
+
+
+def refusal(response: ratelimit_pb2.AcquireResponse) -> GatewayError:
+    """RESOURCE_EXHAUSTED for a refused Acquire, with RetryInfo and one QuotaFailure violation per quota."""
+    violations: list[QuotaViolation] = []
+    budget = False
+    units: set[str] = set()
+    for status in response.statuses:
+        if not status.exceeded:
+            continue
+        unit = _UNIT_NAMES.get(status.quota.unit, "requests")
+        window = _WINDOW_NAMES.get(status.quota.window, "window")
+        budget = budget or status.quota.unit == quota_pb2.UNIT_COST_MICRO_USD
+        units.add(unit)
+        limit = status.quota.limit
+        shown = f"${limit / 1_000_000:.2f}" if unit == "spend" else str(limit)
+        violations.append(
+            QuotaViolation(f"{_describe(status.descriptor)} {unit}/{window}", f"Limit {shown} per {window} reached.")
+        )
+    retry_after = response.retry_after.seconds + response.retry_after.nanos / 1e9
+    if response.degraded and not violations:
+        return GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.DEPENDENCY_UNAVAILABLE,
+            "Rate limiting is unavailable; the request was refused. Please retry shortly.",
+            {"retryable": "true"},
+            retry_after_s=retry_after or 1.0,
+        )
+    if not violations:
+        violations.append(QuotaViolation("concurrency", "Too many requests in flight."))
+        units.add("concurrency")
+    if budget:
+        message = "You exceeded your current quota (spend budget). The budget resets at the start of its next window."
+        reason = Reason.BUDGET_EXCEEDED
+    else:
+        subjects = "; ".join(v.subject + ": " + v.description for v in violations)
+        message = f"Rate limit reached ({subjects}). Please try again in {max(1, math.ceil(retry_after))}s."
+        reason = Reason.RATE_LIMITED
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        reason,
+        message,
+        {"limit_type": ",".join(sorted(units))},
+        retry_after_s=retry_after,
+        quota_violations=violations,
+    )
+
+
+def format_reset(seconds: float) -> str:
+    """A duration as OpenAI writes it in x-ratelimit-reset-*: "6ms", "1s", "6m0s", "1h2m3s"."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+@dataclass(frozen=True)
+class _Tightest:
+    limit: int
+    remaining: int
+    reset_s: float
+
+
+def headers(statuses: list[ratelimit_pb2.QuotaStatus]) -> list[tuple[str, str]]:
+    """``x-ratelimit-*`` metadata for requests and tokens: the tightest quota of each unit."""
+    tightest: dict[str, _Tightest] = {}
+    for status in statuses:
+        unit = {quota_pb2.UNIT_REQUESTS: "requests", quota_pb2.UNIT_TOKENS: "tokens"}.get(status.quota.unit)
+        if unit is None:
+            continue
+        reset = status.reset_after.seconds + status.reset_after.nanos / 1e9
+        current = tightest.get(unit)
+        if current is None or (status.remaining, reset) < (current.remaining, current.reset_s):
+            tightest[unit] = _Tightest(status.quota.limit, max(0, status.remaining), reset)
+    result: list[tuple[str, str]] = []
+    for unit, t in sorted(tightest.items()):
+        result += [
+            (f"x-ratelimit-limit-{unit}", str(t.limit)),
+            (f"x-ratelimit-remaining-{unit}", str(t.remaining)),
+            (f"x-ratelimit-reset-{unit}", format_reset(t.reset_s)),
+        ]
+    return result

@@ -1,0 +1,67 @@
+"""Wires the router: one channel per downstream service, the orchestrator, the servicer.
+
+Shutdown order (ServiceApp): health NOT_SERVING, stop accepting and let in-flight calls finish,
+then drain settlements and the metering queue, then close the channels.
+"""
+
+from __future__ import annotations
+
+from gateway.auth.v1 import auth_pb2_grpc
+from gateway.metering.v1 import metering_pb2_grpc
+from gateway.providers.v1 import providers_pb2_grpc
+from gateway.ratelimit.v1 import ratelimit_pb2_grpc
+from gateway.router.v1 import router_pb2, router_pb2_grpc
+from gateway_common.config import GatewayConfig
+from gateway_common.grpc_client import open_channel
+from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+from services.router.auth_cache import AuthCache
+from services.router.background import BackgroundTasks
+from services.router.metering_queue import MeteringQueue
+from services.router.orchestrator import Orchestrator
+from services.router.servicer import RouterServicer
+
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+
+
+def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
+    """The router service, ready to start."""
+    addresses = config.services
+    channels = [
+        open_channel(addresses.auth.address),
+        open_channel(addresses.ratelimit.address),
+        open_channel(addresses.providers.address),
+        open_channel(addresses.metering.address),
+    ]
+    auth_channel, ratelimit_channel, providers_channel, metering_channel = channels
+    providers = providers_pb2_grpc.ProviderServiceStub(providers_channel)
+    metering = MeteringQueue(
+        metering_pb2_grpc.MeteringServiceStub(metering_channel),
+        batch_size=config.metering.batch_size,
+        flush_interval_s=config.metering.flush_interval_s,
+        queue_limit=config.metering.queue_limit,
+    )
+    background = BackgroundTasks()
+    orchestrator = Orchestrator(
+        config,
+        AuthCache(auth_pb2_grpc.AuthServiceStub(auth_channel), ttl_s=config.auth.cache_ttl_s),
+        ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel),
+        providers,
+        metering,
+        background,
+    )
+    servicer = RouterServicer(orchestrator, providers)
+    server = GrpcServer(
+        listen or addresses.router.listen,
+        [ServiceRegistration(router_pb2_grpc.add_RouterServiceServicer_to_server, servicer, SERVICE_NAME)],
+    )
+
+    async def on_ready() -> None:
+        metering.start()
+
+    async def on_stop() -> None:
+        await background.drain()
+        await metering.drain()
+        for channel in channels:
+            await channel.close(None)
+
+    return ServiceApp("router", server, on_ready=on_ready, on_stop=on_stop)

@@ -1,0 +1,95 @@
+"""RouterService: translates gRPC calls to the orchestrator and back, nothing more."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from gateway.chat.v1 import chat_pb2
+from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
+from gateway.router.v1 import router_pb2, router_pb2_grpc
+from gateway_common.grpc_server import REQUEST_ID_KEY
+from gateway_common.logging import request_id_var
+from services.router.auth_cache import bearer_token
+from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
+from services.router.planner import matches_any
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _call_context(context: Context) -> CallContext:
+    metadata = tuple(context.invocation_metadata() or ())
+    return CallContext(
+        api_key=bearer_token(metadata),
+        request_id=request_id_var.get(),
+        time_remaining=context.time_remaining,
+    )
+
+
+def _header_sink(context: Context) -> HeaderSink:
+    async def send(headers: list[tuple[str, str]]) -> None:
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id_var.get()), *headers))
+
+    return send
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    """The public gRPC API of the gateway."""
+
+    def __init__(self, orchestrator: Orchestrator, providers: providers_pb2_grpc.ProviderServiceAsyncStub) -> None:
+        self._orchestrator = orchestrator
+        self._providers = providers
+        self._upstream_models: list[chat_pb2.Model] = []
+        self._upstream_models_at = 0.0
+
+    async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
+        completion = await self._orchestrator.chat(request.completion, _call_context(context), _header_sink(context))
+        return router_pb2.ChatResponse(completion=completion)
+
+    async def StreamChat(
+        self, request: router_pb2.StreamChatRequest, context: Context
+    ) -> AsyncIterator[router_pb2.StreamChatResponse]:
+        stream = self._orchestrator.stream_chat(request.completion, _call_context(context), _header_sink(context))
+        try:
+            async for chunk in stream:
+                yield router_pb2.StreamChatResponse(chunk=chunk)
+        finally:
+            await stream.aclose()
+
+    async def Embed(self, request: router_pb2.EmbedRequest, context: Context) -> router_pb2.EmbedResponse:
+        embedding = await self._orchestrator.embed(request.embedding, _call_context(context), _header_sink(context))
+        return router_pb2.EmbedResponse(embedding=embedding)
+
+    async def ListModels(
+        self, request: router_pb2.ListModelsRequest, context: Context
+    ) -> router_pb2.ListModelsResponse:
+        principal = await self._orchestrator.authenticate(_call_context(context))
+        models = [
+            chat_pb2.Model(id=ident, provider=provider, owned_by=owner, created=0)
+            for ident, provider, owner in self._orchestrator.planner.catalog()
+        ]
+        models += await self._listed_upstream_models()
+        allow = tuple(principal.allowed_models)
+        seen: set[str] = set()
+        result = router_pb2.ListModelsResponse()
+        for model in models:
+            if model.id in seen or (allow and not matches_any(allow, model.id)):
+                continue
+            seen.add(model.id)
+            result.models.append(model)
+        return result
+
+    async def _listed_upstream_models(self) -> list[chat_pb2.Model]:
+        # Upstream lists change rarely; asking on every call would put a provider round trip
+        # (and its failure modes) on a path clients poll.
+        if time.monotonic() - self._upstream_models_at > 60:
+            try:
+                response = await self._providers.ListModels(providers_pb2.ListModelsRequest(), timeout=10)
+                self._upstream_models = list(response.models)
+            except grpc.aio.AioRpcError:
+                pass
+            self._upstream_models_at = time.monotonic()
+        return self._upstream_models

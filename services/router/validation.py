@@ -1,0 +1,44 @@
+"""Checks a canonical request before anything is reserved or called.
+
+The edge already rejects malformed JSON; internal callers reach the router directly with
+protobuf, so the router checks what protobuf cannot express.
+"""
+
+from __future__ import annotations
+
+from gateway.chat.v1 import chat_pb2
+from gateway_common.errors import invalid_argument
+
+
+def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
+    """INVALID_ARGUMENT naming the field for a request no provider could serve."""
+    if not request.messages:
+        raise invalid_argument("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages")
+    for i, message in enumerate(request.messages):
+        path = f"messages[{i}]"
+        if message.role == chat_pb2.ROLE_UNSPECIFIED:
+            raise invalid_argument(f"Missing required parameter: '{path}.role'.", f"{path}.role")
+        has_content = message.HasField("text") or bool(message.parts)
+        if message.role == chat_pb2.ROLE_TOOL and not message.tool_call_id:
+            raise invalid_argument(f"Missing required parameter: '{path}.tool_call_id'.", f"{path}.tool_call_id")
+        if message.role != chat_pb2.ROLE_ASSISTANT and not has_content:
+            raise invalid_argument(f"Missing required parameter: '{path}.content'.", f"{path}.content")
+        if message.role == chat_pb2.ROLE_ASSISTANT and not (
+            has_content or message.tool_calls or message.HasField("refusal")
+        ):
+            raise invalid_argument(f"'{path}' must have content or tool_calls (assistant messages).", f"{path}.content")
+    if request.HasField("n") and request.n < 1:
+        raise invalid_argument("Invalid value for 'n': must be at least 1.", "n")
+    for name in ("max_tokens", "max_completion_tokens"):
+        if request.HasField(name) and getattr(request, name) < 1:
+            raise invalid_argument(f"Invalid value for '{name}': must be at least 1.", name)
+    if request.HasField("gateway") and request.gateway.HasField("max_cost_usd") and request.gateway.max_cost_usd < 0:
+        raise invalid_argument(
+            "Invalid value for 'gateway.max_cost_usd': must not be negative.", "gateway.max_cost_usd"
+        )
+
+
+def validate_embedding(request: chat_pb2.EmbeddingRequest) -> None:
+    """INVALID_ARGUMENT for an embeddings request without input."""
+    if not request.input:
+        raise invalid_argument("Missing required parameter: 'input'.", "input")

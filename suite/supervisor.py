@@ -1,0 +1,152 @@
+"""Runs the whole suite as local processes: five gRPC services and the edge.
+
+`make up` uses it on embedded defaults; the end-to-end tests and the benchmark use it with their
+own ports and data folder. Services start in dependency order and each is awaited by polling
+its health (gRPC health for services, ``/health`` for the edge), never by sleeping blindly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway_common.healthcheck import check
+
+SERVICES = ("auth", "ratelimit", "metering", "providers", "router")
+DEFAULT_PORTS = {
+    "router": 50051,
+    "auth": 50052,
+    "ratelimit": 50053,
+    "providers": 50054,
+    "metering": 50055,
+    "edge": 8080,
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SuiteError(RuntimeError):
+    """A process of the suite failed to start or died."""
+
+
+@dataclass
+class Suite:
+    """The six processes, their ports and their shared data folder."""
+
+    data_dir: Path
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    host: str = "127.0.0.1"
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def edge_url(self) -> str:
+        """The edge's base URL."""
+        return f"http://{self.host}:{self.ports['edge']}"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where each process writes its JSON log."""
+        return self.data_dir / "logs"
+
+    def process_env(self) -> dict[str, str]:
+        """The environment every process gets: addresses, data files, then the caller's own settings."""
+        env = {"GATEWAY_DEMO_KEY_FILE": str(self.data_dir / "demo-key")}
+        if "DATABASE_URL" not in self.env:
+            env["GATEWAY_METERING_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'metering.db'}"
+            env["GATEWAY_AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'auth.db'}"
+        env.update(self.env)
+        for name in SERVICES:
+            address = f"{self.host}:{self.ports[name]}"
+            env[f"GATEWAY_{name.upper()}_LISTEN"] = address
+            env[f"GATEWAY_{name.upper()}_ADDR"] = address
+        env["GATEWAY_EDGE_HOST"] = self.host
+        env["GATEWAY_EDGE_PORT"] = str(self.ports["edge"])
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _spawn(self, name: str, module: str) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=self.process_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops the children in order
+        )
+        log.close()
+
+    def _wait(self, name: str, ready: object, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        process = self.processes[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SuiteError(f"{name} exited with status {process.returncode}:\n{self.tail(name)}")
+            if ready():  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+        raise SuiteError(f"{name} not ready after {timeout_s:.0f}s:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        """The last lines of a process's log."""
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _edge_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.edge_url}/health", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start every process in dependency order and wait until each is ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            leaves = [s for s in SERVICES if s != "router"]
+            for name in leaves:
+                self._spawn(name, f"services.{name}")
+            for name in leaves:
+                port = self.ports[name]
+                self._wait(name, lambda port=port: check(f"{self.host}:{port}", 0.5), timeout_s)
+            self._spawn("router", "services.router")
+            self._wait("router", lambda: check(f"{self.host}:{self.ports['router']}", 0.5), timeout_s)
+            self._spawn("edge", "edge")
+            self._wait("edge", self._edge_ready, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def dead(self) -> list[str]:
+        """Processes that have exited."""
+        return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM every process, the edge first; SIGKILL what has not exited after ``grace_s``."""
+        order = ["edge", "router", *[s for s in SERVICES if s != "router"]]
+        for name in order:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes.clear()

@@ -1,0 +1,271 @@
+"""End to end: the official openai SDK (and plain HTTP) against the edge of the real suite."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import Gateway
+
+pytestmark = pytest.mark.e2e
+
+HELLO = [{"role": "user", "content": "Hello there, gateway!"}]
+
+
+def _wait_for(condition: object, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_health_and_ready(gateway: Gateway) -> None:
+    assert httpx.get(f"{gateway.url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway.url}/ready")
+    assert ready.status_code == 200
+    assert set(ready.json()["services"].values()) == {"SERVING"}
+
+
+def test_models_list_and_retrieve(gateway: Gateway) -> None:
+    client = gateway.client()
+    ids = [m.id for m in client.models.list()]
+    assert "mock:gateway-demo" in ids and "fast" in ids and "mock:fast-demo" in ids
+    assert client.models.retrieve("fast").id == "fast"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("nope:nothing")
+    assert info.value.code == "model_not_found"
+
+
+def test_completion(gateway: Gateway) -> None:
+    raw = gateway.client().chat.completions.with_raw_response.create(model="mock:demo", messages=HELLO)
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert raw.headers["x-request-id"]
+    assert int(raw.headers["x-ratelimit-limit-requests"]) == 10000
+
+
+def test_default_model_when_none_is_named(gateway: Gateway) -> None:
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json={"messages": HELLO},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+
+
+def test_request_id_is_echoed(gateway: Gateway) -> None:
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="mock:demo", messages=HELLO, extra_headers={"x-request-id": "my-trace-123"}
+    )
+    assert raw.headers["x-request-id"] == "my-trace-123"
+
+
+def test_stream_with_usage(gateway: Gateway) -> None:
+    stream = gateway.client().chat.completions.create(
+        model="mock:demo", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_stream_without_usage_has_no_usage_chunk(gateway: Gateway) -> None:
+    chunks = list(gateway.client().chat.completions.create(model="mock:demo", messages=HELLO, stream=True))
+    assert chunks and all(c.choices for c in chunks)
+    assert all(getattr(c, "usage", None) is None for c in chunks)
+
+
+def test_stream_wire_format_ends_with_done(gateway: Gateway) -> None:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json={"model": "mock:demo", "messages": HELLO, "stream": True},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = response.read().decode()
+    events = [line for line in body.split("\n") if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[0].removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+
+def test_stream_chunks_arrive_before_upstream_finishes(gateway: Gateway) -> None:
+    stats = gateway.upstream.stats
+    finished_before = stats.streams_finished
+    stream = gateway.client().chat.completions.create(model="fake:slow-20", messages=HELLO, stream=True)
+    first = next(iter(stream))
+    # The upstream is still producing (20 chunks, 50 ms apart) when the first chunk is here.
+    assert first.choices[0].delta.role == "assistant"
+    assert stats.streams_finished == finished_before
+    rest = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices).startswith("tok0 tok1")
+    _wait_for(lambda: stats.streams_finished == finished_before + 1, "the upstream stream to finish")
+
+
+def test_client_disconnect_closes_upstream_request(gateway: Gateway) -> None:
+    stats = gateway.upstream.stats
+    disconnected_before = stats.streams_disconnected
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json={"model": "fake:slow-200", "messages": HELLO, "stream": True},
+        timeout=30,
+    ) as response:
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
+        assert received
+    # Closing the HTTP response went edge -> router -> providers -> upstream.
+    _wait_for(lambda: stats.streams_disconnected == disconnected_before + 1, "the upstream to see the disconnect")
+
+
+def test_upstream_request_carries_key_and_usage_option(gateway: Gateway) -> None:
+    gateway.client().chat.completions.create(model="fake:plain", messages=HELLO, temperature=0.5, seed=7)
+    body = gateway.upstream.stats.last_body
+    assert body["model"] == "plain" and body["temperature"] == 0.5 and body["seed"] == 7
+
+
+def test_bad_key(gateway: Gateway) -> None:
+    with pytest.raises(openai.AuthenticationError) as info:
+        gateway.client(key="gw-not-a-real-key").chat.completions.create(model="mock:demo", messages=HELLO)
+    assert info.value.status_code == 401
+    assert "gw-not-a-real-key" not in str(info.value.body)
+
+
+def test_missing_key(gateway: Gateway) -> None:
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "mock:demo", "messages": HELLO})
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_unknown_model(gateway: Gateway) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        gateway.client().chat.completions.create(model="no-such-model", messages=HELLO)
+    assert info.value.code == "model_not_found"
+    assert "no-such-model" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "fake:x", "messages": []}, "messages"),
+        ({"model": "fake:x"}, "messages"),
+        ({"model": "fake:x", "messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"model": "fake:x", "messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
+        ({"model": "fake:x", "messages": HELLO, "temperature": "hot"}, "temperature"),
+        ({"model": "fake:x", "messages": HELLO, "max_tokens": -1}, "max_tokens"),
+        ({"model": 5, "messages": HELLO}, "model"),
+        ({"model": "fake:x", "messages": "hello"}, "messages"),
+        ({"model": "fake:x", "messages": HELLO, "stream": "yes"}, "stream"),
+    ],
+)
+def test_bad_body_names_the_field_and_costs_nothing(gateway: Gateway, body: dict[str, object], param: str) -> None:
+    requests_before = gateway.upstream.stats.requests
+    headers = {"Authorization": f"Bearer {gateway.key}"}
+    before = httpx.post(
+        f"{gateway.url}/v1/chat/completions", headers=headers, json={"model": "mock:demo", "messages": HELLO}
+    )
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", headers=headers, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error" and error["message"]
+    after = httpx.post(
+        f"{gateway.url}/v1/chat/completions", headers=headers, json={"model": "mock:demo", "messages": HELLO}
+    )
+    # Exactly the two good requests were counted, and the bad one never reached the upstream.
+    used = int(before.headers["x-ratelimit-remaining-requests"]) - int(after.headers["x-ratelimit-remaining-requests"])
+    assert used == 1
+    assert gateway.upstream.stats.requests == requests_before
+
+
+def test_malformed_json(gateway: Gateway) -> None:
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}", "Content-Type": "application/json"},
+        content=b'{"model": "mock:demo", "messages": [',
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "body"
+
+
+def test_oversized_body(gateway: Gateway) -> None:
+    big = [{"role": "user", "content": "x" * 70_000}]
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json={"model": "mock:demo", "messages": big},
+    )
+    assert response.status_code == 413
+    assert "65536" in response.json()["error"]["message"]
+
+
+def test_rate_limit_429_with_headers(gateway: Gateway) -> None:
+    created = httpx.post(
+        f"{gateway.url}/admin/v1/keys",
+        headers={"Authorization": f"Bearer {gateway.admin_key}"},
+        json={
+            "tenant_id": "acme",
+            "name": "tight",
+            "limits": {"quotas": [{"unit": "UNIT_REQUESTS", "window": "WINDOW_MINUTE", "limit": 2}]},
+        },
+    )
+    assert created.status_code == 200, created.text
+    client = gateway.client(key=created.json()["secret"])
+    for _ in range(2):
+        client.chat.completions.create(model="mock:demo", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="mock:demo", messages=HELLO)
+    headers = info.value.response.headers
+    assert int(headers["retry-after"]) >= 1
+    assert headers["x-ratelimit-limit-requests"] == "2"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert info.value.code == "rate_limit_exceeded"
+
+
+def test_upstream_errors_map_to_sdk_exceptions(gateway: Gateway) -> None:
+    client = gateway.client()
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="mock:error-429", messages=HELLO)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="mock:error-400", messages=HELLO)
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="mock:error-500", messages=HELLO)
+    assert info.value.status_code == 502
+    with pytest.raises(openai.APIStatusError) as timeout:
+        client.chat.completions.create(model="mock:timeout", messages=HELLO)
+    assert timeout.value.status_code == 504
+
+
+def test_native_chat_route(gateway: Gateway) -> None:
+    response = httpx.post(
+        f"{gateway.url}/v1/chat",
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        json={"completion": {"model": "mock:demo", "messages": [{"role": "ROLE_USER", "text": "Hi"}]}},
+    )
+    assert response.status_code == 200, response.text
+    completion = response.json()["completion"]
+    assert completion["choices"][0]["message"]["text"]
+    assert completion["provider"] == "mock"
+    missing = httpx.post(f"{gateway.url}/v1/chat", json={"completion": {"model": "mock:demo"}})
+    assert missing.status_code == 401
+    assert missing.json()["code"] == 16

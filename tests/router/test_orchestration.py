@@ -1,0 +1,379 @@
+"""The router against in-process fakes of auth, ratelimit, providers and metering, over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway.auth.v1 import auth_pb2, auth_pb2_grpc
+from gateway.chat.v1 import chat_pb2
+from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
+from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
+from gateway.quota.v1 import quota_pb2
+from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from gateway.router.v1 import router_pb2, router_pb2_grpc
+from gateway_common.config import GatewayConfig
+from gateway_common.errors import GatewayError, Reason
+from gateway_common.grpc_server import GrpcServer, ServiceRegistration
+from services.router.server import build
+
+KEY = "gw-test-key"
+LIMITED_KEY = "gw-limited-key"
+
+
+class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def Authenticate(self, request: auth_pb2.AuthenticateRequest, context: Any) -> auth_pb2.AuthenticateResponse:
+        self.calls += 1
+        limits = auth_pb2.Limits(
+            quotas=[quota_pb2.Quota(unit=quota_pb2.UNIT_REQUESTS, window=quota_pb2.WINDOW_MINUTE, limit=100)]
+        )
+        if request.api_key == KEY:
+            principal = auth_pb2.Principal(tenant_id="t1", key_id="k1", scopes=["chat"], key_limits=limits)
+        elif request.api_key == LIMITED_KEY:
+            principal = auth_pb2.Principal(
+                tenant_id="t1", key_id="k2", scopes=["chat"], allowed_models=["p2:*"], key_limits=limits
+            )
+        else:
+            raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, Reason.INVALID_API_KEY, "Incorrect API key provided.")
+        return auth_pb2.AuthenticateResponse(principal=principal, cache_ttl_seconds=2)
+
+
+class FakeRateLimit(ratelimit_pb2_grpc.RateLimitServiceServicer):
+    def __init__(self) -> None:
+        self.acquired: list[ratelimit_pb2.AcquireRequest] = []
+        self.settled: list[ratelimit_pb2.SettleRequest] = []
+        self.refuse = False
+
+    async def Acquire(self, request: ratelimit_pb2.AcquireRequest, context: Any) -> ratelimit_pb2.AcquireResponse:
+        self.acquired.append(request)
+        quota = request.limits[-1].quotas[0]
+        status = ratelimit_pb2.QuotaStatus(
+            descriptor=request.limits[-1].descriptor,
+            quota=quota,
+            remaining=0 if self.refuse else 99,
+            exceeded=self.refuse,
+        )
+        status.reset_after.seconds = 42
+        response = ratelimit_pb2.AcquireResponse(allowed=not self.refuse, statuses=[status])
+        if self.refuse:
+            response.retry_after.seconds = 42
+        return response
+
+    async def Settle(self, request: ratelimit_pb2.SettleRequest, context: Any) -> ratelimit_pb2.SettleResponse:
+        self.settled.append(request)
+        return ratelimit_pb2.SettleResponse(found=True)
+
+
+def _upstream_error(code: grpc.StatusCode, retryable: bool) -> GatewayError:
+    return GatewayError(
+        code,
+        Reason.UPSTREAM_ERROR,
+        f"upstream said {code.name}",
+        {"retryable": str(retryable).lower(), "upstream_code": "boom"},
+    )
+
+
+def _chunk(text: str | None = None, usage: bool = False) -> providers_pb2.StreamChatResponse:
+    chunk = chat_pb2.ChatCompletionChunk(id="c1", model="up-model")
+    if usage:
+        chunk.usage.CopyFrom(chat_pb2.Usage(prompt_tokens=7, completion_tokens=3, total_tokens=10))
+    else:
+        chunk.choices.add(index=0).delta.content = text or ""
+    return providers_pb2.StreamChatResponse(chunk=chunk)
+
+
+@dataclass
+class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
+    attempts: list[str] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def Chat(self, request: providers_pb2.ChatRequest, context: Any) -> providers_pb2.ChatResponse:
+        target = f"{request.target.provider}:{request.target.model}"
+        self.attempts.append(target)
+        if request.target.model == "fail-503":
+            raise _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
+        if request.target.model == "fail-400":
+            raise _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
+        completion = chat_pb2.ChatCompletion(id="x", model="up-model", provider=request.target.provider)
+        choice = completion.choices.add(index=0, finish_reason=chat_pb2.FINISH_REASON_STOP)
+        choice.message.role = chat_pb2.ROLE_ASSISTANT
+        choice.message.text = "hello"
+        completion.usage.CopyFrom(chat_pb2.Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7))
+        return providers_pb2.ChatResponse(completion=completion)
+
+    async def StreamChat(
+        self, request: providers_pb2.StreamChatRequest, context: Any
+    ) -> AsyncIterator[providers_pb2.StreamChatResponse]:
+        self.attempts.append(f"{request.target.provider}:{request.target.model}")
+        model = request.target.model
+        if model == "fail-503":
+            raise _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
+        yield _chunk("one ")
+        if model == "break-mid":
+            raise _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
+        if model == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        yield _chunk("two")
+        yield _chunk(usage=True)
+
+
+class FakeMetering(metering_pb2_grpc.MeteringServiceServicer):
+    def __init__(self) -> None:
+        self.events: list[metering_pb2.UsageEvent] = []
+
+    async def RecordEvents(
+        self, request: metering_pb2.RecordEventsRequest, context: Any
+    ) -> metering_pb2.RecordEventsResponse:
+        self.events.extend(request.events)
+        return metering_pb2.RecordEventsResponse(recorded=len(request.events))
+
+
+@dataclass
+class Rig:
+    router: router_pb2_grpc.RouterServiceAsyncStub
+    auth: FakeAuth
+    ratelimit: FakeRateLimit
+    providers: FakeProviders
+    metering: FakeMetering
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    auth, ratelimit, providers, metering = FakeAuth(), FakeRateLimit(), FakeProviders(), FakeMetering()
+    fakes = {
+        "auth": ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, auth, "a"),
+        "ratelimit": ServiceRegistration(ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server, ratelimit, "r"),
+        "providers": ServiceRegistration(providers_pb2_grpc.add_ProviderServiceServicer_to_server, providers, "p"),
+        "metering": ServiceRegistration(metering_pb2_grpc.add_MeteringServiceServicer_to_server, metering, "m"),
+    }
+    servers: dict[str, GrpcServer] = {}
+    addresses: dict[str, dict[str, str]] = {}
+    for name, registration in fakes.items():
+        server = GrpcServer("127.0.0.1:0", [registration])
+        port = await server.start()
+        servers[name] = server
+        addresses[name] = {"listen": f"127.0.0.1:{port}", "address": f"127.0.0.1:{port}"}
+    config = GatewayConfig.model_validate(
+        {
+            "services": {**addresses, "router": {"listen": "127.0.0.1:0", "address": "unused"}},
+            "providers": {
+                "p1": {"type": "openai_compatible", "base_url": "http://x"},
+                "p2": {"type": "openai_compatible", "base_url": "http://y"},
+            },
+            "models": {
+                "fallback": {
+                    "deployments": [
+                        {"provider": "p1", "model": "fail-503"},
+                        {"provider": "p2", "model": "ok", "input_usd_per_million": 2, "output_usd_per_million": 4},
+                    ]
+                },
+                "stream-fallback": {
+                    "deployments": [{"provider": "p1", "model": "fail-503"}, {"provider": "p2", "model": "ok"}]
+                },
+                "mid-break": {
+                    "deployments": [{"provider": "p1", "model": "break-mid"}, {"provider": "p2", "model": "ok"}]
+                },
+            },
+            "router": {"max_attempts": 3, "retry_backoff_s": 0.0},
+            "metering": {"flush_interval_s": 0.05},
+        }
+    )
+    app = build(config)
+    port = await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Rig(router_pb2_grpc.RouterServiceStub(channel), auth, ratelimit, providers, metering)
+    finally:
+        await channel.close()
+        await app.stop(0)
+        for server in servers.values():
+            await server.stop(0)
+
+
+def _request(model: str) -> chat_pb2.ChatCompletionRequest:
+    return chat_pb2.ChatCompletionRequest(
+        model=model, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="hi there")], max_tokens=10
+    )
+
+
+MD = (("authorization", f"Bearer {KEY}"), ("x-request-id", "req-1"))
+
+
+async def _until(condition: Any, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def _details(error: grpc.aio.AioRpcError) -> GatewayError:
+    return GatewayError.from_rpc_error(error)
+
+
+async def test_fallback_to_next_deployment_and_settle_actual_usage(rig: Rig) -> None:
+    call = rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=MD)
+    response = await call
+    assert response.completion.choices[0].message.text == "hello"
+    assert rig.providers.attempts == ["p1:fail-503", "p2:ok"]
+    headers = dict(await call.initial_metadata())
+    assert headers["x-ratelimit-remaining-requests"] == "99"
+    assert headers["x-ratelimit-reset-requests"] == "42s"
+    await _until(lambda: rig.ratelimit.settled and rig.metering.events)
+    settled = rig.ratelimit.settled[0]
+    assert settled.reservation_id == "req-1"
+    # 5 prompt tokens at $2/M plus 2 completion tokens at $4/M: 18 micro-USD.
+    assert (settled.actual.requests, settled.actual.tokens, settled.actual.cost_micro_usd) == (1, 7, 18)
+    event = rig.metering.events[0]
+    assert (event.request_id, event.tenant_id, event.key_id, event.provider, event.attempts) == (
+        "req-1",
+        "t1",
+        "k1",
+        "p2",
+        2,
+    )
+    assert event.outcome == metering_pb2.OUTCOME_SUCCESS
+
+
+async def test_non_retryable_error_is_not_retried(rig: Rig) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p1:fail-400")), metadata=MD)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert rig.providers.attempts == ["p1:fail-400"]
+    assert _details(info.value).metadata["upstream_code"] == "boom"
+
+
+async def test_retryable_error_is_retried_up_to_max_attempts(rig: Rig) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p1:fail-503")), metadata=MD)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert rig.providers.attempts == ["p1:fail-503"] * 3
+    assert _details(info.value).metadata["attempts"].count("UNAVAILABLE") == 3
+    await _until(lambda: rig.metering.events)
+    assert rig.metering.events[0].outcome == metering_pb2.OUTCOME_ERROR
+
+
+async def test_refused_request_never_reaches_a_provider(rig: Rig) -> None:
+    rig.ratelimit.refuse = True
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p1:ok")), metadata=MD)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    error = _details(info.value)
+    assert error.reason == Reason.RATE_LIMITED and error.retry_after_s == 42
+    assert error.quota_violations and "requests/minute" in error.quota_violations[0].subject
+    assert dict(info.value.initial_metadata())["x-ratelimit-remaining-requests"] == "0"
+    assert rig.providers.attempts == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (chat_pb2.ChatCompletionRequest(model="p1:ok"), "messages"),
+        (chat_pb2.ChatCompletionRequest(model="p1:ok", messages=[chat_pb2.Message(text="x")]), "messages[0].role"),
+        (
+            chat_pb2.ChatCompletionRequest(model="p1:ok", messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER)]),
+            "messages[0].content",
+        ),
+    ],
+)
+async def test_invalid_requests_use_no_quota(rig: Rig, request_: chat_pb2.ChatCompletionRequest, field: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=request_), metadata=MD)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _details(info.value).field_violations[0].field == field
+    assert rig.ratelimit.acquired == [] and rig.providers.attempts == []
+
+
+async def test_unknown_model_and_bad_key_and_allowlist(rig: Rig) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("nope:x")), metadata=MD)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(
+            router_pb2.ChatRequest(completion=_request("p1:ok")), metadata=(("authorization", "Bearer wrong"),)
+        )
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "wrong" not in (info.value.details() or "")
+    limited = (("authorization", f"Bearer {LIMITED_KEY}"),)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p1:ok")), metadata=limited)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # The alias keeps only the deployment the key may use.
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=limited)
+    assert rig.providers.attempts == ["p2:ok"]
+    assert rig.ratelimit.acquired and all(a.limits for a in rig.ratelimit.acquired)
+
+
+async def test_auth_answers_are_cached(rig: Rig) -> None:
+    for _ in range(3):
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=MD)
+    assert rig.auth.calls == 1
+
+
+async def test_stream_falls_back_only_before_the_first_chunk(rig: Rig) -> None:
+    stream = rig.router.StreamChat(router_pb2.StreamChatRequest(completion=_request("stream-fallback")), metadata=MD)
+    texts = [item.chunk.choices[0].delta.content async for item in stream if item.chunk.choices]
+    assert texts == ["one ", "two"]
+    assert rig.providers.attempts == ["p1:fail-503", "p2:ok"]
+
+    rig.providers.attempts.clear()
+    stream = rig.router.StreamChat(router_pb2.StreamChatRequest(completion=_request("mid-break")), metadata=MD)
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for item in stream:
+            received.append(item)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(received) == 1 and rig.providers.attempts == ["p1:break-mid"]
+
+
+async def test_stream_usage_is_settled(rig: Rig) -> None:
+    stream = rig.router.StreamChat(router_pb2.StreamChatRequest(completion=_request("p2:ok")), metadata=MD)
+    items = [item async for item in stream]
+    assert items[-1].chunk.usage.total_tokens == 10
+    await _until(lambda: rig.ratelimit.settled and rig.metering.events)
+    assert rig.ratelimit.settled[0].actual.tokens == 10
+    assert rig.metering.events[0].streamed and rig.metering.events[0].HasField("time_to_first_chunk")
+
+
+async def test_cancelling_a_stream_cancels_the_provider_call_and_meters_it(rig: Rig) -> None:
+    stream = rig.router.StreamChat(router_pb2.StreamChatRequest(completion=_request("p2:hang")), metadata=MD)
+    first = await anext(aiter(stream))
+    assert first.chunk.choices[0].delta.content == "one "
+    stream.cancel()
+    await asyncio.wait_for(rig.providers.cancelled.wait(), 5)
+    await _until(lambda: rig.metering.events and rig.ratelimit.settled)
+    event = rig.metering.events[0]
+    assert event.outcome == metering_pb2.OUTCOME_CANCELLED
+    assert event.completion_tokens >= 1 and event.usage_estimated
+
+
+async def test_rich_error_details_reach_the_client(rig: Rig) -> None:
+    rig.ratelimit.refuse = True
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p1:ok")), metadata=MD)
+    trailing = dict(info.value.trailing_metadata() or ())
+    status = status_pb2.Status.FromString(trailing["grpc-status-details-bin"])
+    kinds = {d.type_url.rsplit("/", 1)[-1] for d in status.details}
+    assert {"google.rpc.ErrorInfo", "google.rpc.RetryInfo", "google.rpc.QuotaFailure"} <= kinds
+    assert error_details_pb2.QuotaFailure.DESCRIPTOR.full_name in kinds
+
+
+def test_attempt_sequence() -> None:
+    from services.router.orchestrator import _attempt_sequence
+    from services.router.planner import Candidate
+
+    a, b = Candidate("a", "1"), Candidate("b", "2")
+    assert _attempt_sequence((a,), 3) == [a, a, a]
+    assert _attempt_sequence((a, b), 3) == [a, b, b]
+    assert _attempt_sequence((a, b), 1) == [a, b]
