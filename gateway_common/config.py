@@ -45,6 +45,18 @@ class ServicesConfig(_Strict):
     providers: ServiceAddress = _local(50054)
     metering: ServiceAddress = _local(50055)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_partial_entries(cls, data: Any) -> Any:
+        # One half of an entry (GATEWAY_X_LISTEN without GATEWAY_X_ADDR, or a partial YAML entry)
+        # keeps the default of the other half.
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                entry = data.get(name)
+                if isinstance(entry, dict) and isinstance(field.default, ServiceAddress):
+                    data[name] = {**field.default.model_dump(), **entry}
+        return data
+
 
 class EdgeConfig(_Strict):
     """The HTTP edge."""

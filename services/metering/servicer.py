@@ -1,0 +1,170 @@
+"""MeteringService over gRPC: protobuf in, ledger types to the store, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
+from gateway_common.errors import FieldViolation, GatewayError, invalid_argument
+from services.metering.ledger import (
+    Grouping,
+    Outcome,
+    UsageQuery,
+    UsageRecord,
+    check_query,
+    check_record,
+    resolve_period,
+    unique_by_request_id,
+)
+from services.metering.storage import LedgerStore
+
+_OUTCOMES: dict[int, Outcome] = {
+    metering_pb2.OUTCOME_UNSPECIFIED: Outcome.UNSPECIFIED,
+    metering_pb2.OUTCOME_SUCCESS: Outcome.SUCCESS,
+    metering_pb2.OUTCOME_ERROR: Outcome.ERROR,
+    metering_pb2.OUTCOME_CANCELLED: Outcome.CANCELLED,
+    metering_pb2.OUTCOME_REJECTED: Outcome.REJECTED,
+}
+
+_GROUPINGS: dict[int, Grouping] = {
+    metering_pb2.GROUP_BY_UNSPECIFIED: Grouping.NONE,
+    metering_pb2.GROUP_BY_TENANT: Grouping.TENANT,
+    metering_pb2.GROUP_BY_KEY: Grouping.KEY,
+    metering_pb2.GROUP_BY_MODEL: Grouping.MODEL,
+    metering_pb2.GROUP_BY_PROVIDER: Grouping.PROVIDER,
+}
+
+# A batch of thousands of bad events would otherwise produce a status too large for gRPC trailers.
+_MAX_REPORTED_VIOLATIONS = 20
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
+    """Records usage events and sums them; every decision is in :mod:`services.metering.ledger`."""
+
+    def __init__(self, store: LedgerStore, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def RecordEvents(
+        self,
+        request: metering_pb2.RecordEventsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> metering_pb2.RecordEventsResponse:
+        """Validate the whole batch, then write it in one transaction; duplicates are not counted."""
+        now = self._clock()
+        records: list[UsageRecord] = []
+        violations: list[FieldViolation] = []
+        for index, event in enumerate(request.events):
+            record, problems = _to_record(index, event, now)
+            violations.extend(problems)
+            if record is not None:
+                violations.extend(check_record(index, record))
+                records.append(record)
+        if violations:
+            raise _invalid(violations)
+        recorded = await self._store.record(unique_by_request_id(records))
+        return metering_pb2.RecordEventsResponse(recorded=recorded)
+
+    async def QueryUsage(
+        self,
+        request: metering_pb2.QueryUsageRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> metering_pb2.QueryUsageResponse:
+        """Sum the ledger over ``[start_time, end_time)`` for the tenant/key given, grouped as asked."""
+        violations: list[FieldViolation] = []
+        grouping = _GROUPINGS.get(request.group_by)
+        if grouping is None:
+            violations.append(FieldViolation("group_by", f"unknown value {request.group_by}"))
+        start = end = None
+        if request.HasField("start_time"):
+            start = _datetime(request.start_time, "start_time", violations)
+        if request.HasField("end_time"):
+            end = _datetime(request.end_time, "end_time", violations)
+        query = UsageQuery(request.tenant_id, request.key_id, start, end, grouping or Grouping.NONE)
+        violations.extend(check_query(query))
+        if violations:
+            raise _invalid(violations)
+        totals = await self._store.query(resolve_period(query, self._clock()))
+        return metering_pb2.QueryUsageResponse(
+            rows=[
+                metering_pb2.UsageRow(
+                    group=row.group,
+                    requests=row.requests,
+                    prompt_tokens=row.prompt_tokens,
+                    completion_tokens=row.completion_tokens,
+                    cost_micro_usd=row.cost_micro_usd,
+                    errors=row.errors,
+                )
+                for row in totals
+            ]
+        )
+
+
+def _to_record(
+    index: int, event: metering_pb2.UsageEvent, now: datetime
+) -> tuple[UsageRecord | None, list[FieldViolation]]:
+    """The event as a ledger record, or what stops it from being one (wire-level problems only)."""
+    where = f"events[{index}]"
+    violations: list[FieldViolation] = []
+    outcome = _OUTCOMES.get(event.outcome)
+    if outcome is None:
+        violations.append(FieldViolation(f"{where}.outcome", f"unknown value {event.outcome}"))
+    # An event without a time is dated when it reaches the ledger rather than refused: the
+    # router sends events after the fact, and losing usage is worse than a slightly late date.
+    time = _datetime(event.time, f"{where}.time", violations) if event.HasField("time") else now
+    if outcome is None or time is None:
+        return None, violations
+    record = UsageRecord(
+        request_id=event.request_id,
+        tenant_id=event.tenant_id,
+        key_id=event.key_id,
+        model=event.model,
+        provider=event.provider,
+        upstream_model=event.upstream_model,
+        operation=event.operation,
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        cost_micro_usd=event.cost_micro_usd,
+        latency_ms=_milliseconds(event.latency) if event.HasField("latency") else None,
+        time_to_first_chunk_ms=(
+            _milliseconds(event.time_to_first_chunk) if event.HasField("time_to_first_chunk") else None
+        ),
+        outcome=outcome,
+        error_code=event.error_code,
+        streamed=event.streamed,
+        attempts=event.attempts,
+        usage_estimated=event.usage_estimated,
+        time=time,
+    )
+    return record, violations
+
+
+def _datetime(timestamp: timestamp_pb2.Timestamp, field_path: str, violations: list[FieldViolation]) -> datetime | None:
+    try:
+        return timestamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        violations.append(FieldViolation(field_path, "not a valid timestamp"))
+        return None
+
+
+def _milliseconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds * 1000 + duration.nanos / 1e6
+
+
+def _invalid(violations: Sequence[FieldViolation]) -> GatewayError:
+    first = violations[0]
+    message = f"{first.field}: {first.description}"
+    if len(violations) > 1:
+        message += f" (and {len(violations) - 1} more)"
+    error = invalid_argument(message, first.field)
+    error.field_violations = list(violations[:_MAX_REPORTED_VIOLATIONS])
+    return error

@@ -1,0 +1,218 @@
+"""The ledger in SQL: SQLite by default, PostgreSQL when ``DATABASE_URL`` says so.
+
+Tables are sqlmodel models on their own metadata (the auth service may share the database). The
+schema is owned by the Alembic scripts in ``services/metering/migrations``, applied in-process by
+:meth:`SqlLedgerStore.open` with a version table of our own, so two services and any number of
+replicas can migrate one PostgreSQL database side by side.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, case, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from gateway_common.db import async_database_url
+from services.metering.ledger import SUCCESSFUL_OUTCOME, Grouping, UsageQuery, UsageRecord, UsageTotals
+
+VERSION_TABLE = "alembic_version_metering"
+"""Alembic's version table for this service; another service in the same database keeps its own."""
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+
+# A fixed key for pg_advisory_xact_lock, derived from a name so it cannot collide by accident
+# with another service's lock on the same database.
+_MIGRATION_LOCK_KEY = zlib.crc32(b"llm-gateway/metering/migrations")
+
+
+class MeteringModel(SQLModel, registry=registry()):
+    """Base of the metering tables: a metadata of their own, apart from other services' tables."""
+
+
+class UsageEventRow(MeteringModel, table=True):
+    """One request's usage; ``request_id`` is the key, so a re-sent event is a no-op."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        Index("ix_usage_events_time", "time"),
+        Index("ix_usage_events_tenant_id_time", "tenant_id", "time"),
+        Index("ix_usage_events_key_id_time", "key_id", "time"),
+    )
+
+    request_id: str = Field(primary_key=True)
+    tenant_id: str
+    key_id: str
+    model: str
+    provider: str
+    upstream_model: str
+    operation: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    latency_ms: float | None = None
+    time_to_first_chunk_ms: float | None = None
+    outcome: str
+    error_code: str
+    streamed: bool
+    attempts: int
+    usage_estimated: bool
+    time: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """When the request was received, UTC."""
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """When the ledger first stored the event, UTC."""
+
+
+metadata = MeteringModel.metadata
+_events = cast(Table, UsageEventRow.__table__)  # type: ignore[attr-defined]
+
+_GROUP_COLUMNS: dict[Grouping, str] = {
+    Grouping.TENANT: "tenant_id",
+    Grouping.KEY: "key_id",
+    Grouping.MODEL: "model",
+    Grouping.PROVIDER: "provider",
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets queries read while a batch is written; busy_timeout makes a second writer wait
+    # instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    """An async engine for ``database_url`` (``postgresql://…`` or ``sqlite:///…``); connects lazily."""
+    engine = create_async_engine(async_database_url(database_url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class SqlLedgerStore:
+    """The ledger in one SQL database, through an async SQLAlchemy engine."""
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def open(self) -> None:
+        """Migrate the schema to the newest revision; succeeding proves the database answers."""
+        async with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together would race to create the same tables. The transaction-
+                # scoped lock serialises them and cannot outlive the migration, even when the pooled
+                # connection is reused. Later ones find the schema current and do nothing.
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            await connection.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._engine.dispose()
+
+    async def record(self, records: Sequence[UsageRecord]) -> int:
+        """Insert ``records`` in one transaction, skipping request ids already kept; returns how many were new."""
+        if not records:
+            return 0
+        recorded_at = self._clock()
+        rows = [_row(record, recorded_at) for record in records]
+        async with self._engine.begin() as connection:
+            insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+            statement = (
+                insert(_events)
+                .on_conflict_do_nothing(index_elements=[_events.c.request_id])
+                .returning(_events.c.request_id)
+            )
+            # RETURNING yields only the rows actually inserted, which counts new events exactly on
+            # both backends (rowcount is unreliable for batched executes).
+            result = await connection.execute(statement, rows)
+            return len(result.all())
+
+    async def query(self, query: UsageQuery) -> list[UsageTotals]:
+        """Sum the selected rows in SQL, one row per group, ordered by group."""
+        errors = case((_events.c.outcome != SUCCESSFUL_OUTCOME.value, 1), else_=0)
+        measures = (
+            func.count().label("requests"),
+            func.coalesce(func.sum(_events.c.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(_events.c.completion_tokens), 0).label("completion_tokens"),
+            func.coalesce(func.sum(_events.c.cost_micro_usd), 0).label("cost_micro_usd"),
+            func.coalesce(func.sum(errors), 0).label("errors"),
+        )
+        column_name = _GROUP_COLUMNS.get(query.grouping)
+        if column_name is None:
+            statement = select(*measures)
+        else:
+            group = _events.c[column_name]
+            statement = select(group.label("group"), *measures).group_by(group).order_by(group)
+        if query.tenant_id:
+            statement = statement.where(_events.c.tenant_id == query.tenant_id)
+        if query.key_id:
+            statement = statement.where(_events.c.key_id == query.key_id)
+        if query.start is not None:
+            statement = statement.where(_events.c.time >= query.start)
+        if query.end is not None:
+            statement = statement.where(_events.c.time < query.end)
+        async with self._engine.connect() as connection:
+            result = await connection.execute(statement)
+            rows = result.mappings().all()
+        # PostgreSQL sums bigints as numeric (Decimal); the contract wants integers.
+        return [
+            UsageTotals(
+                group=str(row["group"]) if column_name is not None else "",
+                requests=int(row["requests"]),
+                prompt_tokens=int(row["prompt_tokens"]),
+                completion_tokens=int(row["completion_tokens"]),
+                cost_micro_usd=int(row["cost_micro_usd"]),
+                errors=int(row["errors"]),
+            )
+            for row in rows
+        ]
+
+
+def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "tenant_id": record.tenant_id,
+        "key_id": record.key_id,
+        "model": record.model,
+        "provider": record.provider,
+        "upstream_model": record.upstream_model,
+        "operation": record.operation,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "cost_micro_usd": record.cost_micro_usd,
+        "latency_ms": record.latency_ms,
+        "time_to_first_chunk_ms": record.time_to_first_chunk_ms,
+        "outcome": record.outcome.value,
+        "error_code": record.error_code,
+        "streamed": record.streamed,
+        "attempts": record.attempts,
+        "usage_estimated": record.usage_estimated,
+        "time": record.time.astimezone(UTC),
+        "recorded_at": recorded_at.astimezone(UTC),
+    }

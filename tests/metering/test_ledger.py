@@ -1,0 +1,120 @@
+"""The ledger's rules, without a server or a database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from gateway.metering.v1 import metering_pb2
+from gateway_common.errors import FieldViolation
+from services.metering.ledger import (
+    Grouping,
+    Outcome,
+    UsageQuery,
+    UsageRecord,
+    UsageTotals,
+    check_query,
+    check_record,
+    resolve_period,
+    unique_by_request_id,
+)
+from services.metering.servicer import MeteringServicer
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+RECORD = UsageRecord(
+    request_id="r1",
+    tenant_id="acme",
+    key_id="k1",
+    model="gpt-4o-mini",
+    provider="openai",
+    upstream_model="gpt-4o-mini",
+    operation="chat",
+    prompt_tokens=10,
+    completion_tokens=5,
+    cost_micro_usd=42,
+    latency_ms=12.5,
+    time_to_first_chunk_ms=None,
+    outcome=Outcome.SUCCESS,
+    error_code="",
+    streamed=False,
+    attempts=1,
+    usage_estimated=False,
+    time=NOW,
+)
+
+
+def test_a_complete_record_passes() -> None:
+    assert check_record(0, RECORD) == []
+
+
+def test_every_problem_of_a_record_is_named_with_its_wire_path() -> None:
+    bad = replace(RECORD, request_id="", prompt_tokens=-1, latency_ms=-0.5, key_id="k\x00")
+
+    assert [v.field for v in check_record(3, bad)] == [
+        "events[3].request_id",
+        "events[3].key_id",
+        "events[3].prompt_tokens",
+        "events[3].latency",
+    ]
+
+
+def test_the_first_of_repeated_request_ids_is_kept() -> None:
+    first, repeat, other = RECORD, replace(RECORD, cost_micro_usd=999), replace(RECORD, request_id="r2")
+
+    assert unique_by_request_id([first, repeat, other, repeat]) == [first, other]
+
+
+def test_a_period_may_be_empty_but_not_reversed() -> None:
+    assert check_query(UsageQuery(start=NOW, end=NOW)) == []
+    assert check_query(UsageQuery(start=NOW, end=NOW - timedelta(seconds=1))) == [
+        FieldViolation("start_time", "must not be after end_time")
+    ]
+
+
+def test_an_open_period_ends_now() -> None:
+    query = UsageQuery(tenant_id="acme", start=NOW - timedelta(days=1), grouping=Grouping.MODEL)
+
+    assert resolve_period(query, NOW) == replace(query, end=NOW)
+    assert resolve_period(replace(query, end=NOW - timedelta(hours=1)), NOW).end == NOW - timedelta(hours=1)
+
+
+class _FakeStore:
+    """Keeps what it is given; answers queries with nothing."""
+
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+        self.queries: list[UsageQuery] = []
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def record(self, records: Sequence[UsageRecord]) -> int:
+        self.records.extend(records)
+        return len(records)
+
+    async def query(self, query: UsageQuery) -> list[UsageTotals]:
+        self.queries.append(query)
+        return []
+
+
+async def test_the_servicer_dates_undated_events_and_open_queries_by_its_clock() -> None:
+    store = _FakeStore()
+    servicer = MeteringServicer(store, clock=lambda: NOW)
+    dated = metering_pb2.UsageEvent(request_id="dated", outcome=metering_pb2.OUTCOME_CANCELLED)
+    dated.time.FromDatetime(NOW - timedelta(minutes=5))
+    dated.latency.FromMilliseconds(1500)
+    undated = metering_pb2.UsageEvent(request_id="undated")
+
+    await servicer.RecordEvents(metering_pb2.RecordEventsRequest(events=[dated, undated]), context=None)  # type: ignore[arg-type]
+    await servicer.QueryUsage(metering_pb2.QueryUsageRequest(group_by=metering_pb2.GROUP_BY_KEY), context=None)  # type: ignore[arg-type]
+
+    assert [(r.request_id, r.time, r.outcome, r.latency_ms) for r in store.records] == [
+        ("dated", NOW - timedelta(minutes=5), Outcome.CANCELLED, 1500.0),
+        ("undated", NOW, Outcome.UNSPECIFIED, None),
+    ]
+    assert store.queries == [UsageQuery(start=None, end=NOW, grouping=Grouping.KEY)]

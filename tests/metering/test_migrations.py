@@ -1,0 +1,95 @@
+"""Schema migrations at start: idempotent, on their own version table, safe when replicas race."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
+from gateway_common.config import GatewayConfig, MeteringConfig
+from gateway_common.grpc_server import ServiceApp
+from services.metering.server import build
+from tests.metering.databases import create_postgres_database
+
+
+def _config(url: str) -> GatewayConfig:
+    return GatewayConfig(metering=MeteringConfig(database_url=url))
+
+
+async def _record_one(port: int, request_id: str) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = metering_pb2_grpc.MeteringServiceStub(channel)
+        event = metering_pb2.UsageEvent(request_id=request_id, tenant_id="acme", outcome=metering_pb2.OUTCOME_SUCCESS)
+        response = await stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[event]))
+        return response.recorded
+
+
+async def _requests(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = metering_pb2_grpc.MeteringServiceStub(channel)
+        response = await stub.QueryUsage(metering_pb2.QueryUsageRequest(tenant_id="acme"))
+        return response.rows[0].requests
+
+
+async def test_a_restart_on_an_existing_sqlite_ledger_keeps_it(tmp_path: Path) -> None:
+    config = _config(f"sqlite:///{tmp_path}/ledger.db")
+    first = build(config, listen="127.0.0.1:0")
+    assert await _record_one(await first.start(), "r1") == 1
+    await first.stop(0)
+
+    second = build(config, listen="127.0.0.1:0")
+    port = await second.start()
+    try:
+        assert await _requests(port) == 1
+        assert await _record_one(port, "r1") == 0
+    finally:
+        await second.stop(0)
+
+
+@pytest.mark.postgres
+async def test_two_servers_migrating_one_fresh_postgres_database_both_come_up(postgres_url: str) -> None:
+    url = await create_postgres_database(postgres_url, "metering_race")
+    apps: list[ServiceApp] = [build(_config(url), listen="127.0.0.1:0") for _ in range(2)]
+    try:
+        started = await asyncio.gather(*(app.start() for app in apps), return_exceptions=True)
+        assert not [result for result in started if isinstance(result, BaseException)], started
+        ports = [port for port in started if isinstance(port, int)]
+        for port in ports:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+                assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # Both replicas write to, and read from, the one ledger.
+        assert await _record_one(ports[0], "r1") == 1
+        assert await _record_one(ports[1], "r1") == 0
+        assert await _requests(ports[1]) == 1
+    finally:
+        for app in apps:
+            await app.stop(0)
+    connection = await asyncpg.connect(url)
+    try:
+        assert await connection.fetch("SELECT version_num FROM alembic_version_metering") == [("0001",)]
+    finally:
+        await connection.close()
+
+
+@pytest.mark.postgres
+async def test_another_services_alembic_history_in_the_same_database_is_left_alone(postgres_url: str) -> None:
+    url = await create_postgres_database(postgres_url, "metering_shared")
+    connection = await asyncpg.connect(url)
+    try:
+        # What another service (auth) keeps with Alembic's default table name: a revision we do not know.
+        await connection.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        await connection.execute("INSERT INTO alembic_version VALUES ('a1b2c3d4')")
+        app = build(_config(url), listen="127.0.0.1:0")
+        try:
+            assert await _record_one(await app.start(), "r1") == 1
+        finally:
+            await app.stop(0)
+        assert await connection.fetch("SELECT version_num FROM alembic_version") == [("a1b2c3d4",)]
+    finally:
+        await connection.close()

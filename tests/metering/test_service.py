@@ -1,0 +1,358 @@
+"""The metering service over real gRPC, against SQLite and a real PostgreSQL: the same suite for both."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import select
+
+from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
+from gateway_common.config import GatewayConfig, MeteringConfig
+from gateway_common.errors import GatewayError
+from services.metering.server import build
+from services.metering.storage.sql import UsageEventRow, create_engine
+from tests.metering.databases import create_postgres_database
+
+
+@dataclass
+class Metering:
+    """A running metering service, a stub on it, and the database URL behind it."""
+
+    stub: metering_pb2_grpc.MeteringServiceAsyncStub
+    channel: grpc.aio.Channel
+    database_url: str
+
+    async def record(self, *events: metering_pb2.UsageEvent) -> int:
+        response = await self.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=events))
+        return response.recorded
+
+    async def query(self, **fields: Any) -> list[metering_pb2.UsageRow]:
+        response = await self.stub.QueryUsage(metering_pb2.QueryUsageRequest(**fields))
+        return list(response.rows)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def metering(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Metering]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('metering')}/ledger.db"
+    else:
+        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_service")
+    app = build(GatewayConfig(metering=MeteringConfig(database_url=url)), listen="127.0.0.1:0")
+    port = await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Metering(metering_pb2_grpc.MeteringServiceStub(channel), channel, url)
+    finally:
+        await channel.close()
+        await app.stop(0)
+
+
+_windows = itertools.count()
+
+
+@dataclass
+class Scope:
+    """Names and a time window no other test uses, so tests share one database without interfering."""
+
+    prefix: str
+    start: datetime
+    end: datetime
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}-{suffix}"
+
+    def at(self, minutes: int) -> datetime:
+        return self.start + timedelta(minutes=minutes)
+
+
+@pytest.fixture
+def scope() -> Iterator[Scope]:
+    start = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(days=next(_windows))
+    yield Scope(uuid.uuid4().hex[:8], start, start + timedelta(days=1))
+
+
+def event(
+    scope: Scope,
+    request_id: str,
+    *,
+    tenant: str = "acme",
+    key: str = "k1",
+    model: str = "gpt-4o-mini",
+    provider: str = "openai",
+    prompt: int = 10,
+    completion: int = 5,
+    cost: int = 100,
+    outcome: int = metering_pb2.OUTCOME_SUCCESS,
+    minutes: int = 0,
+) -> metering_pb2.UsageEvent:
+    """An event of ``scope`` (request id, tenant and key prefixed with the scope's own prefix)."""
+    message = metering_pb2.UsageEvent(
+        request_id=scope.name(request_id),
+        tenant_id=scope.name(tenant),
+        key_id=scope.name(key),
+        model=model,
+        provider=provider,
+        upstream_model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_micro_usd=cost,
+        outcome=outcome,
+        operation="chat",
+        attempts=1,
+    )
+    message.time.FromDatetime(scope.at(minutes))
+    return message
+
+
+def _period(scope: Scope) -> dict[str, Any]:
+    start, end = metering_pb2.QueryUsageRequest().start_time, metering_pb2.QueryUsageRequest().end_time
+    start.FromDatetime(scope.start)
+    end.FromDatetime(scope.end)
+    return {"start_time": start, "end_time": end}
+
+
+def _totals(row: metering_pb2.UsageRow) -> tuple[str, int, int, int, int, int]:
+    return (row.group, row.requests, row.prompt_tokens, row.completion_tokens, row.cost_micro_usd, row.errors)
+
+
+async def _error(call: Any) -> GatewayError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return GatewayError.from_rpc_error(caught.value)
+
+
+async def test_reports_serving_once_migrated(metering: Metering) -> None:
+    health = health_pb2_grpc.HealthStub(metering.channel)
+    for service in ("", "gateway.metering.v1.MeteringService"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_keeps_every_field_of_an_event(metering: Metering, scope: Scope) -> None:
+    sent = event(scope, "r1", prompt=123, completion=45, cost=9_000_000_000, outcome=metering_pb2.OUTCOME_ERROR)
+    sent.error_code = "RESOURCE_EXHAUSTED"
+    sent.streamed = True
+    sent.attempts = 3
+    sent.usage_estimated = True
+    sent.upstream_model = "gpt-4o-mini-2024-07-18"
+    sent.operation = "embeddings"
+    sent.latency.FromMilliseconds(1500)
+    sent.time_to_first_chunk.FromMicroseconds(250_500)
+    sent.time.FromDatetime(scope.at(7) + timedelta(microseconds=123456))
+    unary = event(scope, "r2")
+
+    assert await metering.record(sent, unary) == 2
+
+    engine = create_engine(metering.database_url)
+    try:
+        async with engine.connect() as connection:
+            table = UsageEventRow.__table__
+            result = await connection.execute(
+                select(table)
+                .where(table.c.request_id.in_([sent.request_id, unary.request_id]))
+                .order_by(table.c.request_id)
+            )
+            rows = result.mappings().all()
+    finally:
+        await engine.dispose()
+    stored, stored_unary = rows
+    assert {k: stored[k] for k in stored if k not in ("time", "recorded_at")} == {
+        "request_id": scope.name("r1"),
+        "tenant_id": scope.name("acme"),
+        "key_id": scope.name("k1"),
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "upstream_model": "gpt-4o-mini-2024-07-18",
+        "operation": "embeddings",
+        "prompt_tokens": 123,
+        "completion_tokens": 45,
+        "cost_micro_usd": 9_000_000_000,
+        "latency_ms": 1500.0,
+        "time_to_first_chunk_ms": 250.5,
+        "outcome": "ERROR",
+        "error_code": "RESOURCE_EXHAUSTED",
+        "streamed": True,
+        "attempts": 3,
+        "usage_estimated": True,
+    }
+    # SQLite hands timestamps back without their zone; both are stored in UTC.
+    assert stored["time"].replace(tzinfo=UTC) == scope.at(7) + timedelta(microseconds=123456)
+    assert stored_unary["time_to_first_chunk_ms"] is None
+    assert stored_unary["outcome"] == "SUCCESS"
+
+
+async def test_sums_a_tenant_and_counts_every_unsuccessful_outcome_as_an_error(
+    metering: Metering, scope: Scope
+) -> None:
+    outcomes = [
+        metering_pb2.OUTCOME_SUCCESS,
+        metering_pb2.OUTCOME_ERROR,
+        metering_pb2.OUTCOME_CANCELLED,
+        metering_pb2.OUTCOME_REJECTED,
+        metering_pb2.OUTCOME_SUCCESS,
+    ]
+    events = [event(scope, f"r{i}", prompt=i, completion=2 * i, cost=10 * i, outcome=o) for i, o in enumerate(outcomes)]
+    assert await metering.record(*events) == 5
+    assert await metering.record(event(scope, "other", tenant="other")) == 1
+
+    rows = await metering.query(tenant_id=scope.name("acme"))
+
+    assert [_totals(row) for row in rows] == [("", 5, 10, 20, 100, 3)]
+
+
+async def test_ignores_an_event_it_already_has(metering: Metering, scope: Scope) -> None:
+    first, second = event(scope, "r1", cost=100), event(scope, "r2", cost=200)
+    assert await metering.record(first, second) == 2
+
+    # A retried batch, and a batch repeating an id within itself, add nothing twice.
+    assert await metering.record(first, second) == 0
+    changed = event(scope, "r1", cost=999_999)
+    assert await metering.record(changed, event(scope, "r3", cost=300), event(scope, "r3", cost=300)) == 1
+
+    rows = await metering.query(tenant_id=scope.name("acme"))
+    assert [_totals(row) for row in rows] == [("", 3, 30, 15, 600, 0)]
+
+
+async def test_selects_by_key_and_half_open_period(metering: Metering, scope: Scope) -> None:
+    await metering.record(
+        event(scope, "before", minutes=-1),
+        event(scope, "at-start", minutes=0, cost=1),
+        event(scope, "inside", minutes=30, cost=2),
+        event(scope, "other-key", minutes=30, cost=4, key="k2"),
+        event(scope, "at-end", minutes=60, cost=8),
+    )
+    start, end = metering_pb2.QueryUsageRequest().start_time, metering_pb2.QueryUsageRequest().end_time
+    start.FromDatetime(scope.at(0))
+    end.FromDatetime(scope.at(60))
+    tenant = scope.name("acme")
+
+    in_period = await metering.query(tenant_id=tenant, start_time=start, end_time=end)
+    for_key = await metering.query(tenant_id=tenant, key_id=scope.name("k1"), start_time=start, end_time=end)
+    from_start = await metering.query(tenant_id=tenant, start_time=start)
+    until_end = await metering.query(tenant_id=tenant, end_time=end)
+
+    assert [row.cost_micro_usd for row in in_period] == [1 + 2 + 4]
+    assert [row.cost_micro_usd for row in for_key] == [1 + 2]
+    assert [row.cost_micro_usd for row in from_start] == [1 + 2 + 4 + 8]
+    assert [row.cost_micro_usd for row in until_end] == [100 + 1 + 2 + 4]
+
+
+@pytest.mark.parametrize(
+    ("group_by", "expected"),
+    [
+        (metering_pb2.GROUP_BY_UNSPECIFIED, [("", 4, 40, 20, 15, 1)]),
+        (metering_pb2.GROUP_BY_TENANT, [("{p}-acme", 3, 30, 15, 7, 1), ("{p}-beta", 1, 10, 5, 8, 0)]),
+        (
+            metering_pb2.GROUP_BY_KEY,
+            [("{p}-k1", 2, 20, 10, 3, 1), ("{p}-k2", 1, 10, 5, 4, 0), ("{p}-k3", 1, 10, 5, 8, 0)],
+        ),
+        (metering_pb2.GROUP_BY_MODEL, [("claude-3-5-haiku", 1, 10, 5, 8, 0), ("gpt-4o", 3, 30, 15, 7, 1)]),
+        (
+            metering_pb2.GROUP_BY_PROVIDER,
+            [("anthropic", 1, 10, 5, 8, 0), ("azure", 1, 10, 5, 4, 0), ("openai", 2, 20, 10, 3, 1)],
+        ),
+    ],
+)
+async def test_groups_totals_in_group_order(
+    metering: Metering, scope: Scope, group_by: int, expected: list[tuple[str, int, int, int, int, int]]
+) -> None:
+    await metering.record(
+        event(scope, "r1", tenant="acme", key="k1", model="gpt-4o", provider="openai", cost=1),
+        event(
+            scope,
+            "r2",
+            tenant="acme",
+            key="k1",
+            model="gpt-4o",
+            provider="openai",
+            cost=2,
+            outcome=metering_pb2.OUTCOME_ERROR,
+        ),
+        event(scope, "r3", tenant="acme", key="k2", model="gpt-4o", provider="azure", cost=4),
+        event(scope, "r4", tenant="beta", key="k3", model="claude-3-5-haiku", provider="anthropic", cost=8),
+    )
+
+    rows = await metering.query(group_by=group_by, **_period(scope))
+
+    assert [_totals(row) for row in rows] == [(group.format(p=scope.prefix), *sums) for group, *sums in expected]
+
+
+async def test_an_empty_selection_is_one_zero_row_or_no_groups(metering: Metering, scope: Scope) -> None:
+    nobody = scope.name("nobody")
+
+    assert [_totals(row) for row in await metering.query(tenant_id=nobody)] == [("", 0, 0, 0, 0, 0)]
+    assert await metering.query(tenant_id=nobody, group_by=metering_pb2.GROUP_BY_MODEL) == []
+
+
+async def test_refuses_a_batch_with_a_bad_event_and_writes_none_of_it(metering: Metering, scope: Scope) -> None:
+    good = event(scope, "good")
+    nameless = event(scope, "nameless")
+    nameless.request_id = ""
+
+    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[good, nameless])))
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == ["events[1].request_id"]
+    assert error.metadata["param"] == "events[1].request_id"
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [0]
+    assert await metering.record(good) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "violation"),
+    [
+        ("prompt_tokens", -1, "events[0].prompt_tokens"),
+        ("completion_tokens", -1, "events[0].completion_tokens"),
+        ("cost_micro_usd", -5, "events[0].cost_micro_usd"),
+        ("attempts", -1, "events[0].attempts"),
+        ("outcome", 99, "events[0].outcome"),
+        ("model", "gpt\x00", "events[0].model"),
+    ],
+)
+async def test_names_the_bad_field(metering: Metering, scope: Scope, field: str, value: Any, violation: str) -> None:
+    bad = event(scope, "bad")
+    setattr(bad, field, value)
+
+    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[bad])))
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == [violation]
+
+
+async def test_names_a_negative_duration(metering: Metering, scope: Scope) -> None:
+    bad = event(scope, "bad")
+    bad.latency.FromMilliseconds(-3)
+
+    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[bad])))
+
+    assert [v.field for v in error.field_violations] == ["events[0].latency"]
+
+
+async def test_refuses_a_bad_query(metering: Metering, scope: Scope) -> None:
+    period = _period(scope)
+    backwards = {"start_time": period["end_time"], "end_time": period["start_time"]}
+
+    unknown_grouping = await _error(metering.stub.QueryUsage(metering_pb2.QueryUsageRequest(group_by=42)))
+    reversed_period = await _error(metering.stub.QueryUsage(metering_pb2.QueryUsageRequest(**backwards)))
+
+    assert unknown_grouping.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in unknown_grouping.field_violations] == ["group_by"]
+    assert reversed_period.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in reversed_period.field_violations] == ["start_time"]
+
+
+async def test_counts_only_new_events_in_a_batch_larger_than_one_statement(metering: Metering, scope: Scope) -> None:
+    # Large enough that the driver splits the insert into several statements (bound-parameter limits).
+    events = [event(scope, f"r{i}", cost=1) for i in range(3000)]
+    assert await metering.record(*events[:1000]) == 1000
+
+    assert await metering.record(*events) == 2000
+    assert [row.cost_micro_usd for row in await metering.query(tenant_id=scope.name("acme"))] == [3000]
