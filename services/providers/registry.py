@@ -1,0 +1,203 @@
+"""The configured providers: one adapter per provider, built from the config and the environment.
+
+Which adapter serves a provider is data: :data:`HTTP_FLAVOURS` maps each HTTP ``type`` of the
+config to its adapter class (imported lazily, so a missing optional module only affects the
+providers that use it), the environment variables of its key and endpoint, and its public
+endpoint. Every HTTP adapter class is constructed as ``Cls(name, config, api_key, base_url)``.
+
+The env-only setup needs no config file: ``mock``, ``openai``, ``azure``, ``anthropic`` and
+``gemini`` exist unless the config defines a provider of that name
+(``gateway_common.config.effective_providers``, shared with the router's planner). A provider whose
+key (or Azure endpoint) variable is unset is
+reported at start and answers every call with UNAVAILABLE / PROVIDER_NOT_CONFIGURED naming the
+variable; ``stub: true`` providers answer like the mock instead, labelled ``"<name> (stub)"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+
+from gateway.chat.v1 import chat_pb2
+from gateway_common.config import (
+    ConfigError,
+    GatewayConfig,
+    HttpProviderConfig,
+    MockProviderConfig,
+    effective_providers,
+)
+from gateway_common.errors import GatewayError, Reason
+from services.providers.adapters.base import Adapter
+from services.providers.adapters.mock import MockAdapter
+from services.providers.http import not_configured
+
+log = logging.getLogger(__name__)
+
+AdapterFactory = Callable[[str, HttpProviderConfig, str | None, str], Adapter]
+"""``Cls(name, config, api_key, base_url)``: how every HTTP adapter is constructed."""
+
+
+def _openai() -> AdapterFactory:
+    from services.providers.adapters.openai import OpenAIAdapter
+
+    return OpenAIAdapter
+
+
+def _anthropic() -> AdapterFactory:
+    from services.providers.adapters.anthropic import AnthropicAdapter
+
+    return AnthropicAdapter
+
+
+def _gemini() -> AdapterFactory:
+    from services.providers.adapters.gemini import GeminiAdapter
+
+    return GeminiAdapter
+
+
+@dataclass(frozen=True)
+class HttpFlavour:
+    """How providers of one config ``type`` are built."""
+
+    load: Callable[[], AdapterFactory]
+    """Imports and returns the adapter class."""
+    key_env: str | None
+    """The variable holding the key when the entry names none (``api_key_env``)."""
+    key_required: bool
+    """Whether a call without a key is pointless (an entry naming ``api_key_env`` always needs it)."""
+    base_url_env: str | None
+    """The variable overriding the default endpoint when the entry has no ``base_url``."""
+    default_base_url: str | None
+    """The public endpoint; None when the entry (or the variable) must give one."""
+
+
+HTTP_FLAVOURS: dict[str, HttpFlavour] = {
+    "openai": HttpFlavour(_openai, "OPENAI_API_KEY", True, "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "openai_compatible": HttpFlavour(_openai, None, False, None, None),
+    "azure": HttpFlavour(_openai, "AZURE_OPENAI_API_KEY", True, "AZURE_OPENAI_ENDPOINT", None),
+    # --- Anthropic and Gemini: services/providers/adapters/anthropic.py and gemini.py ---
+    "anthropic": HttpFlavour(_anthropic, "ANTHROPIC_API_KEY", True, "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+    "gemini": HttpFlavour(
+        _gemini, "GEMINI_API_KEY", True, "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"
+    ),
+}
+
+ProviderEntry = MockProviderConfig | HttpProviderConfig
+
+
+class UnconfiguredAdapter:
+    """A provider missing an environment variable: every call raises PROVIDER_NOT_CONFIGURED."""
+
+    def __init__(self, name: str, variable: str, what: str) -> None:
+        self.name = name
+        self._variable = variable
+        self._what = what
+
+    def _error(self) -> GatewayError:
+        return not_configured(self.name, self._variable, self._what)
+
+    async def chat(self, model: str, request: chat_pb2.ChatCompletionRequest) -> chat_pb2.ChatCompletion:
+        """Raise PROVIDER_NOT_CONFIGURED."""
+        raise self._error()
+
+    async def stream_chat(
+        self, model: str, request: chat_pb2.ChatCompletionRequest
+    ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        """Raise PROVIDER_NOT_CONFIGURED."""
+        raise self._error()
+        yield  # makes this an async generator, like every adapter's stream_chat
+
+    async def embed(self, model: str, request: chat_pb2.EmbeddingRequest) -> chat_pb2.EmbeddingResponse:
+        """Raise PROVIDER_NOT_CONFIGURED."""
+        raise self._error()
+
+    async def list_models(self) -> list[chat_pb2.Model]:
+        """Raise PROVIDER_NOT_CONFIGURED."""
+        raise self._error()
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+def _http_adapter(name: str, entry: HttpProviderConfig, env: Mapping[str, str]) -> Adapter:
+    flavour = HTTP_FLAVOURS[entry.type]
+    key_env = entry.api_key_env or flavour.key_env
+    api_key = (env.get(key_env) or None) if key_env else None
+    if api_key is None and key_env and (flavour.key_required or entry.api_key_env):
+        log.warning("provider %s is not configured: environment variable %s is not set", name, key_env)
+        return UnconfiguredAdapter(name, key_env, "API key")
+    env_base_url = env.get(flavour.base_url_env) if flavour.base_url_env else None
+    base_url = entry.base_url or env_base_url or flavour.default_base_url
+    if not base_url:
+        if flavour.base_url_env:
+            log.warning("provider %s is not configured: environment variable %s is not set", name, flavour.base_url_env)
+            return UnconfiguredAdapter(name, flavour.base_url_env, "endpoint")
+        raise ConfigError(f"invalid configuration: providers.{name}.base_url: required for type {entry.type}")
+    return flavour.load()(name, entry, api_key, base_url)
+
+
+class ProviderRegistry:
+    """The adapters by provider name, and which of them list their models."""
+
+    def __init__(self, adapters: Mapping[str, Adapter], listed: Iterable[str] = ()) -> None:
+        self._adapters = dict(adapters)
+        self._listed = [name for name in listed if name in self._adapters]
+
+    @property
+    def names(self) -> list[str]:
+        """Every provider name, sorted."""
+        return sorted(self._adapters)
+
+    def get(self, name: str) -> Adapter:
+        """The adapter of provider ``name``; NOT_FOUND (MODEL_NOT_FOUND) naming it when there is none."""
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                Reason.MODEL_NOT_FOUND,
+                f"unknown provider '{name}' (known: {', '.join(self.names)})",
+                {"provider": name, "retryable": "false"},
+            )
+        return adapter
+
+    def listed(self) -> list[Adapter]:
+        """The adapters configured with ``list_models: true``."""
+        return [self._adapters[name] for name in self._listed]
+
+    def lists_models(self, name: str) -> bool:
+        """Whether provider ``name`` is configured with ``list_models: true``."""
+        return name in self._listed
+
+    async def aclose(self) -> None:
+        """Close every adapter's HTTP client."""
+        results = await asyncio.gather(*(a.aclose() for a in self._adapters.values()), return_exceptions=True)
+        for name, result in zip(self._adapters, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("closing provider %s failed: %s", name, result)
+
+
+def build_registry(config: GatewayConfig, env: Mapping[str, str]) -> ProviderRegistry:
+    """Every provider's adapter, from ``config`` and the environment ``env``.
+
+    Raises ConfigError for an entry that cannot work whatever the environment says (an
+    ``openai_compatible`` provider without ``base_url``).
+    """
+    adapters: dict[str, Adapter] = {}
+    listed: list[str] = []
+    # The same set of providers the router plans with: the configured ones plus the built-in
+    # mock, openai, azure, anthropic and gemini; a built-in without its key answers 503 naming it.
+    for name, entry in effective_providers(config).items():
+        if isinstance(entry, MockProviderConfig):
+            adapters[name] = MockAdapter(name, entry)
+            continue
+        if entry.stub:
+            adapters[name] = MockAdapter(name, MockProviderConfig(), label=f"{name} (stub)")
+        else:
+            adapters[name] = _http_adapter(name, entry, env)
+        if entry.list_models:
+            listed.append(name)
+    return ProviderRegistry(adapters, listed)

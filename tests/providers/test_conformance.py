@@ -1,0 +1,101 @@
+"""One conformance suite for every adapter, driven by the recorded upstream traffic.
+
+Cases come from every ``tests/providers/cases_*.py`` module (``CASES``); see
+:mod:`tests.providers.conformance` for what a case says and how it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+import tests.providers
+from gateway.chat.v1 import chat_pb2
+from gateway.providers.v1 import providers_pb2
+from gateway_common.errors import GatewayError
+from gateway_common.openai_wire import parse_chat_request, parse_embedding_request
+from tests.providers.conformance import (
+    KEY,
+    KEY_ENV,
+    PROVIDER,
+    Case,
+    check,
+    check_error,
+    check_sent,
+    from_chunks,
+    from_completion,
+)
+from tests.providers.harness import provider_service
+from tests.providers.replay import ReplayServer, load
+
+_DEFAULT_CHAT = {"messages": [{"role": "user", "content": "Hello"}]}
+_DEFAULT_EMBED = {"input": ["Hello"]}
+
+
+def _cases() -> Iterator[Any]:
+    for module_info in sorted(pkgutil.iter_modules(tests.providers.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("cases_"):
+            module = importlib.import_module(f"tests.providers.{module_info.name}")
+            for case in module.CASES:
+                yield pytest.param(case, id=f"{module_info.name[6:]}-{case.id}")
+
+
+CASES = list(_cases())
+
+
+def test_case_ids_are_unique() -> None:
+    ids = [param.id for param in CASES]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_conformance(case: Case, replay: ReplayServer) -> None:
+    replay.reply(*(load(name) for name in case.fixtures))
+    entry: dict[str, Any] = {
+        "type": case.provider_type,
+        "base_url": replay.url + case.base_path,
+        "api_key_env": KEY_ENV,
+        "list_models": case.call == "models",
+        **case.config,
+    }
+    if entry["api_key_env"] is None:
+        del entry["api_key_env"]
+    body = dict(case.request or (_DEFAULT_EMBED if case.call == "embed" else _DEFAULT_CHAT))
+    model = case.model or body.get("model") or "test-model"
+    target = providers_pb2.Target(provider=PROVIDER, model=model)
+    async with provider_service({PROVIDER: entry}, {KEY_ENV: KEY}) as stub:
+        try:
+            result: Any
+            if case.call == "chat":
+                request, _ = parse_chat_request(body)
+                response = await stub.Chat(providers_pb2.ChatRequest(target=target, completion=request))
+                result = from_completion(response.completion)
+            elif case.call == "stream":
+                request, _ = parse_chat_request(body)
+                chunks: list[chat_pb2.ChatCompletionChunk] = []
+                async for item in stub.StreamChat(providers_pb2.StreamChatRequest(target=target, completion=request)):
+                    chunks.append(item.chunk)
+                result = from_chunks(chunks)
+            elif case.call == "embed":
+                embedding, _ = parse_embedding_request(body)
+                embedded = await stub.Embed(providers_pb2.EmbedRequest(target=target, embedding=embedding))
+                result = embedded.embedding
+            else:
+                listed = await stub.ListModels(providers_pb2.ListModelsRequest(provider=PROVIDER))
+                result = list(listed.models)
+        except grpc.aio.AioRpcError as exc:
+            if case.expect.error is None:
+                raise
+            check_error(case.expect.error, GatewayError.from_rpc_error(exc))
+        else:
+            assert case.expect.error is None, "the call should have failed"
+            check(case, result)
+    assert len(replay.requests) == len(case.fixtures), [r.path for r in replay.requests]
+    if case.sent is not None:
+        last = replay.requests[-1]
+        check_sent(case.sent, last.method, last.path, last.query, last.headers, last.body)
