@@ -189,8 +189,13 @@ class ServiceApp:
     async def start(self) -> int:
         """Start serving; SERVING once ``on_ready`` returned. Returns the bound port."""
         port = await self.server.start()
-        if self.on_ready is not None:
-            await self.on_ready()
+        try:
+            if self.on_ready is not None:
+                await self.on_ready()
+        except BaseException:
+            # A dependency did not answer: stop listening before the error ends the process.
+            await self.server.server.stop(None)
+            raise
         await self.server.set_serving()
         log.info("%s serving on port %d", self.name, port)
         return port

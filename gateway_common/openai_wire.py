@@ -552,7 +552,9 @@ def completion_to_openai(completion: chat_pb2.ChatCompletion) -> Json:
     }
     if completion.service_tier:
         out["service_tier"] = completion.service_tier
-    out["system_fingerprint"] = completion.system_fingerprint or None
+    if completion.system_fingerprint:
+        # OpenAI sometimes sends null here, but its schema types the field as a string: omit it.
+        out["system_fingerprint"] = completion.system_fingerprint
     if completion.HasField("extra"):
         for key, value in from_struct(completion.extra).items():
             out.setdefault(key, value)

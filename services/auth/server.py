@@ -1,0 +1,78 @@
+"""Wires the auth service: SQL store, accounts, servicer, gRPC server, and its start and stop.
+
+Start (``on_ready``), before health reports SERVING:
+1. the database answers a ping;
+2. under a PostgreSQL advisory lock (replicas start one after another), Alembic upgrades the
+   schema to head and the bootstrap keys are put in place.
+Stop (``on_stop``), after the server drained: the engine's connections are closed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gateway.auth.v1 import auth_pb2_grpc
+from gateway_common.config import ConfigError, GatewayConfig
+from gateway_common.db import async_database_url
+from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+
+from .accounts import Accounts, Clock, utc_now
+from .bootstrap import bootstrap
+from .servicer import SERVICE_NAME, AuthServicer
+from .settings import AuthSecrets
+from .storage.migrate import startup_lock, upgrade
+from .storage.sql import SqlStore
+
+
+def _anchor_sqlite_path(url: str) -> str:
+    """A relative SQLite file resolved against today's working directory, so the file the service
+    opens never depends on where a later connection happens to be made from."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(Path(database).resolve())).render_as_string(hide_password=False)
+
+
+def build(
+    config: GatewayConfig,
+    *,
+    listen: str | None = None,
+    secrets: AuthSecrets | None = None,
+    clock: Clock = utc_now,
+) -> ServiceApp:
+    """The auth service, not yet started. ``secrets=None`` reads them from the environment
+    (ConfigError when malformed); ``clock`` is for tests of expiry."""
+    secrets = AuthSecrets.from_env() if secrets is None else secrets
+    url = async_database_url(_anchor_sqlite_path(config.auth.database_url))
+    demo_key_file = Path(config.auth.demo_key_file).resolve()
+    shown_url = make_url(url).render_as_string(hide_password=True)
+    # A pooled PostgreSQL connection can die with a database restart; SQLite's cannot.
+    engine = create_async_engine(url, pool_pre_ping=make_url(url).get_backend_name() == "postgresql")
+    store = SqlStore(engine)
+    servicer = AuthServicer(Accounts(store, clock), cache_ttl_seconds=math.ceil(config.auth.cache_ttl_s))
+    server = GrpcServer(
+        listen or config.services.auth.listen,
+        [ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, SERVICE_NAME)],
+    )
+
+    async def on_ready() -> None:
+        try:
+            await store.ping()
+        except (OSError, SQLAlchemyError) as exc:
+            raise ConfigError(f"auth database {shown_url} cannot be reached: {exc}") from exc
+        async with startup_lock(engine):
+            await upgrade(engine)
+            await bootstrap(store, secrets, demo_key_file, clock)
+
+    async def on_stop() -> None:
+        await engine.dispose()
+
+    return ServiceApp("auth", server, on_ready=on_ready, on_stop=on_stop)

@@ -1,0 +1,84 @@
+"""The auth tables. Their own metadata, so the auth and metering schemas never mix, even in one process.
+
+The migrations under ``services/auth/migrations`` create exactly these (a test compares them).
+No column holds a key in clear: ``key_hash`` is its SHA-256, ``prefix`` a few leading characters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Dialect, ForeignKey, Index, String
+from sqlalchemy.orm import registry
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    PostgreSQL keeps the zone (timestamptz); SQLite keeps none, so values go in as naive UTC and
+    come back marked UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; the auth store takes UTC-aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class AuthBase(SQLModel, registry=registry()):
+    """Base of the auth tables, with metadata of their own."""
+
+
+class TenantRow(AuthBase, table=True):
+    """One tenant; limits, key defaults and policy as JSON documents."""
+
+    __tablename__ = "auth_tenants"
+
+    tenant_id: str = Field(sa_column=Column(String(63), primary_key=True))
+    display_name: str = Field(sa_column=Column(String(200), nullable=False))
+    limits: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    key_defaults: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    policy: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    create_time: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    update_time: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+
+
+class KeyRow(AuthBase, table=True):
+    """One API key: its hash, never its secret."""
+
+    __tablename__ = "auth_api_keys"
+    __table_args__ = (
+        Index("ix_auth_api_keys_key_hash", "key_hash", unique=True),
+        Index("ix_auth_api_keys_tenant_id", "tenant_id"),
+    )
+
+    key_id: str = Field(sa_column=Column(String(40), primary_key=True))
+    tenant_id: str = Field(
+        sa_column=Column(
+            String(63), ForeignKey("auth_tenants.tenant_id", name="fk_auth_api_keys_tenant_id"), nullable=False
+        )
+    )
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False))
+    scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    allowed_models: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    limits: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+    """None: the key inherits its tenant's key defaults."""
+    create_time: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
+    expire_time: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+    revoke_time: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
