@@ -534,14 +534,16 @@ def completion_to_openai(completion: chat_pb2.ChatCompletion) -> Json:
             out_message["tool_calls"] = [tool_call_to_openai(c) for c in message.tool_calls]
         if message.HasField("extra"):
             out_message.update(from_struct(message.extra))
-        choices.append(
-            {
-                "index": choice.index,
-                "message": out_message,
-                "logprobs": from_struct(choice.logprobs) if choice.HasField("logprobs") else None,
-                "finish_reason": FINISH_REASON_NAMES.get(choice.finish_reason, "stop"),
-            }
-        )
+        out_choice: Json = {
+            "index": choice.index,
+            "message": out_message,
+            "logprobs": from_struct(choice.logprobs) if choice.HasField("logprobs") else None,
+            "finish_reason": FINISH_REASON_NAMES.get(choice.finish_reason, "stop"),
+        }
+        if choice.HasField("extra"):
+            for key, value in from_struct(choice.extra).items():
+                out_choice.setdefault(key, value)
+        choices.append(out_choice)
     out: Json = {
         "id": completion.id,
         "object": "chat.completion",
@@ -584,6 +586,9 @@ def chunk_to_openai(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) ->
         if choice.HasField("logprobs"):
             out_choice["logprobs"] = from_struct(choice.logprobs)
         out_choice["finish_reason"] = FINISH_REASON_NAMES.get(choice.finish_reason)
+        if choice.HasField("extra"):
+            for key, value in from_struct(choice.extra).items():
+                out_choice.setdefault(key, value)
         choices.append(out_choice)
     out: Json = {
         "id": chunk.id,
@@ -631,6 +636,14 @@ _COMPLETION_FIELDS = frozenset(
 )
 _RESPONSE_MESSAGE_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
 _DELTA_FIELDS = frozenset({"role", "content", "refusal", "tool_calls", "function_call"})
+_CHOICE_FIELDS = frozenset({"index", "message", "finish_reason", "logprobs"})
+_CHUNK_CHOICE_FIELDS = frozenset({"index", "delta", "finish_reason", "logprobs"})
+
+
+def _keep_extra(target: struct_pb2.Struct, raw: Mapping[str, Any], modelled: frozenset[str]) -> None:
+    extra = {k: v for k, v in raw.items() if k not in modelled and v is not None}
+    if extra:
+        target.update(extra)
 
 
 def _upstream_shape(message: str) -> GatewayError:
@@ -711,6 +724,7 @@ def completion_from_openai(data: Any, provider: str) -> chat_pb2.ChatCompletion:
             choice.message.extra.update(extra)
         if isinstance(raw.get("logprobs"), dict):
             choice.logprobs.update(raw["logprobs"])
+        _keep_extra(choice.extra, raw, _CHOICE_FIELDS)
     if data.get("usage") is not None:
         completion.usage.CopyFrom(usage_from_openai(data["usage"]))
     extra = {k: v for k, v in data.items() if k not in _COMPLETION_FIELDS}
@@ -765,6 +779,7 @@ def chunk_from_openai(data: Any, provider: str) -> chat_pb2.ChatCompletionChunk:
             choice.delta.extra.update(extra)
         if isinstance(raw.get("logprobs"), dict):
             choice.logprobs.update(raw["logprobs"])
+        _keep_extra(choice.extra, raw, _CHUNK_CHOICE_FIELDS)
     if isinstance(data.get("usage"), dict):
         chunk.usage.CopyFrom(usage_from_openai(data["usage"]))
     extra = {k: v for k, v in data.items() if k not in _COMPLETION_FIELDS and k != "obfuscation"}

@@ -114,6 +114,7 @@ class Orchestrator:
         self,
         call: CallContext,
         scope: str,
+        validate: Callable[[], None],
         model: str,
         prompt_tokens: int,
         completion_budget: int,
@@ -125,6 +126,7 @@ class Orchestrator:
         received.GetCurrentTime()
         principal = await self.authenticate(call)
         policy.require_scope(principal, scope)
+        validate()
         plan = self.planner.plan(model)
         candidates = policy.allowed_candidates(principal, plan)
         policy.check_prompt_size(principal, prompt_tokens)
@@ -181,7 +183,6 @@ class Orchestrator:
         self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
     ) -> chat_pb2.ChatCompletion:
         """A unary completion with retries and fallbacks."""
-        validation.validate_chat(request)
         admission = await self._admit_chat(request, call, on_headers)
         outcome = _Outcome()
         try:
@@ -219,6 +220,7 @@ class Orchestrator:
         return await self._admit(
             call,
             "chat",
+            lambda: validation.validate_chat(request),
             request.model,
             estimate_prompt_tokens(request),
             self._completion_budget(request),
@@ -230,7 +232,6 @@ class Orchestrator:
         self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
     ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
         """A streamed completion. Fallback happens only before the first chunk is passed on."""
-        validation.validate_chat(request)
         admission = await self._admit_chat(request, call, on_headers)
         outcome = _Outcome()
         try:
@@ -259,8 +260,10 @@ class Orchestrator:
         call: CallContext,
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         sequence = _attempt_sequence(admission.candidates, self._config.router.max_attempts)
-        for number, candidate in enumerate(sequence, start=1):
-            outcome.attempts = number
+        index: int | None = 0
+        while index is not None:
+            candidate = sequence[index]
+            outcome.attempts += 1
             outcome.candidate = candidate
             stream = self._providers.StreamChat(
                 providers_pb2.StreamChatRequest(target=_target(candidate), completion=request),
@@ -287,9 +290,10 @@ class Orchestrator:
                         raise _annotate(GatewayError.from_rpc_error(exc), outcome) from None
                     return
                 outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
-                if not error.retryable or number == len(sequence):
+                index = _next_attempt(sequence, index, error)
+                if index is None:
                     raise _annotate(error, outcome)
-                await self._backoff(number, error, call)
+                await self._backoff(outcome.attempts, error, call)
             finally:
                 stream.cancel()
 
@@ -311,9 +315,15 @@ class Orchestrator:
         self, request: chat_pb2.EmbeddingRequest, call: CallContext, on_headers: HeaderSink
     ) -> chat_pb2.EmbeddingResponse:
         """Embeddings with retries and fallbacks."""
-        validation.validate_embedding(request)
         admission = await self._admit(
-            call, "embeddings", request.model, estimate_embedding_tokens(request), 0, None, on_headers
+            call,
+            "embeddings",
+            lambda: validation.validate_embedding(request),
+            request.model,
+            estimate_embedding_tokens(request),
+            0,
+            None,
+            on_headers,
         )
         outcome = _Outcome()
         try:
@@ -356,8 +366,10 @@ class Orchestrator:
         attempt: Callable[[Candidate, float], Awaitable[_T]],
     ) -> _T:
         sequence = _attempt_sequence(admission.candidates, self._config.router.max_attempts)
-        for number, candidate in enumerate(sequence, start=1):
-            outcome.attempts = number
+        index: int | None = 0
+        while index is not None:
+            candidate = sequence[index]
+            outcome.attempts += 1
             outcome.candidate = candidate
             try:
                 return await attempt(candidate, self._attempt_timeout(call))
@@ -366,10 +378,11 @@ class Orchestrator:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error.reason == Reason.INTERNAL:
                     error = _attempt_timeout_error(candidate)
             outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
-            if not error.retryable or number == len(sequence):
+            index = _next_attempt(sequence, index, error)
+            if index is None:
                 raise _annotate(error, outcome)
-            await self._backoff(number, error, call)
-        raise AssertionError("unreachable: the attempt sequence is never empty")
+            await self._backoff(outcome.attempts, error, call)
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _backoff(self, attempt: int, error: GatewayError, call: CallContext) -> None:
         wait = self._config.router.retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
@@ -427,6 +440,21 @@ class Orchestrator:
         except grpc.aio.AioRpcError as exc:
             # The reservation expires on its own; the estimate stands until then.
             log.warning("settle failed: %s %s", exc.code().name, exc.details())
+
+
+def _next_attempt(sequence: list[Candidate], index: int, error: GatewayError) -> int | None:
+    """The index of the attempt after a failure at ``index``, or None to give up.
+
+    A retryable failure moves on (the same deployment again, or the next one). An upstream that
+    cannot honour a field the request relies on is not worth retrying, but another deployment of
+    the same alias may honour it.
+    """
+    if error.retryable:
+        return index + 1 if index + 1 < len(sequence) else None
+    if error.reason == Reason.UNSUPPORTED_FIELD:
+        failed = sequence[index]
+        return next((j for j in range(index + 1, len(sequence)) if sequence[j] != failed), None)
+    return None
 
 
 def _attempt_sequence(candidates: tuple[Candidate, ...], max_attempts: int) -> list[Candidate]:

@@ -103,6 +103,10 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
             raise _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
         if request.target.model == "fail-400":
             raise _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
+        if request.target.model == "no-n":
+            error = _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
+            error.reason = Reason.UNSUPPORTED_FIELD
+            raise error
         completion = chat_pb2.ChatCompletion(id="x", model="up-model", provider=request.target.provider)
         choice = completion.choices.add(index=0, finish_reason=chat_pb2.FINISH_REASON_STOP)
         choice.message.role = chat_pb2.ROLE_ASSISTANT
@@ -182,6 +186,9 @@ async def rig() -> AsyncIterator[Rig]:
                 },
                 "stream-fallback": {
                     "deployments": [{"provider": "p1", "model": "fail-503"}, {"provider": "p2", "model": "ok"}]
+                },
+                "unsupported": {
+                    "deployments": [{"provider": "p1", "model": "no-n"}, {"provider": "p2", "model": "ok"}]
                 },
                 "mid-break": {
                     "deployments": [{"provider": "p1", "model": "break-mid"}, {"provider": "p2", "model": "ok"}]
@@ -377,3 +384,18 @@ def test_attempt_sequence() -> None:
     assert _attempt_sequence((a,), 3) == [a, a, a]
     assert _attempt_sequence((a, b), 3) == [a, b, b]
     assert _attempt_sequence((a, b), 1) == [a, b]
+
+
+async def test_unsupported_field_falls_back_to_a_deployment_that_supports_it(rig: Rig) -> None:
+    response = await rig.router.Chat(router_pb2.ChatRequest(completion=_request("unsupported")), metadata=MD)
+    assert response.completion.provider == "p2"
+    assert rig.providers.attempts == ["p1:no-n", "p2:ok"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p1:no-n")), metadata=MD)
+    assert _details(info.value).reason == Reason.UNSUPPORTED_FIELD
+
+
+async def test_an_unauthenticated_caller_learns_nothing_about_its_body(rig: Rig) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=chat_pb2.ChatCompletionRequest()), metadata=())
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from gateway_common.db import async_database_url
+from gateway_common.db import alembic_lock, async_database_url
 from services.metering.ledger import SUCCESSFUL_OUTCOME, Grouping, UsageQuery, UsageRecord, UsageTotals
 
 VERSION_TABLE = "alembic_version_metering"
@@ -123,7 +123,7 @@ class SqlLedgerStore:
 
     async def open(self) -> None:
         """Migrate the schema to the newest revision; succeeding proves the database answers."""
-        async with self._engine.begin() as connection:
+        async with alembic_lock(), self._engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Replicas starting together would race to create the same tables. The transaction-
                 # scoped lock serialises them and cannot outlive the migration, even when the pooled

@@ -795,6 +795,7 @@ class Choice(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The index of the choice."""
     finish_reason: Global___FinishReason.ValueType
@@ -807,6 +808,10 @@ class Choice(_message.Message):
     def logprobs(self) -> _struct_pb2.Struct:
         """Log probabilities as the provider gave them, when asked for."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Choice fields the gateway does not model (for example Azure's content_filter_results), kept as sent."""
+
     def __init__(
         self,
         *,
@@ -814,10 +819,11 @@ class Choice(_message.Message):
         message: Global___Message | None = ...,
         finish_reason: Global___FinishReason.ValueType = ...,
         logprobs: _struct_pb2.Struct | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["logprobs", b"logprobs", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "logprobs", b"logprobs", "message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -995,6 +1001,7 @@ class ChunkChoice(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """The index of the choice."""
     finish_reason: Global___FinishReason.ValueType
@@ -1007,6 +1014,10 @@ class ChunkChoice(_message.Message):
     def logprobs(self) -> _struct_pb2.Struct:
         """Log probabilities of this chunk's tokens, when asked for."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Choice fields the gateway does not model (for example Azure's content_filter_results), kept as sent."""
+
     def __init__(
         self,
         *,
@@ -1014,10 +1025,11 @@ class ChunkChoice(_message.Message):
         delta: Global___Delta | None = ...,
         finish_reason: Global___FinishReason.ValueType = ...,
         logprobs: _struct_pb2.Struct | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "logprobs", b"logprobs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "extra", b"extra", "logprobs", b"logprobs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "extra", b"extra", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
