@@ -29,6 +29,9 @@ router = APIRouter()
 
 _FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
 
+# Which provider served the answer ("<name> (stub)" for a provider in stub mode).
+PROVIDER_HEADER = "x-gateway-provider"
+
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
@@ -82,6 +85,7 @@ async def create_chat_completion(request: Request) -> Response:
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc)
         headers = ratelimit_headers(await call.initial_metadata())
+        headers[PROVIDER_HEADER] = response.completion.provider
         return Response(
             _dumps(openai_wire.completion_to_openai(response.completion)),
             media_type="application/json",
@@ -106,6 +110,8 @@ async def _stream_chat(
         call.cancel()
         raise
     headers = ratelimit_headers(await call.initial_metadata())
+    if first is not None:
+        headers[PROVIDER_HEADER] = first.chunk.provider
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -157,7 +163,7 @@ async def create_embeddings(request: Request) -> Response:
     return Response(
         _dumps(openai_wire.embedding_response_to_openai(response.embedding, encoding)),
         media_type="application/json",
-        headers=ratelimit_headers(await call.initial_metadata()),
+        headers={**ratelimit_headers(await call.initial_metadata()), PROVIDER_HEADER: response.embedding.provider},
     )
 
 

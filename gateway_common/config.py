@@ -117,11 +117,23 @@ class Deployment(_Strict):
     weight: Annotated[int, Field(ge=1)] = 1
 
 
+class ModelLimitsConfig(_Strict):
+    """Limits of one model per key (the (key, model) descriptor). 0 disables one."""
+
+    requests_per_minute: Annotated[int, Field(ge=0)] = 0
+    requests_per_day: Annotated[int, Field(ge=0)] = 0
+    tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    tokens_per_day: Annotated[int, Field(ge=0)] = 0
+    max_concurrent_requests: Annotated[int, Field(ge=0)] = 0
+
+
 class ModelConfig(_Strict):
     """A model clients name (an alias), served by one or more deployments in order of preference."""
 
     deployments: Annotated[list[Deployment], Field(min_length=1)]
     owned_by: str = "llm-gateway"
+    limits: ModelLimitsConfig | None = None
+    """Per-key limits on this model, on top of the key's own."""
 
 
 class LimitsConfig(_Strict):
@@ -129,7 +141,7 @@ class LimitsConfig(_Strict):
 
     requests_per_minute: Annotated[int, Field(ge=0)] = 60
     requests_per_day: Annotated[int, Field(ge=0)] = 0
-    tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    tokens_per_minute: Annotated[int, Field(ge=0)] = 1_000_000
     tokens_per_day: Annotated[int, Field(ge=0)] = 0
     tokens_per_month: Annotated[int, Field(ge=0)] = 0
     budget_usd_per_day: Annotated[float, Field(ge=0)] = 0.0

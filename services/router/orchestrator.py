@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from gateway.auth.v1 import auth_pb2
 from gateway.chat.v1 import chat_pb2
@@ -81,6 +81,8 @@ class _Outcome:
     first_chunk_s: float | None = None
     streamed_chars: int = 0
     attempt_log: list[str] = field(default_factory=list)
+    prompt_log: metering_pb2.PromptLog | None = None
+    """Set when the tenant's policy marks calls for logging; the answer's text accumulates in it."""
 
 
 class Orchestrator:
@@ -103,6 +105,9 @@ class Orchestrator:
         self._background = background
         self.planner = Planner(config)
         self._default_limits = quotas.default_limits(config.limits)
+        self._model_limits = {
+            name: quotas.model_limits(model.limits) for name, model in config.models.items() if model.limits
+        }
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -145,7 +150,9 @@ class Orchestrator:
                 {"param": "gateway.max_cost_usd"},
             )
         reservation_id = call.request_id or uuid.uuid4().hex
-        limits = quotas.descriptor_limits(principal, self._default_limits)
+        limits = quotas.descriptor_limits(
+            principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
+        )
         if limits:
             try:
                 decision = await self._ratelimit.Acquire(
@@ -184,7 +191,7 @@ class Orchestrator:
     ) -> chat_pb2.ChatCompletion:
         """A unary completion with retries and fallbacks."""
         admission = await self._admit_chat(request, call, on_headers)
-        outcome = _Outcome()
+        outcome = _Outcome(prompt_log=_prompt_log(admission, request))
         try:
             completion: providers_pb2.ChatResponse = await self._with_attempts(
                 admission,
@@ -203,6 +210,8 @@ class Orchestrator:
             outcome.usage_estimated = result.usage.estimated
             if not result.model and outcome.candidate is not None:
                 result.model = outcome.candidate.model
+            if outcome.prompt_log is not None and result.choices:
+                outcome.prompt_log.response_text = result.choices[0].message.text
             return result
         except asyncio.CancelledError:
             outcome.outcome = metering_pb2.OUTCOME_CANCELLED
@@ -233,7 +242,7 @@ class Orchestrator:
     ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
         """A streamed completion. Fallback happens only before the first chunk is passed on."""
         admission = await self._admit_chat(request, call, on_headers)
-        outcome = _Outcome()
+        outcome = _Outcome(prompt_log=_prompt_log(admission, request))
         try:
             async for chunk in self._stream_attempts(request, admission, outcome, call):
                 yield chunk
@@ -305,6 +314,8 @@ class Orchestrator:
             outcome.usage_estimated = chunk.usage.estimated
         for choice in chunk.choices:
             delta = choice.delta
+            if outcome.prompt_log is not None and choice.index == 0:
+                outcome.prompt_log.response_text += delta.content
             outcome.streamed_chars += len(delta.content) + len(delta.refusal)
             outcome.streamed_chars += sum(len(t.arguments) + len(t.name) for t in delta.tool_calls)
         return chunk
@@ -428,6 +439,8 @@ class Orchestrator:
         )
         if outcome.first_chunk_s is not None:
             event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
+        if outcome.prompt_log is not None:
+            event.prompt_log.CopyFrom(outcome.prompt_log)
         self._metering.put(event)
 
     async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
@@ -467,6 +480,13 @@ def _annotate(error: GatewayError, outcome: _Outcome) -> GatewayError:
     if outcome.attempt_log:
         error.metadata = {**error.metadata, "attempts": "; ".join(outcome.attempt_log)}
     return error
+
+
+def _prompt_log(admission: _Admission, request: chat_pb2.ChatCompletionRequest) -> metering_pb2.PromptLog | None:
+    """An empty prompt log for a tenant whose policy marks its calls for logging, else None."""
+    if not admission.principal.policy.log_prompts:
+        return None
+    return metering_pb2.PromptLog(request_json=json_format.MessageToJson(request, indent=None))
 
 
 def _attempt_timeout_error(candidate: Candidate) -> GatewayError:

@@ -15,7 +15,7 @@ import grpc
 from gateway.auth.v1 import auth_pb2
 from gateway.quota.v1 import quota_pb2
 from gateway.ratelimit.v1 import ratelimit_pb2
-from gateway_common.config import LimitsConfig
+from gateway_common.config import LimitsConfig, ModelLimitsConfig
 from gateway_common.errors import GatewayError, QuotaViolation, Reason
 
 _UNIT_NAMES = {
@@ -24,6 +24,19 @@ _UNIT_NAMES = {
     quota_pb2.UNIT_COST_MICRO_USD: "spend",
 }
 _WINDOW_NAMES = {quota_pb2.WINDOW_MINUTE: "minute", quota_pb2.WINDOW_DAY: "day", quota_pb2.WINDOW_MONTH: "month"}
+
+
+def model_limits(config: ModelLimitsConfig) -> auth_pb2.Limits:
+    """A model's per-key limits as quotas."""
+    return default_limits(
+        LimitsConfig(
+            requests_per_minute=config.requests_per_minute,
+            requests_per_day=config.requests_per_day,
+            tokens_per_minute=config.tokens_per_minute,
+            tokens_per_day=config.tokens_per_day,
+            max_concurrent_requests=config.max_concurrent_requests,
+        )
+    )
 
 
 def default_limits(config: LimitsConfig) -> auth_pb2.Limits:
@@ -56,8 +69,14 @@ def _has_limits(limits: auth_pb2.Limits) -> bool:
     return bool(limits.quotas) or limits.HasField("max_concurrent_requests")
 
 
-def descriptor_limits(principal: auth_pb2.Principal, defaults: auth_pb2.Limits) -> list[ratelimit_pb2.DescriptorLimits]:
-    """The descriptors a request of ``principal`` counts against, each with its quotas."""
+def descriptor_limits(
+    principal: auth_pb2.Principal,
+    defaults: auth_pb2.Limits,
+    model: str = "",
+    per_model: auth_pb2.Limits | None = None,
+) -> list[ratelimit_pb2.DescriptorLimits]:
+    """The descriptors a request of ``principal`` counts against, each with its quotas:
+    the tenant, the key, and the (key, model) pair when the model has limits of its own."""
     tenant = ratelimit_pb2.DescriptorEntry(key="tenant", value=principal.tenant_id)
     key = ratelimit_pb2.DescriptorEntry(key="key", value=principal.key_id)
     result: list[ratelimit_pb2.DescriptorLimits] = []
@@ -66,6 +85,9 @@ def descriptor_limits(principal: auth_pb2.Principal, defaults: auth_pb2.Limits) 
     key_limits = principal.key_limits if _has_limits(principal.key_limits) else defaults
     if _has_limits(key_limits):
         result.append(_descriptor([tenant, key], key_limits))
+    if per_model is not None and _has_limits(per_model):
+        entry = ratelimit_pb2.DescriptorEntry(key="model", value=model)
+        result.append(_descriptor([tenant, key, entry], per_model))
     return result
 
 

@@ -20,6 +20,9 @@ providers:
     type: openai_compatible
     base_url: {upstream}
     api_key_env: FAKE_UPSTREAM_KEY
+  stubbed:
+    type: anthropic
+    stub: true
 models:
   fast:
     deployments:

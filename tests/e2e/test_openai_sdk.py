@@ -269,3 +269,19 @@ def test_native_chat_route(gateway: Gateway) -> None:
     missing = httpx.post(f"{gateway.url}/v1/chat", json={"completion": {"model": "mock:demo"}})
     assert missing.status_code == 401
     assert missing.json()["code"] == 16
+
+
+def test_provider_without_its_key_answers_503_naming_the_variable(gateway: Gateway) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        gateway.client().chat.completions.create(model="openai:gpt-4o-mini", messages=HELLO)
+    assert info.value.status_code == 503
+    assert "OPENAI_API_KEY" in info.value.message
+    assert info.value.code == "provider_not_configured"
+
+
+def test_stub_mode_answers_like_the_mock_and_says_so(gateway: Gateway) -> None:
+    raw = gateway.client().chat.completions.with_raw_response.create(model="stubbed:claude-x", messages=HELLO)
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-gateway-provider"] == "stubbed (stub)"
+    plain = gateway.client().chat.completions.with_raw_response.create(model="mock:demo", messages=HELLO)
+    assert plain.headers["x-gateway-provider"] == "mock"

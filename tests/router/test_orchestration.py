@@ -25,6 +25,7 @@ from services.router.server import build
 
 KEY = "gw-test-key"
 LIMITED_KEY = "gw-limited-key"
+LOGGED_KEY = "gw-logged-key"
 
 
 class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
@@ -41,6 +42,14 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         elif request.api_key == LIMITED_KEY:
             principal = auth_pb2.Principal(
                 tenant_id="t1", key_id="k2", scopes=["chat"], allowed_models=["p2:*"], key_limits=limits
+            )
+        elif request.api_key == LOGGED_KEY:
+            principal = auth_pb2.Principal(
+                tenant_id="t2",
+                key_id="k3",
+                scopes=["chat"],
+                key_limits=limits,
+                policy=auth_pb2.Policy(log_prompts=True),
             )
         else:
             raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, Reason.INVALID_API_KEY, "Incorrect API key provided.")
@@ -186,6 +195,10 @@ async def rig() -> AsyncIterator[Rig]:
                 },
                 "stream-fallback": {
                     "deployments": [{"provider": "p1", "model": "fail-503"}, {"provider": "p2", "model": "ok"}]
+                },
+                "limited": {
+                    "deployments": [{"provider": "p2", "model": "ok"}],
+                    "limits": {"requests_per_minute": 5, "max_concurrent_requests": 2},
                 },
                 "unsupported": {
                     "deployments": [{"provider": "p1", "model": "no-n"}, {"provider": "p2", "model": "ok"}]
@@ -399,3 +412,27 @@ async def test_an_unauthenticated_caller_learns_nothing_about_its_body(rig: Rig)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await rig.router.Chat(router_pb2.ChatRequest(completion=chat_pb2.ChatCompletionRequest()), metadata=())
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_model_with_limits_adds_a_key_model_descriptor(rig: Rig) -> None:
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("limited")), metadata=MD)
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=MD)
+    with_model, without = rig.ratelimit.acquired
+    entries = [[(e.key, e.value) for e in d.descriptor.entries] for d in with_model.limits]
+    assert [("tenant", "t1"), ("key", "k1"), ("model", "limited")] in entries
+    model_limits = next(d for d in with_model.limits if len(d.descriptor.entries) == 3)
+    assert [q.limit for q in model_limits.quotas] == [5] and model_limits.max_concurrent == 2
+    assert all(len(d.descriptor.entries) < 3 for d in without.limits)
+
+
+async def test_prompts_are_logged_only_for_tenants_that_ask(rig: Rig) -> None:
+    logged = (("authorization", f"Bearer {LOGGED_KEY}"), ("x-request-id", "req-logged"))
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=logged)
+    stream = rig.router.StreamChat(router_pb2.StreamChatRequest(completion=_request("p2:ok")), metadata=logged)
+    _ = [item async for item in stream]
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=MD)
+    await _until(lambda: len(rig.metering.events) == 3)
+    unary, streamed, plain = sorted(rig.metering.events, key=lambda e: (e.tenant_id != "t2", e.streamed))
+    assert "hi there" in unary.prompt_log.request_json and unary.prompt_log.response_text == "hello"
+    assert streamed.prompt_log.response_text == "one two"
+    assert not plain.HasField("prompt_log")

@@ -109,6 +109,7 @@ class UsageEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     OPERATION_FIELD_NUMBER: _builtins.int
     USAGE_ESTIMATED_FIELD_NUMBER: _builtins.int
+    PROMPT_LOG_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id; the ledger keeps one event per id."""
     tenant_id: _builtins.str
@@ -151,6 +152,10 @@ class UsageEvent(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the request was received."""
 
+    @_builtins.property
+    def prompt_log(self) -> Global___PromptLog:
+        """The prompt and answer, present only when the tenant's policy marks its calls for logging."""
+
     def __init__(
         self,
         *,
@@ -172,14 +177,41 @@ class UsageEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         operation: _builtins.str = ...,
         usage_estimated: _builtins.bool = ...,
+        prompt_log: Global___PromptLog | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "prompt_log", b"prompt_log", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion_tokens", b"completion_tokens", "cost_micro_usd", b"cost_micro_usd", "error_code", b"error_code", "key_id", b"key_id", "latency", b"latency", "model", b"model", "operation", b"operation", "outcome", b"outcome", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "streamed", b"streamed", "tenant_id", b"tenant_id", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk", "upstream_model", b"upstream_model", "usage_estimated", b"usage_estimated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion_tokens", b"completion_tokens", "cost_micro_usd", b"cost_micro_usd", "error_code", b"error_code", "key_id", b"key_id", "latency", b"latency", "model", b"model", "operation", b"operation", "outcome", b"outcome", "prompt_log", b"prompt_log", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "streamed", b"streamed", "tenant_id", b"tenant_id", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk", "upstream_model", b"upstream_model", "usage_estimated", b"usage_estimated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageEvent: _TypeAlias = UsageEvent  # noqa: Y015
+
+@_typing.final
+class PromptLog(_message.Message):
+    """PromptLog is what a logged call asked and answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_JSON_FIELD_NUMBER: _builtins.int
+    RESPONSE_TEXT_FIELD_NUMBER: _builtins.int
+    request_json: _builtins.str
+    """The canonical request as JSON (protobuf JSON mapping)."""
+    response_text: _builtins.str
+    """The answer's text (the first choice), as far as it got."""
+    def __init__(
+        self,
+        *,
+        request_json: _builtins.str = ...,
+        response_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_json", b"request_json", "response_text", b"response_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptLog: _TypeAlias = PromptLog  # noqa: Y015
 
 @_typing.final
 class RecordEventsRequest(_message.Message):
