@@ -10,6 +10,7 @@ Order of shutdown, on SIGTERM or SIGINT:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -226,8 +227,18 @@ def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         app = build(config)
-        await app.start()
-        await stop.wait()
+        # A signal must stop the service even while it still waits for its dependencies at start.
+        starting = asyncio.create_task(app.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        else:
+            stopping.cancel()
+            starting.result()  # a failed start ends the process with its error
+            await stop.wait()
         await app.stop()
 
     try:

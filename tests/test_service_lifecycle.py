@@ -78,3 +78,20 @@ async def test_health_and_reflection(providers_process: tuple[subprocess.Popen[b
         await call.done_writing()
         names = {s.name for s in answer.list_services_response.service}
         assert {"gateway.providers.v1.ProviderService", "grpc.health.v1.Health"} <= names
+
+
+def test_sigterm_stops_a_service_still_waiting_for_its_dependency(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_RATELIMIT_LISTEN"] = f"127.0.0.1:{free_port()}"
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    log = tmp_path / "ratelimit.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "services.ratelimit"], env=env, stdout=out, stderr=out)
+    try:
+        wait_until(lambda: "redis" in log.read_text().lower(), "the service to report its missing Redis")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

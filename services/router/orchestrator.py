@@ -149,7 +149,9 @@ class Orchestrator:
                 f"gateway.max_cost_usd (${max_cost_usd:.6f}).",
                 {"param": "gateway.max_cost_usd"},
             )
-        reservation_id = call.request_id or uuid.uuid4().hex
+        # Never the client's request id alone: concurrent requests reusing one id would share a
+        # reservation and be counted once.
+        reservation_id = f"{call.request_id}:{uuid.uuid4().hex}"
         limits = quotas.descriptor_limits(
             principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
         )

@@ -252,7 +252,8 @@ async def test_fallback_to_next_deployment_and_settle_actual_usage(rig: Rig) -> 
     assert headers["x-ratelimit-reset-requests"] == "42s"
     await _until(lambda: rig.ratelimit.settled and rig.metering.events)
     settled = rig.ratelimit.settled[0]
-    assert settled.reservation_id == "req-1"
+    assert settled.reservation_id.startswith("req-1:")
+    assert settled.reservation_id == rig.ratelimit.acquired[0].reservation_id
     # 5 prompt tokens at $2/M plus 2 completion tokens at $4/M: 18 micro-USD.
     assert (settled.actual.requests, settled.actual.tokens, settled.actual.cost_micro_usd) == (1, 7, 18)
     event = rig.metering.events[0]
@@ -436,3 +437,10 @@ async def test_prompts_are_logged_only_for_tenants_that_ask(rig: Rig) -> None:
     assert "hi there" in unary.prompt_log.request_json and unary.prompt_log.response_text == "hello"
     assert streamed.prompt_log.response_text == "one two"
     assert not plain.HasField("prompt_log")
+
+
+async def test_requests_reusing_a_request_id_get_their_own_reservations(rig: Rig) -> None:
+    await asyncio.gather(
+        *(rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=MD) for _ in range(3))
+    )
+    assert len({a.reservation_id for a in rig.ratelimit.acquired}) == 3

@@ -1,0 +1,141 @@
+"""RateLimitService over gRPC: validates and translates protobuf <-> the quota domain, nothing more.
+
+A concurrency cap has no Quota in the contract, so a refusal by a cap shows as ``allowed=false``
+with no exceeded QuotaStatus and a ``retry_after`` of one second; the router reads it that way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+
+from gateway.quota.v1 import quota_pb2
+from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from gateway_common.errors import invalid_argument
+from services.ratelimit.limiter import Limiter
+from services.ratelimit.quotas import (
+    MAX_AMOUNT,
+    MAX_TTL_MS,
+    AcquireRequest,
+    Amounts,
+    Decision,
+    Descriptor,
+    DescriptorLimits,
+    Quota,
+    Unit,
+    Window,
+)
+
+_UNITS = {
+    quota_pb2.UNIT_REQUESTS: Unit.REQUESTS,
+    quota_pb2.UNIT_TOKENS: Unit.TOKENS,
+    quota_pb2.UNIT_COST_MICRO_USD: Unit.COST_MICRO_USD,
+}
+_WINDOWS = {
+    quota_pb2.WINDOW_MINUTE: Window.MINUTE,
+    quota_pb2.WINDOW_DAY: Window.DAY,
+    quota_pb2.WINDOW_MONTH: Window.MONTH,
+}
+_UNITS_PB = {unit: pb for pb, unit in _UNITS.items()}
+_WINDOWS_PB = {window: pb for pb, window in _WINDOWS.items()}
+
+
+class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
+    """Acquire and Settle, translated to the :class:`Limiter`."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    async def Acquire(
+        self, request: ratelimit_pb2.AcquireRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.AcquireResponse:
+        """Reserve the amounts on every descriptor's quotas, or on none."""
+        decision = await self._limiter.acquire(_acquire_request(request))
+        return _acquire_response(decision)
+
+    async def Settle(
+        self, request: ratelimit_pb2.SettleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.SettleResponse:
+        """Replace a reservation's estimate with the actual amounts and free its slot."""
+        if not request.reservation_id:
+            raise invalid_argument("reservation_id is required", "reservation_id")
+        actual = _amounts(request.actual, "actual")
+        found = await self._limiter.settle(request.reservation_id, actual)
+        return ratelimit_pb2.SettleResponse(found=found)
+
+
+def _acquire_request(request: ratelimit_pb2.AcquireRequest) -> AcquireRequest:
+    if not request.reservation_id:
+        raise invalid_argument("reservation_id is required", "reservation_id")
+    limits = tuple(_descriptor_limits(item, f"limits[{i}]") for i, item in enumerate(request.limits))
+    ttl_ms = 0  # the server default
+    if request.HasField("reservation_ttl"):
+        ttl = request.reservation_ttl
+        ttl_ms = ttl.seconds * 1000 + ttl.nanos // 1_000_000
+        if not 0 < ttl_ms <= MAX_TTL_MS:
+            raise invalid_argument("reservation_ttl must be between 1 ms and 7 days when set", "reservation_ttl")
+    return AcquireRequest(request.reservation_id, limits, _amounts(request.amounts, "amounts"), ttl_ms)
+
+
+def _descriptor_limits(item: ratelimit_pb2.DescriptorLimits, path: str) -> DescriptorLimits:
+    quotas: list[Quota] = []
+    for j, quota in enumerate(item.quotas):
+        unit = _UNITS.get(quota.unit)
+        if unit is None:
+            raise invalid_argument("unit must be one of requests, tokens, cost", f"{path}.quotas[{j}].unit")
+        window = _WINDOWS.get(quota.window)
+        if window is None:
+            raise invalid_argument("window must be one of minute, day, month", f"{path}.quotas[{j}].window")
+        if quota.limit < 0:
+            raise invalid_argument("limit must not be negative", f"{path}.quotas[{j}].limit")
+        quotas.append(Quota(unit, window, quota.limit))
+    max_concurrent: int | None = None
+    if item.HasField("max_concurrent"):
+        max_concurrent = item.max_concurrent
+        if max_concurrent < 0:
+            raise invalid_argument("max_concurrent must not be negative", f"{path}.max_concurrent")
+    descriptor: Descriptor = tuple((entry.key, entry.value) for entry in item.descriptor.entries)
+    return DescriptorLimits(descriptor, tuple(quotas), max_concurrent)
+
+
+def _amounts(amounts: ratelimit_pb2.Amounts, path: str) -> Amounts:
+    for name in ("requests", "tokens", "cost_micro_usd"):
+        value: int = getattr(amounts, name)
+        if value < 0:
+            raise invalid_argument(f"{name} must not be negative", f"{path}.{name}")
+        if value > MAX_AMOUNT:
+            raise invalid_argument(f"{name} must be at most {MAX_AMOUNT}", f"{path}.{name}")
+    return Amounts(amounts.requests, amounts.tokens, amounts.cost_micro_usd)
+
+
+def _set_duration(target: duration_pb2.Duration, ms: int) -> None:
+    ms = max(0, ms)
+    target.seconds, target.nanos = ms // 1000, (ms % 1000) * 1_000_000
+
+
+def _acquire_response(decision: Decision) -> ratelimit_pb2.AcquireResponse:
+    response = ratelimit_pb2.AcquireResponse(allowed=decision.allowed, degraded=decision.degraded)
+    # Statuses of one descriptor share its message; build each once (this is the hot path).
+    descriptors: dict[Descriptor, ratelimit_pb2.Descriptor] = {}
+    for status in decision.statuses:
+        descriptor = descriptors.get(status.descriptor)
+        if descriptor is None:
+            descriptor = descriptors[status.descriptor] = ratelimit_pb2.Descriptor(
+                entries=[ratelimit_pb2.DescriptorEntry(key=k, value=v) for k, v in status.descriptor]
+            )
+        item = response.statuses.add()
+        item.descriptor.CopyFrom(descriptor)
+        quota = status.quota
+        item.quota.unit, item.quota.window, item.quota.limit = (
+            _UNITS_PB[quota.unit],
+            _WINDOWS_PB[quota.window],
+            quota.limit,
+        )
+        item.remaining = status.remaining
+        _set_duration(item.reset_after, status.reset_after_ms)
+        item.exceeded = status.exceeded
+    if decision.retry_after_ms is not None:
+        _set_duration(response.retry_after, decision.retry_after_ms)
+    return response

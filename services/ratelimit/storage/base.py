@@ -1,0 +1,42 @@
+"""The protocol every counter backend implements, and the one failure it may raise."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.ratelimit.quotas import Amounts, Decision, Plan
+
+
+class BackendUnavailable(Exception):
+    """The backend could not be reached (connection refused, reset, timed out); nothing is known
+    about whether the operation took effect."""
+
+
+class LimitStore(Protocol):
+    """Counters, reservations and concurrency slots, each operation atomic on its own.
+
+    Window starts and reservation expiry follow the backend's own clock, so that every replica
+    sharing a backend agrees on them.
+    """
+
+    async def acquire(self, plan: Plan) -> Decision:
+        """Reserve the plan's amounts on every counter and slot, or on none.
+
+        A reservation id that is still pending is not counted again (the answer is allowed, with
+        the current statuses). Raises :class:`BackendUnavailable`.
+        """
+        ...
+
+    async def settle(self, reservation_id: str, actual: Amounts) -> bool:
+        """Replace a pending reservation's amounts with ``actual`` on the counters it touched (never
+        below zero), free its slots and forget it. False when it is unknown, expired or settled.
+        Raises :class:`BackendUnavailable`."""
+        ...
+
+    async def ping(self) -> None:
+        """Return once the backend answers; raises :class:`BackendUnavailable`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
