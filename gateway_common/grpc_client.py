@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import grpc
 
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest message a service sends or accepts (servers use the same ceiling)."""
+
 # Spread calls over every resolved replica (compose/Kubernetes DNS names resolve to several).
 # Calls fail fast when a service is down rather than waiting for it: the caller maps UNAVAILABLE.
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -17,8 +20,8 @@ def open_channel(address: str, extra_options: Sequence[tuple[str, object]] = ())
     options: list[tuple[str, object]] = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,
     ]
     return grpc.aio.insecure_channel(address, options=options)

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.errors import GatewayError, Reason
+from gateway_common.grpc_client import MAX_MESSAGE_BYTES
 from gateway_common.logging import configure_logging, request_id_var
 
 log = logging.getLogger(__name__)
@@ -82,22 +83,24 @@ def _internal(request_id: str) -> grpc.Status:
     ).to_grpc_status()
 
 
+async def _abort(exc: Exception, context: grpc.aio.ServicerContext[Any, Any], request_id: str) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if isinstance(exc, GatewayError):
+        status = exc.to_grpc_status()
+    else:
+        log.exception("unhandled error", exc_info=exc)
+        status = _internal(request_id)
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
+
+
 def _wrap_unary(behavior: Any, request_id: str) -> Any:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id_var.set(request_id)
         try:
             return await behavior(request, context)
-        except GatewayError as exc:
-            await context.abort_with_status(  # type: ignore[attr-defined]
-                exc.to_grpc_status()
-            )
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error")
-            await context.abort_with_status(  # type: ignore[attr-defined]
-                _internal(request_id)
-            )
+        except Exception as exc:
+            await _abort(exc, context, request_id)
 
     return wrapped
 
@@ -108,17 +111,8 @@ def _wrap_stream(behavior: Any, request_id: str) -> Any:
         try:
             async for item in behavior(request, context):
                 yield item
-        except GatewayError as exc:
-            await context.abort_with_status(  # type: ignore[attr-defined]
-                exc.to_grpc_status()
-            )
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error")
-            await context.abort_with_status(  # type: ignore[attr-defined]
-                _internal(request_id)
-            )
+        except Exception as exc:
+            await _abort(exc, context, request_id)
 
     return wrapped
 
@@ -141,7 +135,13 @@ class GrpcServer:
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[ErrorInterceptor()],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Same ceiling as the clients' (grpc_client.open_channel): batches of usage events
+                # and long conversations exceed gRPC's 4 MiB default.
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
         )
         for registration in self._registrations:
             registration.add(registration.servicer, self.server)

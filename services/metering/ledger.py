@@ -39,6 +39,19 @@ class Grouping(StrEnum):
 
 
 @dataclass(frozen=True)
+class PromptLog:
+    """What a logged call asked (the canonical request as JSON) and answered (the first choice's text)."""
+
+    request_json: str
+    response_text: str
+
+
+MAX_PROMPT_LOG_FIELD_BYTES = 1024 * 1024
+"""The most a prompt log field may hold, in UTF-8 bytes. Larger ones are refused, never cut short: a
+truncated log would look like a complete record of the call."""
+
+
+@dataclass(frozen=True)
 class UsageRecord:
     """One request's usage, as the ledger keeps it."""
 
@@ -61,6 +74,8 @@ class UsageRecord:
     usage_estimated: bool
     time: datetime
     """When the request was received (timezone-aware, UTC)."""
+    prompt_log: PromptLog | None = None
+    """What the call asked and answered; only for calls the tenant's policy marks for logging."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class UsageTotals:
 _TEXT_FIELDS = ("request_id", "tenant_id", "key_id", "model", "provider", "upstream_model", "operation", "error_code")
 _COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "cost_micro_usd", "attempts")
 _DURATION_FIELDS = {"latency_ms": "latency", "time_to_first_chunk_ms": "time_to_first_chunk"}
+_PROMPT_LOG_FIELDS = ("request_json", "response_text")
 
 
 def check_record(index: int, record: UsageRecord) -> list[FieldViolation]:
@@ -111,6 +127,21 @@ def check_record(index: int, record: UsageRecord) -> list[FieldViolation]:
         value = getattr(record, attribute)
         if value is not None and value < 0:
             violations.append(FieldViolation(f"{where}.{wire_name}", "must not be negative"))
+    if record.prompt_log is not None:
+        violations.extend(_check_prompt_log(f"{where}.prompt_log", record.prompt_log))
+    return violations
+
+
+def _check_prompt_log(where: str, log: PromptLog) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    for name in _PROMPT_LOG_FIELDS:
+        value: str = getattr(log, name)
+        if len(value.encode()) > MAX_PROMPT_LOG_FIELD_BYTES:
+            violations.append(
+                FieldViolation(f"{where}.{name}", f"must not be longer than {MAX_PROMPT_LOG_FIELD_BYTES} bytes")
+            )
+        elif "\x00" in value:
+            violations.append(FieldViolation(f"{where}.{name}", "must not contain NUL characters"))
     return violations
 
 

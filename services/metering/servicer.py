@@ -14,6 +14,7 @@ from gateway_common.errors import FieldViolation, GatewayError, invalid_argument
 from services.metering.ledger import (
     Grouping,
     Outcome,
+    PromptLog,
     UsageQuery,
     UsageRecord,
     check_query,
@@ -144,6 +145,11 @@ def _to_record(
         attempts=event.attempts,
         usage_estimated=event.usage_estimated,
         time=time,
+        prompt_log=(
+            PromptLog(event.prompt_log.request_json, event.prompt_log.response_text)
+            if event.HasField("prompt_log")
+            else None
+        ),
     )
     return record, violations
 

@@ -18,6 +18,9 @@ from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# Well under the services' message ceiling, even with prompt logs (each at most 2 x 1 MiB).
+_MAX_BATCH_BYTES = 8 * 1024 * 1024
+
 DROPPED = Counter("gateway_metering_events_dropped_total", "Usage events dropped (queue full or metering down).")
 
 
@@ -61,9 +64,11 @@ class MeteringQueue:
             except TimeoutError:
                 continue
             deadline = loop.time() + self._flush_interval_s
-            while len(batch) < self._batch_size:
+            size = batch[0].ByteSize()
+            while len(batch) < self._batch_size and size < _MAX_BATCH_BYTES:
                 if not self._queue.empty():
                     batch.append(self._queue.get_nowait())
+                    size += batch[-1].ByteSize()
                     continue
                 remaining = deadline - loop.time()
                 if self._closing or remaining <= 0:
@@ -72,6 +77,7 @@ class MeteringQueue:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
+                size += batch[-1].ByteSize()
             await self._send(batch)
 
     async def _send(self, batch: list[metering_pb2.UsageEvent]) -> None:

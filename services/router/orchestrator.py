@@ -39,11 +39,15 @@ from services.router.pricing import cost_micro_usd
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 
 # A Retry-After longer than this is not waited out inside one request: the next candidate is
 # tried at once, or the error goes back to the client with its Retry-After.
 _MAX_RETRY_WAIT_S = 2.0
+
+# Metering refuses a prompt-log field over 1 MiB; stay under it.
+_MAX_LOG_FIELD_BYTES = 1_000_000
 
 
 @dataclass
@@ -194,19 +198,9 @@ class Orchestrator:
         """A unary completion with retries and fallbacks."""
         admission = await self._admit_chat(request, call, on_headers)
         outcome = _Outcome(prompt_log=_prompt_log(admission, request))
-        try:
-            completion: providers_pb2.ChatResponse = await self._with_attempts(
-                admission,
-                outcome,
-                call,
-                lambda c, timeout: self._providers.Chat(
-                    providers_pb2.ChatRequest(target=_target(c), completion=request),
-                    timeout=timeout,
-                    metadata=_metadata(call),
-                ),
-            )
-            result = completion.completion
-            outcome.outcome = metering_pb2.OUTCOME_SUCCESS
+
+        def succeeded(response: providers_pb2.ChatResponse) -> chat_pb2.ChatCompletion:
+            result = response.completion
             outcome.prompt_tokens = result.usage.prompt_tokens
             outcome.completion_tokens = result.usage.completion_tokens
             outcome.usage_estimated = result.usage.estimated
@@ -215,14 +209,19 @@ class Orchestrator:
             if outcome.prompt_log is not None and result.choices:
                 outcome.prompt_log.response_text = result.choices[0].message.text
             return result
-        except asyncio.CancelledError:
-            outcome.outcome = metering_pb2.OUTCOME_CANCELLED
-            raise
-        except GatewayError as exc:
-            outcome.error_code = exc.code.name
-            raise
-        finally:
-            self._finish(admission, outcome, call, operation="chat", streamed=False)
+
+        return await self._unary(
+            admission,
+            outcome,
+            call,
+            "chat",
+            lambda c, timeout: self._providers.Chat(
+                providers_pb2.ChatRequest(target=_target(c), completion=request),
+                timeout=timeout,
+                metadata=_metadata(call),
+            ),
+            succeeded,
+        )
 
     async def _admit_chat(
         self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
@@ -339,21 +338,41 @@ class Orchestrator:
             on_headers,
         )
         outcome = _Outcome()
-        try:
-            response: providers_pb2.EmbedResponse = await self._with_attempts(
-                admission,
-                outcome,
-                call,
-                lambda c, timeout: self._providers.Embed(
-                    providers_pb2.EmbedRequest(target=_target(c), embedding=request),
-                    timeout=timeout,
-                    metadata=_metadata(call),
-                ),
-            )
+
+        def succeeded(response: providers_pb2.EmbedResponse) -> chat_pb2.EmbeddingResponse:
             result = response.embedding
-            outcome.outcome = metering_pb2.OUTCOME_SUCCESS
             outcome.prompt_tokens = result.usage.prompt_tokens or admission.prompt_estimate
             outcome.usage_estimated = not result.usage.prompt_tokens
+            return result
+
+        return await self._unary(
+            admission,
+            outcome,
+            call,
+            "embeddings",
+            lambda c, timeout: self._providers.Embed(
+                providers_pb2.EmbedRequest(target=_target(c), embedding=request),
+                timeout=timeout,
+                metadata=_metadata(call),
+            ),
+            succeeded,
+        )
+
+    # -- shared machinery -----------------------------------------------------------------------
+
+    async def _unary(
+        self,
+        admission: _Admission,
+        outcome: _Outcome,
+        call: CallContext,
+        operation: str,
+        attempt: Callable[[Candidate, float], Awaitable[_R]],
+        succeeded: Callable[[_R], _T],
+    ) -> _T:
+        """Run a unary call through the attempts; whatever happens, settle and meter it."""
+        try:
+            result = succeeded(await self._with_attempts(admission, outcome, call, attempt))
+            outcome.outcome = metering_pb2.OUTCOME_SUCCESS
             return result
         except asyncio.CancelledError:
             outcome.outcome = metering_pb2.OUTCOME_CANCELLED
@@ -362,9 +381,7 @@ class Orchestrator:
             outcome.error_code = exc.code.name
             raise
         finally:
-            self._finish(admission, outcome, call, operation="embeddings", streamed=False)
-
-    # -- shared machinery -----------------------------------------------------------------------
+            self._finish(admission, outcome, call, operation=operation, streamed=False)
 
     def _attempt_timeout(self, call: CallContext) -> float:
         remaining = call.time_remaining()
@@ -442,7 +459,8 @@ class Orchestrator:
         if outcome.first_chunk_s is not None:
             event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
         if outcome.prompt_log is not None:
-            event.prompt_log.CopyFrom(outcome.prompt_log)
+            event.prompt_log.request_json = _loggable(outcome.prompt_log.request_json)
+            event.prompt_log.response_text = _loggable(outcome.prompt_log.response_text)
         self._metering.put(event)
 
     async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
@@ -482,6 +500,20 @@ def _annotate(error: GatewayError, outcome: _Outcome) -> GatewayError:
     if outcome.attempt_log:
         error.metadata = {**error.metadata, "attempts": "; ".join(outcome.attempt_log)}
     return error
+
+
+def _loggable(text: str) -> str:
+    """A prompt-log field metering accepts: no NUL characters, at most ~1 MB (cut with a marker).
+
+    The log is a record, not the request: bounding it keeps one huge prompt from costing the
+    usage of a whole metering batch, and the marker says exactly what was left out.
+    """
+    text = text.replace("\x00", "\ufffd")
+    encoded = text.encode()
+    if len(encoded) <= _MAX_LOG_FIELD_BYTES:
+        return text
+    kept = encoded[: _MAX_LOG_FIELD_BYTES - 64].decode("utf-8", "ignore")
+    return f"{kept}…[truncated: {len(encoded) - len(kept.encode())} more bytes]"
 
 
 def _prompt_log(admission: _Admission, request: chat_pb2.ChatCompletionRequest) -> metering_pb2.PromptLog | None:

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from gateway.metering.v1 import metering_pb2
 from gateway_common.errors import FieldViolation
 from services.metering.ledger import (
+    MAX_PROMPT_LOG_FIELD_BYTES,
     Grouping,
     Outcome,
+    PromptLog,
     UsageQuery,
     UsageRecord,
     UsageTotals,
@@ -57,6 +59,19 @@ def test_every_problem_of_a_record_is_named_with_its_wire_path() -> None:
         "events[3].key_id",
         "events[3].prompt_tokens",
         "events[3].latency",
+    ]
+
+
+def test_a_prompt_log_field_may_hold_up_to_the_limit_in_utf8_bytes_and_no_nul() -> None:
+    at_limit = "é" * (MAX_PROMPT_LOG_FIELD_BYTES // 2)  # two bytes each: exactly the limit
+    over_limit = at_limit + "a"
+    within = replace(RECORD, prompt_log=PromptLog(request_json=at_limit, response_text=""))
+    bad = replace(RECORD, prompt_log=PromptLog(request_json=over_limit, response_text="a\x00"))
+
+    assert check_record(0, within) == []
+    assert [v.field for v in check_record(2, bad)] == [
+        "events[2].prompt_log.request_json",
+        "events[2].prompt_log.response_text",
     ]
 
 
@@ -118,3 +133,22 @@ async def test_the_servicer_dates_undated_events_and_open_queries_by_its_clock()
         ("undated", NOW, Outcome.UNSPECIFIED, None),
     ]
     assert store.queries == [UsageQuery(start=None, end=NOW, grouping=Grouping.KEY)]
+
+
+async def test_the_servicer_passes_a_prompt_log_only_when_the_event_has_one() -> None:
+    store = _FakeStore()
+    servicer = MeteringServicer(store, clock=lambda: NOW)
+    logged = metering_pb2.UsageEvent(
+        request_id="logged", prompt_log=metering_pb2.PromptLog(request_json="{}", response_text="hi")
+    )
+    empty = metering_pb2.UsageEvent(request_id="empty")
+    empty.prompt_log.SetInParent()
+    plain = metering_pb2.UsageEvent(request_id="plain")
+
+    await servicer.RecordEvents(metering_pb2.RecordEventsRequest(events=[logged, empty, plain]), context=None)  # type: ignore[arg-type]
+
+    assert [(r.request_id, r.prompt_log) for r in store.records] == [
+        ("logged", PromptLog("{}", "hi")),
+        ("empty", PromptLog("", "")),
+        ("plain", None),
+    ]

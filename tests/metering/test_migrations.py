@@ -1,20 +1,30 @@
-"""Schema migrations at start: idempotent, on their own version table, safe when replicas race."""
+"""Schema migrations at start: idempotent, matching the models, on their own version table, safe when replicas race."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import Connection, inspect, text
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common.config import GatewayConfig, MeteringConfig
 from gateway_common.grpc_server import ServiceApp
+from services.metering.ledger import Outcome, PromptLog, UsageQuery, UsageRecord
 from services.metering.server import build
+from services.metering.storage.sql import VERSION_TABLE, SqlLedgerStore, alembic_config, create_engine, metadata
 from tests.metering.databases import create_postgres_database
+
+HEAD = "0002"
 
 
 def _config(url: str) -> GatewayConfig:
@@ -72,7 +82,7 @@ async def test_two_servers_migrating_one_fresh_postgres_database_both_come_up(po
             await app.stop(0)
     connection = await asyncpg.connect(url)
     try:
-        assert await connection.fetch("SELECT version_num FROM alembic_version_metering") == [("0001",)]
+        assert await connection.fetch("SELECT version_num FROM alembic_version_metering") == [(HEAD,)]
     finally:
         await connection.close()
 
@@ -93,3 +103,73 @@ async def test_another_services_alembic_history_in_the_same_database_is_left_alo
         assert await connection.fetch("SELECT version_num FROM alembic_version") == [("a1b2c3d4",)]
     finally:
         await connection.close()
+
+
+def _differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
+    return list(compare_metadata(context, metadata))
+
+
+def _downgrade(revision: str) -> Callable[[Connection], list[str]]:
+    def run(connection: Connection) -> list[str]:
+        command.downgrade(alembic_config(connection), revision)
+        return sorted(inspect(connection).get_table_names())
+
+    return run
+
+
+def _version(connection: Connection) -> list[str]:
+    return list(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_migrations_match_the_models_and_go_both_ways_keeping_the_ledger(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_migrations")
+    engine = create_engine(url)
+    store = SqlLedgerStore(engine)
+    record = UsageRecord(
+        request_id="r1",
+        tenant_id="acme",
+        key_id="k1",
+        model="m",
+        provider="p",
+        upstream_model="m",
+        operation="chat",
+        prompt_tokens=1,
+        completion_tokens=2,
+        cost_micro_usd=3,
+        latency_ms=None,
+        time_to_first_chunk_ms=None,
+        outcome=Outcome.SUCCESS,
+        error_code="",
+        streamed=False,
+        attempts=1,
+        usage_estimated=False,
+        time=datetime(2001, 1, 1, tzinfo=UTC),
+        prompt_log=PromptLog("{}", "hi"),
+    )
+    try:
+        await store.open()
+        await store.open()  # at head already: nothing to do, no error
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_differences) == []
+        assert await store.record([record]) == 1
+
+        # Back to the usage ledger alone (what a deployment before the prompt log has), then forward again.
+        async with engine.begin() as connection:
+            assert await connection.run_sync(_downgrade("0001")) == [VERSION_TABLE, "usage_events"]
+        await store.open()
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_version) == [HEAD]
+            assert await connection.run_sync(_differences) == []
+        assert [totals.requests for totals in await store.query(UsageQuery(tenant_id="acme"))] == [1]
+
+        async with engine.begin() as connection:
+            assert await connection.run_sync(_downgrade("base")) == [VERSION_TABLE]
+    finally:
+        await store.close()

@@ -12,13 +12,14 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common.config import GatewayConfig, MeteringConfig
 from gateway_common.errors import GatewayError
+from services.metering.ledger import MAX_PROMPT_LOG_FIELD_BYTES
 from services.metering.server import build
-from services.metering.storage.sql import UsageEventRow, create_engine
+from services.metering.storage.sql import PromptLogRow, UsageEventRow, create_engine
 from tests.metering.databases import create_postgres_database
 
 
@@ -121,6 +122,24 @@ def _period(scope: Scope) -> dict[str, Any]:
 
 def _totals(row: metering_pb2.UsageRow) -> tuple[str, int, int, int, int, int]:
     return (row.group, row.requests, row.prompt_tokens, row.completion_tokens, row.cost_micro_usd, row.errors)
+
+
+async def _prompt_logs(metering: Metering, *request_ids: str) -> dict[str, RowMapping]:
+    """The stored prompt logs of ``request_ids``, by request id (absent ones are missing)."""
+    engine = create_engine(metering.database_url)
+    try:
+        async with engine.connect() as connection:
+            table = PromptLogRow.__table__  # type: ignore[attr-defined]
+            result = await connection.execute(select(table).where(table.c.request_id.in_(request_ids)))
+            return {row["request_id"]: row for row in result.mappings().all()}
+    finally:
+        await engine.dispose()
+
+
+def _logged(message: metering_pb2.UsageEvent, request_json: str, response_text: str) -> metering_pb2.UsageEvent:
+    message.prompt_log.request_json = request_json
+    message.prompt_log.response_text = response_text
+    return message
 
 
 async def _error(call: Any) -> GatewayError:
@@ -356,3 +375,78 @@ async def test_counts_only_new_events_in_a_batch_larger_than_one_statement(meter
 
     assert await metering.record(*events) == 2000
     assert [row.cost_micro_usd for row in await metering.query(tenant_id=scope.name("acme"))] == [3000]
+
+
+async def test_keeps_the_prompt_log_of_a_logged_call_and_none_for_others(metering: Metering, scope: Scope) -> None:
+    request_json = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Grüß dich 👋"}]}'
+    logged = _logged(event(scope, "logged", key="k2"), request_json, "Hallo! 👋\nWie geht's?")
+    # Set but empty (a call that failed before any answer) is still a logged call.
+    empty = _logged(event(scope, "empty"), "", "")
+    plain = event(scope, "plain")
+
+    assert await metering.record(logged, empty, plain) == 3
+
+    rows = await _prompt_logs(metering, logged.request_id, empty.request_id, plain.request_id)
+    assert sorted(rows) == sorted([logged.request_id, empty.request_id])
+    stored = rows[logged.request_id]
+    assert {k: stored[k] for k in stored if k != "recorded_at"} == {
+        "request_id": scope.name("logged"),
+        "tenant_id": scope.name("acme"),
+        "key_id": scope.name("k2"),
+        "request_json": request_json,
+        "response_text": "Hallo! 👋\nWie geht's?",
+    }
+    assert stored["recorded_at"] is not None
+    assert (rows[empty.request_id]["request_json"], rows[empty.request_id]["response_text"]) == ("", "")
+
+
+async def test_keeps_a_prompt_log_of_exactly_the_size_limit(metering: Metering, scope: Scope) -> None:
+    # Four-byte characters: the limit counts UTF-8 bytes, not characters.
+    text = "😀" * (MAX_PROMPT_LOG_FIELD_BYTES // 4)
+
+    assert await metering.record(_logged(event(scope, "big"), text, text)) == 1
+
+    stored = (await _prompt_logs(metering, scope.name("big")))[scope.name("big")]
+    assert stored["request_json"] == text
+    assert stored["response_text"] == text
+
+
+async def test_ignores_the_prompt_log_of_an_event_it_already_has(metering: Metering, scope: Scope) -> None:
+    first = _logged(event(scope, "r1"), '{"n": 1}', "first")
+    unlogged = event(scope, "r2")
+    assert await metering.record(first, unlogged) == 2
+
+    # A retried event, a repeat within a batch, and a repeat that now carries a log change nothing.
+    assert await metering.record(_logged(event(scope, "r1"), '{"n": 2}', "second")) == 0
+    assert await metering.record(_logged(event(scope, "r2"), '{"n": 3}', "late")) == 0
+    assert (
+        await metering.record(_logged(event(scope, "r3"), '{"n": 4}', "kept"), _logged(event(scope, "r3"), "{}", "x"))
+        == 1
+    )
+
+    rows = await _prompt_logs(metering, scope.name("r1"), scope.name("r2"), scope.name("r3"))
+    assert {request_id: row["response_text"] for request_id, row in rows.items()} == {
+        scope.name("r1"): "first",
+        scope.name("r3"): "kept",
+    }
+
+
+@pytest.mark.parametrize("field", ["request_json", "response_text"])
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param("a\x00b", id="nul"), pytest.param("x" * (MAX_PROMPT_LOG_FIELD_BYTES + 1), id="too-long")],
+)
+async def test_refuses_a_bad_prompt_log_and_writes_none_of_the_batch(
+    metering: Metering, scope: Scope, field: str, value: str
+) -> None:
+    good = event(scope, "good")
+    bad = event(scope, "bad")
+    setattr(bad.prompt_log, field, value)
+
+    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[good, bad])))
+
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == [f"events[1].prompt_log.{field}"]
+    assert error.metadata["param"] == f"events[1].prompt_log.{field}"
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [0]
+    assert await _prompt_logs(metering, good.request_id, bad.request_id) == {}

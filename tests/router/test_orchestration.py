@@ -444,3 +444,14 @@ async def test_requests_reusing_a_request_id_get_their_own_reservations(rig: Rig
         *(rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=MD) for _ in range(3))
     )
     assert len({a.reservation_id for a in rig.ratelimit.acquired}) == 3
+
+
+def test_prompt_log_fields_are_bounded_and_clean() -> None:
+    from services.router.orchestrator import _MAX_LOG_FIELD_BYTES, _loggable
+
+    assert _loggable("a\x00b") == "a\ufffdb"
+    huge = "é" * _MAX_LOG_FIELD_BYTES
+    bounded = _loggable(huge)
+    assert len(bounded.encode()) <= _MAX_LOG_FIELD_BYTES
+    assert bounded.endswith("more bytes]") and bounded.startswith("éé")
+    assert _loggable("short") == "short"

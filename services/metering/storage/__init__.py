@@ -20,7 +20,8 @@ class LedgerStore(Protocol):
         ...
 
     async def record(self, records: Sequence[UsageRecord]) -> int:
-        """Append ``records`` in one transaction, ignoring request ids already kept; returns how many were new."""
+        """Append ``records`` and their prompt logs in one transaction, ignoring request ids already kept
+        (a repeat's prompt log included); returns how many were new."""
         ...
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:

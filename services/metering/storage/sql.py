@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Column, DateTime, Index, Table, case, event, func, select, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, case, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,7 +24,14 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from gateway_common.db import alembic_lock, async_database_url
-from services.metering.ledger import SUCCESSFUL_OUTCOME, Grouping, UsageQuery, UsageRecord, UsageTotals
+from services.metering.ledger import (
+    SUCCESSFUL_OUTCOME,
+    Grouping,
+    PromptLog,
+    UsageQuery,
+    UsageRecord,
+    UsageTotals,
+)
 
 VERSION_TABLE = "alembic_version_metering"
 """Alembic's version table for this service; another service in the same database keeps its own."""
@@ -73,8 +80,24 @@ class UsageEventRow(MeteringModel, table=True):
     """When the ledger first stored the event, UTC."""
 
 
+class PromptLogRow(MeteringModel, table=True):
+    """What a logged call asked and answered, keyed like its usage event and written with it."""
+
+    __tablename__ = "prompt_logs"
+
+    request_id: str = Field(primary_key=True)
+    """The request id of the usage event this log belongs to."""
+    tenant_id: str
+    key_id: str
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """When the ledger stored the log (with its event), UTC."""
+    request_json: str = Field(sa_column=Column(Text, nullable=False))
+    response_text: str = Field(sa_column=Column(Text, nullable=False))
+
+
 metadata = MeteringModel.metadata
 _events = cast(Table, UsageEventRow.__table__)  # type: ignore[attr-defined]
+_prompt_logs = cast(Table, PromptLogRow.__table__)  # type: ignore[attr-defined]
 
 _GROUP_COLUMNS: dict[Grouping, str] = {
     Grouping.TENANT: "tenant_id",
@@ -106,12 +129,17 @@ def create_engine(database_url: str) -> AsyncEngine:
     return engine
 
 
-def _upgrade(connection: Connection) -> None:
+def alembic_config(connection: Connection) -> Config:
+    """The Alembic configuration that migrates this service's tables on ``connection``."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
 
 
 class SqlLedgerStore:
@@ -136,7 +164,8 @@ class SqlLedgerStore:
         await self._engine.dispose()
 
     async def record(self, records: Sequence[UsageRecord]) -> int:
-        """Insert ``records`` in one transaction, skipping request ids already kept; returns how many were new."""
+        """Insert ``records`` and their prompt logs in one transaction, skipping request ids already kept;
+        returns how many were new."""
         if not records:
             return 0
         recorded_at = self._clock()
@@ -151,7 +180,19 @@ class SqlLedgerStore:
             # RETURNING yields only the rows actually inserted, which counts new events exactly on
             # both backends (rowcount is unreliable for batched executes).
             result = await connection.execute(statement, rows)
-            return len(result.all())
+            new = set(result.scalars().all())
+            # A repeat is ignored whole: a re-sent event that now carries a log must not attach it to
+            # the event kept, so only the events just inserted contribute logs.
+            logs = [
+                _prompt_log_row(record, record.prompt_log, recorded_at)
+                for record in records
+                if record.prompt_log is not None and record.request_id in new
+            ]
+            if logs:
+                await connection.execute(
+                    insert(_prompt_logs).on_conflict_do_nothing(index_elements=[_prompt_logs.c.request_id]), logs
+                )
+            return len(new)
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:
         """Sum the selected rows in SQL, one row per group, ordered by group."""
@@ -215,4 +256,15 @@ def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:
         "usage_estimated": record.usage_estimated,
         "time": record.time.astimezone(UTC),
         "recorded_at": recorded_at.astimezone(UTC),
+    }
+
+
+def _prompt_log_row(record: UsageRecord, log: PromptLog, recorded_at: datetime) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "tenant_id": record.tenant_id,
+        "key_id": record.key_id,
+        "recorded_at": recorded_at.astimezone(UTC),
+        "request_json": log.request_json,
+        "response_text": log.response_text,
     }
