@@ -30,6 +30,8 @@ class ServiceAddress(_Strict):
 
     listen: str = Field(description="host:port the service binds.")
     address: str = Field(description="host:port clients dial (differs from listen behind a proxy).")
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Port of the service's Prometheus /metrics endpoint, on the listen host; 0 for none."""
 
 
 def _local(port: int) -> ServiceAddress:
@@ -244,6 +246,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_ADDR"] = f"services.{_service}.address"
+    _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_METRICS_PORT"] = f"services.{_service}.metrics_port"
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: str) -> None:

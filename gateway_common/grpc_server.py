@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.errors import GatewayError, Reason
@@ -227,6 +228,10 @@ def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         app = build(config)
+        address = getattr(config.services, name, None)
+        if address is not None and address.metrics_port:
+            # prometheus_client serves from its own thread: scrapes never touch the event loop.
+            start_http_server(address.metrics_port, addr=address.listen.rpartition(":")[0] or "0.0.0.0")
         # A signal must stop the service even while it still waits for its dependencies at start.
         starting = asyncio.create_task(app.start())
         stopping = asyncio.create_task(stop.wait())

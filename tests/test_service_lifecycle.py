@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from tests.servers import free_port, wait_until
 
 @pytest.fixture
 def providers_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log = tmp_path / "providers.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_PROVIDERS_LISTEN"] = f"127.0.0.1:{port}"
+    env["GATEWAY_PROVIDERS_METRICS_PORT"] = str(metrics_port)
+    (tmp_path / "metrics-port").write_text(str(metrics_port))
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "services.providers"], env=env, stdout=out, stderr=out)
     try:
@@ -66,8 +69,11 @@ async def test_sigterm_lets_in_flight_streams_finish(
     assert any(line["message"].startswith("providers shutting down") for line in lines)
 
 
-async def test_health_and_reflection(providers_process: tuple[subprocess.Popen[bytes], int, Path]) -> None:
-    _, port, _ = providers_process
+async def test_health_reflection_and_metrics(providers_process: tuple[subprocess.Popen[bytes], int, Path]) -> None:
+    _, port, log = providers_process
+    metrics_port = (log.parent / "metrics-port").read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        assert b"python_info" in response.read()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         response = await health.Check(health_pb2.HealthCheckRequest(service="gateway.providers.v1.ProviderService"))

@@ -29,7 +29,7 @@ from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway_common.config import GatewayConfig
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tokens
-from services.router import policy, quotas, validation
+from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.metering_queue import MeteringQueue
@@ -170,7 +170,9 @@ class Orchestrator:
                 raise GatewayError.from_rpc_error(exc) from None
             await on_headers(quotas.headers(list(decision.statuses)))
             if not decision.allowed:
-                raise quotas.refusal(decision)
+                refused = quotas.refusal(decision)
+                metrics.REJECTIONS.labels(str(refused.reason)).inc()
+                raise refused
         return _Admission(
             principal,
             plan.model,
@@ -300,6 +302,7 @@ class Orchestrator:
                         raise _annotate(GatewayError.from_rpc_error(exc), outcome) from None
                     return
                 outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
+                metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
                 index = _next_attempt(sequence, index, error)
                 if index is None:
                     raise _annotate(error, outcome)
@@ -408,6 +411,7 @@ class Orchestrator:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error.reason == Reason.INTERNAL:
                     error = _attempt_timeout_error(candidate)
             outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
+            metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
             index = _next_attempt(sequence, index, error)
             if index is None:
                 raise _annotate(error, outcome)
@@ -462,6 +466,15 @@ class Orchestrator:
             event.prompt_log.request_json = _loggable(outcome.prompt_log.request_json)
             event.prompt_log.response_text = _loggable(outcome.prompt_log.response_text)
         self._metering.put(event)
+        provider = candidate.provider if candidate else ""
+        outcome_name = metering_pb2.Outcome.Name(event.outcome).removeprefix("OUTCOME_").lower()
+        metrics.REQUESTS.labels(operation, admission.model, provider, outcome_name).inc()
+        metrics.DURATION.labels(operation, str(streamed).lower()).observe(latency)
+        metrics.TOKENS.labels("prompt", admission.model, provider).inc(outcome.prompt_tokens)
+        metrics.TOKENS.labels("completion", admission.model, provider).inc(outcome.completion_tokens)
+        metrics.COST.labels(admission.model, provider).inc(cost)
+        if outcome.first_chunk_s is not None:
+            metrics.FIRST_CHUNK.labels(admission.model).observe(outcome.first_chunk_s)
 
     async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
         try:

@@ -455,3 +455,27 @@ def test_prompt_log_fields_are_bounded_and_clean() -> None:
     assert len(bounded.encode()) <= _MAX_LOG_FIELD_BYTES
     assert bounded.endswith("more bytes]") and bounded.startswith("éé")
     assert _loggable("short") == "short"
+
+
+async def test_metrics_count_requests_tokens_cost_rejections_and_upstream_errors(rig: Rig) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "ok": value("gateway_requests_total", operation="chat", model="fallback", provider="p2", outcome="success"),
+        "cost": value("gateway_cost_micro_usd_total", model="fallback", provider="p2"),
+        "errors": value("gateway_upstream_errors_total", provider="p1", code="UNAVAILABLE"),
+        "refused": value("gateway_limit_rejections_total", reason="RATE_LIMITED"),
+    }
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=MD)
+    rig.ratelimit.refuse = True
+    with pytest.raises(grpc.aio.AioRpcError):
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=MD)
+    await _until(lambda: rig.metering.events)
+    ok = value("gateway_requests_total", operation="chat", model="fallback", provider="p2", outcome="success")
+    assert ok == before["ok"] + 1
+    assert value("gateway_cost_micro_usd_total", model="fallback", provider="p2") == before["cost"] + 18
+    assert value("gateway_upstream_errors_total", provider="p1", code="UNAVAILABLE") == before["errors"] + 1
+    assert value("gateway_limit_rejections_total", reason="RATE_LIMITED") == before["refused"] + 1
