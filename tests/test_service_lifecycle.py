@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -72,8 +72,9 @@ async def test_sigterm_lets_in_flight_streams_finish(
 async def test_health_reflection_and_metrics(providers_process: tuple[subprocess.Popen[bytes], int, Path]) -> None:
     _, port, log = providers_process
     metrics_port = (log.parent / "metrics-port").read_text()
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        assert b"python_info" in response.read()
+    async with httpx.AsyncClient() as client:
+        metrics = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert metrics.status_code == 200 and "python_info" in metrics.text
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         response = await health.Check(health_pb2.HealthCheckRequest(service="gateway.providers.v1.ProviderService"))
