@@ -475,6 +475,27 @@ class Orchestrator:
         metrics.COST.labels(admission.model, provider).inc(cost)
         if outcome.first_chunk_s is not None:
             metrics.FIRST_CHUNK.labels(admission.model).observe(outcome.first_chunk_s)
+        log.info(
+            "%s %s via %s: %s",
+            operation,
+            admission.model,
+            provider or "-",
+            outcome_name,
+            extra={
+                "tenant_id": admission.principal.tenant_id,
+                "key_id": admission.principal.key_id,
+                "model": admission.model,
+                "provider": provider,
+                "outcome": outcome_name,
+                "error_code": outcome.error_code,
+                "attempts": outcome.attempts,
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "cost_micro_usd": cost,
+                "latency_ms": round(latency * 1000, 2),
+                "streamed": streamed,
+            },
+        )
 
     async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
         try:
