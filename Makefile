@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-$(BUF): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+# buf is pinned exactly in package.json and pins its platform binary exactly itself. No lock
+# file: npm 11 writes one without the other platforms' optional packages, then `npm ci` rejects it.
+$(BUF): package.json
+	npm install --no-audit --no-fund --no-package-lock --loglevel=error
 	@touch $@
 
 up: $(STAMP) ## Create the venv, install, and run the whole suite on embedded defaults (Ctrl-C stops)
