@@ -9,6 +9,7 @@ Nothing here ever logs or echoes a key: only key ids, which are not secret.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -83,6 +84,13 @@ class Accounts:
             log.info("authentication refused: key %s of tenant %s is %s", key.key_id, key.tenant_id, refusal)
             raise invalid_api_key()
         return resolve_principal(key, tenant)
+
+    def cache_ttl_seconds(self, principal: Principal, limit: int) -> int:
+        """How long a caller may reuse ``principal``: ``limit``, but never past the key's expiry."""
+        if principal.expire_time is None:
+            return limit
+        left = (principal.expire_time - self._clock()).total_seconds()
+        return max(0, min(limit, math.floor(left)))
 
     async def authorize_admin(self, api_key: str) -> Principal:
         """The principal of a usable key holding the ``admin`` scope; PERMISSION_DENIED without it."""

@@ -132,6 +132,8 @@ class Principal:
     key_limits: Limits
     tenant_limits: Limits
     policy: Policy
+    expire_time: datetime | None = None
+    """When the key stops working; callers must not cache the principal past it."""
 
 
 def resolve_principal(key: ApiKey, tenant: Tenant) -> Principal:
@@ -146,6 +148,7 @@ def resolve_principal(key: ApiKey, tenant: Tenant) -> Principal:
         key_limits=key.limits if key.limits is not None and not key.limits.is_empty else tenant.key_defaults,
         tenant_limits=tenant.limits,
         policy=tenant.policy,
+        expire_time=key.expire_time,
     )
 
 

@@ -50,7 +50,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         """Resolve the key to its principal, with how long the caller may cache the answer."""
         principal = await self._accounts.authenticate(request.api_key)
         return auth_pb2.AuthenticateResponse(
-            principal=convert.principal_to_proto(principal), cache_ttl_seconds=self._cache_ttl_seconds
+            principal=convert.principal_to_proto(principal),
+            cache_ttl_seconds=self._accounts.cache_ttl_seconds(principal, self._cache_ttl_seconds),
         )
 
     async def CreateTenant(

@@ -68,7 +68,8 @@ class AuthCache:
         except grpc.aio.AioRpcError as exc:
             self._entries.pop(digest, None)
             raise GatewayError.from_rpc_error(exc) from None
-        ttl = min(self._ttl_s, float(response.cache_ttl_seconds or self._ttl_s))
+        # The auth service bounds the TTL by the key's expiry; 0 means "do not cache".
+        ttl = min(self._ttl_s, float(response.cache_ttl_seconds))
         if ttl > 0:
             self._entries[digest] = (now + ttl, response.principal)
             self._entries.move_to_end(digest)

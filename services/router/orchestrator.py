@@ -119,6 +119,14 @@ class Orchestrator:
         """The caller's principal (cached briefly)."""
         return await self._auth.authenticate(call.api_key, call.request_id)
 
+    def may_use(self, principal: auth_pb2.Principal, model: str) -> bool:
+        """Whether ``principal`` may use ``model``: the same checks admission makes (plan, allowlist, policy)."""
+        try:
+            policy.allowed_candidates(principal, self.planner.plan(model))
+        except GatewayError:
+            return False
+        return True
+
     async def _admit(
         self,
         call: CallContext,

@@ -15,7 +15,6 @@ from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
 from services.router.auth_cache import bearer_token
 from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
-from services.router.planner import matches_any
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -72,14 +71,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             for ident, provider, owner in self._orchestrator.planner.catalog()
         ]
         models += await self._listed_upstream_models()
-        allow = tuple(principal.allowed_models)
         seen: set[str] = set()
         result = router_pb2.ListModelsResponse()
         for model in models:
-            if model.id in seen or (allow and not matches_any(allow, model.id)):
-                continue
-            seen.add(model.id)
-            result.models.append(model)
+            if model.id not in seen and self._orchestrator.may_use(principal, model.id):
+                seen.add(model.id)
+                result.models.append(model)
         return result
 
     async def _listed_upstream_models(self) -> list[chat_pb2.Model]:

@@ -175,3 +175,15 @@ def test_secrets_from_env() -> None:
     assert AuthSecrets.from_env({"GATEWAY_TENANT_KEYS": "  "}) == AuthSecrets(None, None)
     with pytest.raises(ConfigError, match="GATEWAY_ADMIN_KEY is also entry 1"):
         AuthSecrets.from_env({"GATEWAY_TENANT_KEYS": "acme:same", "GATEWAY_ADMIN_KEY": "same"})
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "ttl"),
+    [(None, 2), (timedelta(seconds=60), 2), (timedelta(seconds=1.5), 1), (timedelta(seconds=0.4), 0)],
+)
+def test_a_principal_is_never_cached_past_its_keys_expiry(expires_in: timedelta | None, ttl: int) -> None:
+    from services.auth.accounts import Accounts
+
+    key = _key(None, expire_time=None if expires_in is None else NOW + expires_in)
+    accounts = Accounts(store=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert accounts.cache_ttl_seconds(resolve_principal(key, _tenant()), 2) == ttl

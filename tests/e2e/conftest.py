@@ -24,6 +24,10 @@ providers:
     type: anthropic
     stub: true
 models:
+  upstream:
+    deployments:
+      - provider: fake
+        model: plain
   fast:
     deployments:
       - provider: mock

@@ -48,12 +48,15 @@ def test_topology_with_redis_and_postgres(tmp_path: Path, redis_url: str, postgr
     """The deployment's shape (Redis counters, PostgreSQL keys and ledger) run as local processes."""
     key = f"gw-{secrets.token_urlsafe(32)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    # A day window: a minute window could roll over between the requests.
+    config = tmp_path / "gateway.yaml"
+    config.write_text("limits:\n  requests_per_minute: 0\n  requests_per_day: 3\n")
     env.update(
         {
             "REDIS_URL": redis_url,
             "DATABASE_URL": postgres_url,
             "GATEWAY_TENANT_KEYS": f"acme:{key}",
-            "GATEWAY_RATE_LIMIT_RPM": "3",
+            "GATEWAY_CONFIG": str(config),
         }
     )
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
@@ -67,6 +70,6 @@ def test_topology_with_redis_and_postgres(tmp_path: Path, redis_url: str, postgr
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="mock:demo", messages=[{"role": "user", "content": "hi"}])
         # Nothing was written to SQLite files: the state lives in Redis and PostgreSQL.
-        assert not list(tmp_path.glob("*.db"))
+        assert not list(tmp_path.rglob("*.db"))
     finally:
         suite.stop()

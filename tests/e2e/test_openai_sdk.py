@@ -226,7 +226,8 @@ def test_rate_limit_429_with_headers(gateway: Gateway) -> None:
         json={
             "tenant_id": "acme",
             "name": "tight",
-            "limits": {"quotas": [{"unit": "UNIT_REQUESTS", "window": "WINDOW_MINUTE", "limit": 2}]},
+            # A day window: a minute window could roll over between the requests.
+            "limits": {"quotas": [{"unit": "UNIT_REQUESTS", "window": "WINDOW_DAY", "limit": 2}]},
         },
     )
     assert created.status_code == 200, created.text
