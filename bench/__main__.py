@@ -16,6 +16,8 @@ import asyncio
 import os
 import secrets
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import httpx
 
-from bench.fake_upstream import FakeUpstream
 from suite.supervisor import Suite, free_port
 
 BODY = {"messages": [{"role": "user", "content": "Say hello in five words."}]}
@@ -125,7 +126,7 @@ async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.N
             }
     d, g = results["direct"], results["gateway"]
     chunks = args.stream_chunks + 3  # role chunk, content chunks, finish chunk, usage chunk
-    print(f"\nLLM Gateway benchmark (loopback, {os.cpu_count()} cores, fake upstream, mock-free path)")
+    print(f"\nLLM Gateway benchmark (loopback, {os.cpu_count()} cores; the same fake OpenAI upstream both ways)")
     print(
         f"  requests per latency series: {args.requests}; throughput: {args.throughput_requests} "
         f"at concurrency {args.concurrency}; long stream: {chunks} chunks\n"
@@ -147,6 +148,19 @@ async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.N
     print(f"  {'stream relay cost per chunk':34}{'':>12}{'':>12}{_ms(relay):>12}\n")
 
 
+def _wait_for_upstream(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the fake upstream exited")
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the fake upstream did not start")
+
+
 def main() -> None:
     """Run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,13 +170,19 @@ def main() -> None:
     parser.add_argument("--stream-chunks", type=int, default=200)
     args = parser.parse_args()
 
-    upstream = FakeUpstream(free_port(), chunks=args.stream_chunks)
-    upstream.start()
+    # The upstream gets its own process: in this one it would share the GIL with the client and
+    # make the direct baseline (and so every ratio) look worse than it is.
+    upstream_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_upstream", str(upstream_port), str(args.stream_chunks)]
+    )
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    _wait_for_upstream(upstream_url, upstream)
     data = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     config = data / "gateway.yaml"
     config.write_text(
-        f"providers:\n  fake:\n    type: openai_compatible\n    base_url: {upstream.base_url}\n"
-        "log_level: WARNING\nlimits:\n  requests_per_minute: 100000000\n"
+        f"providers:\n  fake:\n    type: openai_compatible\n    base_url: {upstream_url}\n"
+        "log_level: WARNING\nlimits:\n  requests_per_minute: 100000000\n  tokens_per_minute: 100000000000\n"
     )
     key = f"gw-{secrets.token_urlsafe(32)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
@@ -172,10 +192,11 @@ def main() -> None:
     print("starting the suite and a fake upstream on loopback…", flush=True)
     suite.start()
     try:
-        asyncio.run(_measure(upstream.base_url, suite.edge_url, key, args))
+        asyncio.run(_measure(upstream_url, suite.edge_url, key, args))
     finally:
         suite.stop()
-        upstream.stop()
+        upstream.terminate()
+        upstream.wait(timeout=10)
 
 
 if __name__ == "__main__":

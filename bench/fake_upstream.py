@@ -160,3 +160,23 @@ class FakeUpstream:
         """Stop serving."""
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def main() -> None:
+    """``python -m bench.fake_upstream PORT [CHUNKS]``: serve in this process until killed."""
+    import sys
+
+    port = int(sys.argv[1])
+    chunks = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    uvicorn.run(
+        create_app(UpstreamStats(), chunks),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+
+
+if __name__ == "__main__":
+    main()
