@@ -147,11 +147,11 @@ class Orchestrator:
         plan = self.planner.plan(model)
         candidates = policy.allowed_candidates(principal, plan)
         policy.check_prompt_size(principal, prompt_tokens)
-        first = candidates[0]
+        # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
             requests=1,
             tokens=prompt_tokens + completion_budget,
-            cost_micro_usd=cost_micro_usd(first, prompt_tokens, completion_budget),
+            cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, completion_budget) for c in candidates),
         )
         if max_cost_usd is not None and estimate.cost_micro_usd > max_cost_usd * 1_000_000:
             raise GatewayError(

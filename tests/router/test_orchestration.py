@@ -251,6 +251,9 @@ async def test_fallback_to_next_deployment_and_settle_actual_usage(rig: Rig) -> 
     assert headers["x-ratelimit-remaining-requests"] == "99"
     assert headers["x-ratelimit-reset-requests"] == "42s"
     await _until(lambda: rig.ratelimit.settled and rig.metering.events)
+    # Reserved at the dearer deployment (p2: 2 and 4 USD per million tokens), not the first one (free).
+    reserved = rig.ratelimit.acquired[0].amounts
+    assert reserved.cost_micro_usd == 2 * (reserved.tokens - 10) + 4 * 10
     settled = rig.ratelimit.settled[0]
     assert settled.reservation_id.startswith("req-1:")
     assert settled.reservation_id == rig.ratelimit.acquired[0].reservation_id
