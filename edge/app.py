@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,9 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge import openai_api
 from edge.middleware import RequestContextMiddleware
+from edge.openai_api import error_response
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
 from gateway_common.config import GatewayConfig
+from gateway_common.errors import GatewayError, Reason
+
+log = logging.getLogger(__name__)
 
 
 def _state(request: Request) -> EdgeState:
@@ -60,6 +65,19 @@ def create_app(config: GatewayConfig) -> FastAPI:
     async def metrics() -> Response:
         """Prometheus metrics of this process."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug: the stack goes to the log, the client gets the request id to quote."""
+        request_id = getattr(request.state, "request_id", "")
+        log.error("unhandled error", exc_info=exc)
+        error = GatewayError(
+            grpc.StatusCode.INTERNAL,
+            Reason.INTERNAL,
+            f"internal error; quote request id {request_id} when reporting it",
+            {"request_id": request_id},
+        )
+        return error_response(error, {"x-request-id": request_id})
 
     app.add_middleware(RequestContextMiddleware)
     return app
