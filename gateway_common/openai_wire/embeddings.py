@@ -1,0 +1,117 @@
+"""Embeddings requests and responses, and model objects."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.chat.v1 import chat_pb2
+from gateway_common.errors import invalid_argument
+from gateway_common.openai_wire.responses import usage_from_openai
+from gateway_common.openai_wire.values import (
+    Json,
+    from_struct,
+    read_array,
+    read_int,
+    read_str,
+    upstream_shape_error,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings and models
+# ---------------------------------------------------------------------------------------------
+
+_EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "user", "encoding_format"})
+
+
+def parse_embedding_request(body: Any) -> tuple[chat_pb2.EmbeddingRequest, str]:
+    """Parse an OpenAI embeddings request; returns it and the encoding format ("float" or "base64")."""
+    if not isinstance(body, dict):
+        raise invalid_argument("The request body must be a JSON object.", "body")
+    request = chat_pb2.EmbeddingRequest()
+    if body.get("model") is not None:
+        request.model = read_str(body["model"], "model")
+    raw = body.get("input")
+    if raw is None:
+        raise invalid_argument("Missing required parameter: 'input'.", "input")
+    if isinstance(raw, str):
+        request.input.append(raw)
+    else:
+        items = read_array(raw, "input")
+        if not items:
+            raise invalid_argument("Invalid 'input': empty array. Expected at least one string.", "input")
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise invalid_argument(
+                    f"Invalid type for 'input[{i}]': expected a string (token arrays are not supported).",
+                    f"input[{i}]",
+                )
+            request.input.append(item)
+    if body.get("dimensions") is not None:
+        request.dimensions = read_int(body["dimensions"], "dimensions", 1)
+    if body.get("user") is not None:
+        request.user = read_str(body["user"], "user")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise invalid_argument(
+            f"Invalid value: '{encoding}'. Supported values are: 'float' and 'base64'.", "encoding_format"
+        )
+    extra = {k: v for k, v in body.items() if k not in _EMBEDDING_FIELDS}
+    if extra:
+        request.extra.update(extra)
+    return request, str(encoding)
+
+
+def embedding_request_to_openai(request: chat_pb2.EmbeddingRequest, model: str) -> Json:
+    """The upstream body for an OpenAI-style ``/embeddings`` (always float vectors)."""
+    body: Json = {"model": model, "input": list(request.input), "encoding_format": "float"}
+    if request.HasField("dimensions"):
+        body["dimensions"] = request.dimensions
+    if request.user:
+        body["user"] = request.user
+    if request.HasField("extra"):
+        for key, value in from_struct(request.extra).items():
+            body.setdefault(key, value)
+    return body
+
+
+def embedding_response_from_openai(data: Any, provider: str) -> chat_pb2.EmbeddingResponse:
+    """Canonical embeddings from an OpenAI-style response (float or base64 vectors)."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise upstream_shape_error("upstream returned embeddings without a 'data' array")
+    response = chat_pb2.EmbeddingResponse(model=str(data.get("model") or ""), provider=provider)
+    for i, item in enumerate(data["data"]):
+        vector = item.get("embedding")
+        if isinstance(vector, str):
+            raw = base64.b64decode(vector)
+            values: Sequence[float] = struct.unpack(f"<{len(raw) // 4}f", raw)
+        else:
+            values = vector or []
+        response.data.add(index=int(item.get("index", i)), vector=values)
+    response.usage.CopyFrom(usage_from_openai(data.get("usage")))
+    return response
+
+
+def embedding_response_to_openai(response: chat_pb2.EmbeddingResponse, encoding_format: str) -> Json:
+    """Canonical embeddings as OpenAI's list object, vectors as floats or base64 float32."""
+    data = []
+    for item in response.data:
+        vector: Any
+        if encoding_format == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(item.vector)}f", *item.vector)).decode()
+        else:
+            vector = list(item.vector)
+        data.append({"object": "embedding", "index": item.index, "embedding": vector})
+    return {
+        "object": "list",
+        "data": data,
+        "model": response.model,
+        "usage": {"prompt_tokens": response.usage.prompt_tokens, "total_tokens": response.usage.total_tokens},
+    }
+
+
+def model_to_openai(model: chat_pb2.Model) -> Json:
+    """A model as OpenAI's ``model`` object."""
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
