@@ -58,7 +58,16 @@ def _to_json(msg: message.Message) -> Any:
 
 def _set_scalar(msg: message.Message, name: str, raw: str, where: str) -> None:
     field = msg.DESCRIPTOR.fields_by_name.get(name)
-    if field is None or field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+    scalar_message = (
+        field is not None
+        and field.message_type is not None
+        and field.message_type.full_name
+        in (
+            "google.protobuf.Timestamp",
+            "google.protobuf.Duration",
+        )
+    )
+    if field is None or (field.type == descriptor.FieldDescriptor.TYPE_MESSAGE and not scalar_message):
         raise invalid_argument(f"Unknown {where} parameter '{name}'.", name)
     value: Any = raw
     if field.type == descriptor.FieldDescriptor.TYPE_BOOL:

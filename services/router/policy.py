@@ -58,3 +58,17 @@ def check_prompt_size(principal: auth_pb2.Principal, prompt_tokens: int) -> None
         )
         error.reason = Reason.POLICY_VIOLATION
         raise error
+
+
+def usage_tenant(principal: auth_pb2.Principal, requested: str) -> str:
+    """The tenant whose usage ``principal`` may read: its own, or any for an admin key."""
+    require_scope(principal, "usage:read")
+    tenant = requested or principal.tenant_id
+    if tenant != principal.tenant_id and "admin" not in principal.scopes:
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            Reason.PERMISSION_DENIED,
+            "This API key may read only its own tenant's usage.",
+            {"param": "tenant_id"},
+        )
+    return tenant

@@ -34,8 +34,9 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     ]
     auth_channel, ratelimit_channel, providers_channel, metering_channel = channels
     providers = providers_pb2_grpc.ProviderServiceStub(providers_channel)
+    metering_stub = metering_pb2_grpc.MeteringServiceStub(metering_channel)
     metering = MeteringQueue(
-        metering_pb2_grpc.MeteringServiceStub(metering_channel),
+        metering_stub,
         batch_size=config.metering.batch_size,
         flush_interval_s=config.metering.flush_interval_s,
         queue_limit=config.metering.queue_limit,
@@ -49,7 +50,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         metering,
         background,
     )
-    servicer = RouterServicer(orchestrator, providers)
+    servicer = RouterServicer(orchestrator, providers, metering_stub)
     server = GrpcServer(
         listen or addresses.router.listen,
         [ServiceRegistration(router_pb2_grpc.add_RouterServiceServicer_to_server, servicer, SERVICE_NAME)],

@@ -9,10 +9,13 @@ from typing import Any
 import grpc
 
 from gateway.chat.v1 import chat_pb2
+from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.router.v1 import router_pb2, router_pb2_grpc
+from gateway_common.errors import GatewayError
 from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
+from services.router import policy
 from services.router.auth_cache import bearer_token
 from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
 
@@ -38,9 +41,15 @@ def _header_sink(context: Context) -> HeaderSink:
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """The public gRPC API of the gateway."""
 
-    def __init__(self, orchestrator: Orchestrator, providers: providers_pb2_grpc.ProviderServiceAsyncStub) -> None:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        providers: providers_pb2_grpc.ProviderServiceAsyncStub,
+        metering: metering_pb2_grpc.MeteringServiceAsyncStub,
+    ) -> None:
         self._orchestrator = orchestrator
         self._providers = providers
+        self._metering = metering
         self._upstream_models: list[chat_pb2.Model] = []
         self._upstream_models_at = 0.0
 
@@ -78,6 +87,26 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 seen.add(model.id)
                 result.models.append(model)
         return result
+
+    async def GetUsage(self, request: router_pb2.GetUsageRequest, context: Context) -> router_pb2.GetUsageResponse:
+        call = _call_context(context)
+        principal = await self._orchestrator.authenticate(call)
+        query = metering_pb2.QueryUsageRequest(
+            tenant_id=policy.usage_tenant(principal, request.tenant_id),
+            key_id=request.key_id,
+            group_by=request.group_by,
+        )
+        if request.HasField("start_time"):
+            query.start_time.CopyFrom(request.start_time)
+        if request.HasField("end_time"):
+            query.end_time.CopyFrom(request.end_time)
+        try:
+            response = await self._metering.QueryUsage(
+                query, timeout=call.time_remaining() or 10.0, metadata=((REQUEST_ID_KEY, call.request_id),)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise GatewayError.from_rpc_error(exc) from None
+        return router_pb2.GetUsageResponse(rows=response.rows)
 
     async def _listed_upstream_models(self) -> list[chat_pb2.Model]:
         # Upstream lists change rarely; asking on every call would put a provider round trip

@@ -286,3 +286,25 @@ def test_stub_mode_answers_like_the_mock_and_says_so(gateway: Gateway) -> None:
     assert raw.headers["x-gateway-provider"] == "stubbed (stub)"
     plain = gateway.client().chat.completions.with_raw_response.create(model="mock:demo", messages=HELLO)
     assert plain.headers["x-gateway-provider"] == "mock"
+
+
+def test_usage_route_reports_the_tenants_ledger(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.other_key}"}
+    for _ in range(2):
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions", headers=headers, json={"model": "mock:demo", "messages": HELLO}
+        )
+
+    def rows() -> list[dict[str, object]]:
+        response = httpx.get(
+            f"{gateway.url}/v1/usage",
+            params={"group_by": "GROUP_BY_MODEL", "start_time": "2000-01-01T00:00:00Z"},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        return list(response.json().get("rows", []))
+
+    # Metering records off the critical path: poll until both requests are in the ledger.
+    _wait_for(lambda: any(r["group"] == "mock:demo" and int(str(r["requests"])) >= 2 for r in rows()), "the ledger")
+    other = httpx.get(f"{gateway.url}/v1/usage", params={"tenant_id": "acme"}, headers=headers)
+    assert other.status_code == 403

@@ -26,6 +26,7 @@ from services.router.server import build
 KEY = "gw-test-key"
 LIMITED_KEY = "gw-limited-key"
 LOGGED_KEY = "gw-logged-key"
+READER_KEY = "gw-reader-key"
 
 
 class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
@@ -43,6 +44,8 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
             principal = auth_pb2.Principal(
                 tenant_id="t1", key_id="k2", scopes=["chat"], allowed_models=["p2:*"], key_limits=limits
             )
+        elif request.api_key == READER_KEY:
+            principal = auth_pb2.Principal(tenant_id="t1", key_id="k4", scopes=["usage:read"])
         elif request.api_key == LOGGED_KEY:
             principal = auth_pb2.Principal(
                 tenant_id="t2",
@@ -146,6 +149,13 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
 class FakeMetering(metering_pb2_grpc.MeteringServiceServicer):
     def __init__(self) -> None:
         self.events: list[metering_pb2.UsageEvent] = []
+        self.queries: list[metering_pb2.QueryUsageRequest] = []
+
+    async def QueryUsage(
+        self, request: metering_pb2.QueryUsageRequest, context: Any
+    ) -> metering_pb2.QueryUsageResponse:
+        self.queries.append(request)
+        return metering_pb2.QueryUsageResponse(rows=[metering_pb2.UsageRow(group=request.tenant_id, requests=3)])
 
     async def RecordEvents(
         self, request: metering_pb2.RecordEventsRequest, context: Any
@@ -482,3 +492,20 @@ async def test_metrics_count_requests_tokens_cost_rejections_and_upstream_errors
     assert value("gateway_cost_micro_usd_total", model="fallback", provider="p2") == before["cost"] + 18
     assert value("gateway_upstream_errors_total", provider="p1", code="UNAVAILABLE") == before["errors"] + 1
     assert value("gateway_limit_rejections_total", reason="RATE_LIMITED") == before["refused"] + 1
+
+
+async def test_usage_is_readable_with_the_scope_and_only_for_the_own_tenant(rig: Rig) -> None:
+    reader = (("authorization", f"Bearer {READER_KEY}"),)
+    response = await rig.router.GetUsage(
+        router_pb2.GetUsageRequest(group_by=metering_pb2.GROUP_BY_MODEL, key_id="k1"), metadata=reader
+    )
+    assert [(r.group, r.requests) for r in response.rows] == [("t1", 3)]
+    query = rig.metering.queries[-1]
+    assert (query.tenant_id, query.key_id, query.group_by) == ("t1", "k1", metering_pb2.GROUP_BY_MODEL)
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await rig.router.GetUsage(router_pb2.GetUsageRequest(tenant_id="t2"), metadata=reader)
+    assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as no_scope:
+        await rig.router.GetUsage(router_pb2.GetUsageRequest(), metadata=MD)
+    assert no_scope.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert len(rig.metering.queries) == 1

@@ -56,6 +56,11 @@ class RouterServiceStub:
                 request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/gateway.router.v1.RouterService/GetUsage',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -91,6 +96,13 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +242,33 @@ class RouterService:
             '/gateway.router.v1.RouterService/ListModels',
             gateway_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             gateway_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.router.v1.RouterService/GetUsage',
+            gateway_dot_router_dot_v1_dot_router__pb2.GetUsageRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class RouterServiceStub:
     """Embed authenticates, limits, routes and runs an embeddings request."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]
     """ListModels lists the models the caller may use."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetUsageRequest, _router_pb2.GetUsageResponse]
+    """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope."""
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -59,6 +61,8 @@ class RouterServiceAsyncStub(RouterServiceStub):
     """Embed authenticates, limits, routes and runs an embeddings request."""
     ListModels: _aio.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the models the caller may use."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_router_pb2.GetUsageRequest, _router_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope."""
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """RouterService is the gateway's public gRPC entry point. Calls carry the API key in the
@@ -96,5 +100,13 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.ListModelsResponse, _abc.Awaitable[_router_pb2.ListModelsResponse]]:
         """ListModels lists the models the caller may use."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _router_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.GetUsageResponse, _abc.Awaitable[_router_pb2.GetUsageResponse]]:
+        """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope."""
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
