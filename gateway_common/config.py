@@ -134,6 +134,8 @@ class ModelConfig(_Strict):
 
     deployments: Annotated[list[Deployment], Field(min_length=1)]
     owned_by: str = "llm-gateway"
+    strategy: Literal["ordered", "weighted"] = "ordered"
+    """ordered: deployments in the listed order; weighted: a random order drawn by their weights."""
     limits: ModelLimitsConfig | None = None
     """Per-key limits on this model, on top of the key's own."""
 
@@ -189,6 +191,10 @@ class RouterConfig(_Strict):
     max_attempts: Annotated[int, Field(ge=1)] = 3
     attempt_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     retry_backoff_s: Annotated[float, Field(ge=0)] = 0.2
+    unhealthy_after_failures: Annotated[int, Field(ge=1)] = 3
+    """Consecutive retryable failures after which a deployment is tried last."""
+    unhealthy_cooldown_s: Annotated[float, Field(ge=0)] = 30.0
+    """How long a failing deployment stays at the back of the order."""
 
 
 class GatewayConfig(_Strict):

@@ -35,6 +35,7 @@ from services.router.background import BackgroundTasks
 from services.router.metering_queue import MeteringQueue
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
+from services.router.route_health import RouteHealth
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Orchestrator:
         self._metering = metering
         self._background = background
         self.planner = Planner(config)
+        self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)
         self._model_limits = {
             name: quotas.model_limits(model.limits) for name, model in config.models.items() if model.limits
@@ -145,7 +147,7 @@ class Orchestrator:
         policy.require_scope(principal, scope)
         validate()
         plan = self.planner.plan(model)
-        candidates = policy.allowed_candidates(principal, plan)
+        candidates = self._health.order(policy.allowed_candidates(principal, plan))
         policy.check_prompt_size(principal, prompt_tokens)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
@@ -301,6 +303,7 @@ class Orchestrator:
                 except TimeoutError:
                     error = _attempt_timeout_error(candidate)
                 else:
+                    self._health.record_success(candidate)
                     outcome.first_chunk_s = time.monotonic() - admission.started
                     yield self._observe(first.chunk, outcome)
                     try:
@@ -311,6 +314,8 @@ class Orchestrator:
                     return
                 outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
                 metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
+                if error.retryable:
+                    self._health.record_failure(candidate)
                 index = _next_attempt(sequence, index, error)
                 if index is None:
                     raise _annotate(error, outcome)
@@ -413,13 +418,17 @@ class Orchestrator:
             outcome.attempts += 1
             outcome.candidate = candidate
             try:
-                return await attempt(candidate, self._attempt_timeout(call))
+                result = await attempt(candidate, self._attempt_timeout(call))
+                self._health.record_success(candidate)
+                return result
             except grpc.aio.AioRpcError as exc:
                 error = GatewayError.from_rpc_error(exc)
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error.reason == Reason.INTERNAL:
                     error = _attempt_timeout_error(candidate)
             outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
             metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
+            if error.retryable:
+                self._health.record_failure(candidate)
             index = _next_attempt(sequence, index, error)
             if index is None:
                 raise _annotate(error, outcome)

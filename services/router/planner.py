@@ -7,6 +7,8 @@ A name is an alias from the config (its deployments, in order of preference), or
 from __future__ import annotations
 
 import fnmatch
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -51,8 +53,9 @@ def model_not_found(model: str) -> GatewayError:
 class Planner:
     """Resolves model names against the configuration."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, rng: Callable[[], float] = random.random) -> None:
         self._config = config
+        self._random = rng
         self._providers = set(effective_providers(config))
         self._prices: dict[tuple[str, str], tuple[float, float]] = {}
         for model in config.models.values():
@@ -69,11 +72,16 @@ class Planner:
         name = requested or self._config.default_model
         alias = self._config.models.get(name)
         if alias is not None:
+            deployments = list(alias.deployments)
+            if alias.strategy == "weighted":
+                # Weighted sampling without replacement (Efraimidis–Spirakis): the first candidate
+                # is drawn by weight, and so is each fallback among those left.
+                deployments.sort(key=lambda d: self._random() ** (1.0 / d.weight), reverse=True)
             return Plan(
                 name,
                 tuple(
                     Candidate(d.provider, d.model, d.input_usd_per_million, d.output_usd_per_million)
-                    for d in alias.deployments
+                    for d in deployments
                 ),
             )
         provider, sep, upstream = name.partition(":")

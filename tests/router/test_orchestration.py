@@ -509,3 +509,12 @@ async def test_usage_is_readable_with_the_scope_and_only_for_the_own_tenant(rig:
         await rig.router.GetUsage(router_pb2.GetUsageRequest(), metadata=MD)
     assert no_scope.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert len(rig.metering.queries) == 1
+
+
+async def test_a_failing_deployment_is_tried_last_after_repeated_failures(rig: Rig) -> None:
+    for _ in range(3):
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=MD)
+    assert rig.providers.attempts == ["p1:fail-503", "p2:ok"] * 3
+    rig.providers.attempts.clear()
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=MD)
+    assert rig.providers.attempts == ["p2:ok"]
