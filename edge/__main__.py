@@ -9,6 +9,7 @@ import uvicorn
 from edge.app import create_app
 from gateway_common.config import ConfigError, load_config
 from gateway_common.logging import configure_logging
+from gateway_common.tracing import configure_tracing
 
 
 def main() -> None:
@@ -19,6 +20,7 @@ def main() -> None:
         print(f"edge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging("edge", config.log_level)
+    configure_tracing("edge")
     uvicorn.run(
         create_app(config),
         host=config.edge.host,

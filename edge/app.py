@@ -18,6 +18,7 @@ from edge.middleware import RequestContextMiddleware
 from edge.openai_api import error_response
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
+from gateway_common import tracing
 from gateway_common.config import GatewayConfig
 from gateway_common.errors import GatewayError, Reason
 
@@ -80,6 +81,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
         return error_response(error, {"x-request-id": request_id})
 
     app.add_middleware(RequestContextMiddleware)
+    tracing.instrument_app(app)
     return app
 
 

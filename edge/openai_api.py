@@ -22,7 +22,7 @@ from edge.errors import error_body, error_headers, http_status
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
 from gateway.router.v1 import router_pb2
-from gateway_common import openai_wire
+from gateway_common import openai_wire, tracing
 from gateway_common.errors import GatewayError, Reason
 
 router = APIRouter()
@@ -40,7 +40,8 @@ def _dumps(value: Any) -> bytes:
 def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for the router: the caller's credentials, request id and trace context."""
     metadata = [("x-request-id", request.state.request_id)]
-    for name in _FORWARDED_HEADERS:
+    # With tracing on, the instrumentation continues the client's trace and injects its own context.
+    for name in _FORWARDED_HEADERS if not tracing.enabled() else _FORWARDED_HEADERS[:1]:
         value = request.headers.get(name)
         if value is not None:
             metadata.append((name, value))

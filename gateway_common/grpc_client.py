@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import grpc
 
+from gateway_common import tracing
+
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message a service sends or accepts (servers use the same ceiling)."""
 
@@ -24,4 +26,4 @@ def open_channel(address: str, extra_options: Sequence[tuple[str, object]] = ())
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,
     ]
-    return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=tracing.client_interceptors())

@@ -25,6 +25,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from gateway_common import tracing
 from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.grpc_client import MAX_MESSAGE_BYTES
@@ -135,7 +136,7 @@ class GrpcServer:
         self._registrations = list(registrations)
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[*tracing.server_interceptors(), ErrorInterceptor()],
             options=[
                 ("grpc.so_reuseport", 0),
                 # Same ceiling as the clients' (grpc_client.open_channel): batches of usage events
@@ -221,6 +222,7 @@ def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(name, config.log_level)
+    tracing.configure_tracing(name)
 
     async def run() -> None:
         stop = asyncio.Event()
