@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -78,7 +79,7 @@ def create_app(stats: UpstreamStats, chunks: int = 8, chunk_delay_s: float = 0.0
         if model.startswith("slow-"):
             count, delay = int(model.removeprefix("slow-")), 0.05
 
-        async def events() -> object:
+        async def events() -> AsyncIterator[bytes]:
             stats.streams_started += 1
             finished = False
             try:
@@ -96,7 +97,7 @@ def create_app(stats: UpstreamStats, chunks: int = 8, chunk_delay_s: float = 0.0
                 if not finished:
                     stats.streams_disconnected += 1
 
-        return StreamingResponse(events(), media_type="text/event-stream")  # type: ignore[arg-type]
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     async def embeddings(request: Request) -> Response:
         body = json.loads(await request.body())

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,13 +90,13 @@ class Suite:
         )
         log.close()
 
-    def _wait(self, name: str, ready: object, timeout_s: float) -> None:
+    def _wait(self, name: str, ready: Callable[[], bool], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         process = self.processes[name]
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise SuiteError(f"{name} exited with status {process.returncode}:\n{self.tail(name)}")
-            if ready():  # type: ignore[operator]
+            if ready():
                 return
             time.sleep(0.05)
         raise SuiteError(f"{name} not ready after {timeout_s:.0f}s:\n{self.tail(name)}")
@@ -107,6 +107,10 @@ class Suite:
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _serving(self, name: str) -> Callable[[], bool]:
+        target = f"{self.host}:{self.ports[name]}"
+        return lambda: check(target, 0.5)
 
     def _edge_ready(self) -> bool:
         try:
@@ -123,10 +127,9 @@ class Suite:
             for name in leaves:
                 self._spawn(name, f"services.{name}")
             for name in leaves:
-                port = self.ports[name]
-                self._wait(name, lambda port=port: check(f"{self.host}:{port}", 0.5), timeout_s)
+                self._wait(name, self._serving(name), timeout_s)
             self._spawn("router", "services.router")
-            self._wait("router", lambda: check(f"{self.host}:{self.ports['router']}", 0.5), timeout_s)
+            self._wait("router", self._serving("router"), timeout_s)
             self._spawn("edge", "edge")
             self._wait("edge", self._edge_ready, timeout_s)
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     key, other_key, admin_key = (f"gw-{secrets.token_urlsafe(32)}" for _ in range(3))
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
     env = {
-        **{k: v for k, v in __import__("os").environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))},
         "GATEWAY_CONFIG": str(config),
         "GATEWAY_TENANT_KEYS": f"acme:{key},beta:{other_key}",
         "GATEWAY_ADMIN_KEY": admin_key,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -16,10 +17,10 @@ pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Hello there, gateway!"}]
 
 
-def _wait_for(condition: object, what: str, timeout_s: float = 10.0) -> None:
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
