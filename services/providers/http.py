@@ -448,6 +448,19 @@ class _FlushAtEnd:
         yield "\n\n"
 
 
+def provider_events(
+    response: httpx.Response, *, provider: str, config: HttpProviderConfig, secrets: Iterable[str | None] = ()
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """:func:`iter_sse` with the provider's configured idle and total stream timeouts."""
+    return iter_sse(
+        response,
+        provider=provider,
+        idle_timeout_s=config.stream_idle_timeout_s,
+        total_timeout_s=config.total_timeout_s,
+        secrets=secrets,
+    )
+
+
 async def iter_sse(
     response: httpx.Response,
     *,

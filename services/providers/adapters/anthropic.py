@@ -20,8 +20,8 @@ from services.providers.http import (
     bad_response,
     build_client,
     drain,
-    iter_sse,
     open_stream,
+    provider_events,
     read_json,
     send,
     unimplemented,
@@ -81,13 +81,7 @@ class AnthropicAdapter:
         async with open_stream(
             self._client, "POST", "v1/messages", provider=self.name, secrets=self._secrets, json=body
         ) as response:
-            events = iter_sse(
-                response,
-                provider=self.name,
-                idle_timeout_s=self._config.stream_idle_timeout_s,
-                total_timeout_s=self._config.total_timeout_s,
-                secrets=self._secrets,
-            )
+            events = provider_events(response, provider=self.name, config=self._config, secrets=self._secrets)
             try:
                 async for event in events:
                     if not event.data.strip():

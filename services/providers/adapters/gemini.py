@@ -24,8 +24,8 @@ from gateway_common.errors import GatewayError
 from services.providers.http import (
     bad_response,
     build_client,
-    iter_sse,
     open_stream,
+    provider_events,
     read_json,
     send,
     stream_broken,
@@ -107,13 +107,7 @@ class GeminiAdapter:
                 for chunk in translator.close():
                     yield chunk
                 return
-            events = iter_sse(
-                response,
-                provider=self.name,
-                idle_timeout_s=self._config.stream_idle_timeout_s,
-                total_timeout_s=self._config.total_timeout_s,
-                secrets=self._secrets,
-            )
+            events = provider_events(response, provider=self.name, config=self._config, secrets=self._secrets)
             try:
                 async for event in events:
                     if not event.data.strip():

@@ -41,8 +41,8 @@ from services.providers.http import (
     bad_response,
     build_client,
     drain,
-    iter_sse,
     open_stream,
+    provider_events,
     read_json,
     send,
     stream_broken,
@@ -133,13 +133,7 @@ class OpenAIAdapter:
             json=body,
             params=self._params,
         ) as response:
-            events = iter_sse(
-                response,
-                provider=self.name,
-                idle_timeout_s=self._config.stream_idle_timeout_s,
-                total_timeout_s=self._config.total_timeout_s,
-                secrets=self._secrets,
-            )
+            events = provider_events(response, provider=self.name, config=self._config, secrets=self._secrets)
             try:
                 done = False
                 async for event in events:
