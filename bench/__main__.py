@@ -5,7 +5,9 @@ the same requests directly and through the edge:
 - non-streaming latency at concurrency 1 (p50, p99),
 - non-streaming throughput at concurrency 32,
 - streaming time to first chunk (p50, p99),
-- streaming relay cost per chunk (a long stream, gateway time minus direct time, per chunk).
+- streaming relay cost per chunk (a long stream, gateway time minus direct time, per chunk),
+- CPU time per non-streamed request during the throughput run, summed over every process of the
+  suite (read from /proc, children included), with the split per service.
 It prints the differences. It is a measurement, not a test: nothing here passes or fails.
 """
 
@@ -59,11 +61,23 @@ async def _throughput(call: Callable[[], Awaitable[None]], total: int, concurren
     return total / (time.perf_counter() - start)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its waited-for children, from /proc (Linux only)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: utime, stime, cutime, cstime are fields 14-17 of stat(5).
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _suite_cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: _cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f} ms"
 
 
-async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.Namespace) -> None:
+async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.Namespace, pids: dict[str, int]) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         targets = {
@@ -111,10 +125,15 @@ async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.N
                 await first_chunk(name)()
 
         results: dict[str, dict[str, float]] = {}
+        cpu: dict[str, float] = {}
         for name in targets:
             lat = await _latencies(unary(name), args.requests)
             ttfc = await _latencies(first_chunk(name), args.requests)
+            before = _suite_cpu(pids) if name == "gateway" else {}
             rps = await _throughput(unary(name), args.throughput_requests, args.concurrency)
+            if name == "gateway":
+                after = _suite_cpu(pids)
+                cpu = {p: (after[p] - before[p]) / args.throughput_requests for p in pids}
             streams = await _latencies(whole_stream(name), max(20, args.requests // 5))
             results[name] = {
                 "p50": statistics.median(lat),
@@ -145,7 +164,10 @@ async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.N
         f"{'ratio ' + format(g['rps'] / d['rps'], '.2f'):>12}"
     )
     relay = (g["stream50"] - d["stream50"] - (g["ttfc50"] - d["ttfc50"])) / chunks
-    print(f"  {'stream relay cost per chunk':34}{'':>12}{'':>12}{_ms(relay):>12}\n")
+    print(f"  {'stream relay cost per chunk':34}{'':>12}{'':>12}{_ms(relay):>12}")
+    split = ", ".join(f"{name} {seconds * 1000:.2f}" for name, seconds in sorted(cpu.items(), key=lambda i: -i[1]))
+    print(f"  {'CPU per request, all processes':34}{'':>12}{_ms(sum(cpu.values())):>12}")
+    print(f"    per service (ms): {split}\n")
 
 
 def _wait_for_upstream(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
@@ -192,7 +214,8 @@ def main() -> None:
     print("starting the suite and a fake upstream on loopback…", flush=True)
     suite.start()
     try:
-        asyncio.run(_measure(upstream_url, suite.edge_url, key, args))
+        pids = {name: process.pid for name, process in suite.processes.items()}
+        asyncio.run(_measure(upstream_url, suite.edge_url, key, args, pids))
     finally:
         suite.stop()
         upstream.terminate()
