@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import grpc
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+
+from gateway_common.errors import GatewayError, Reason
+
+log = logging.getLogger(__name__)
+
+# How long a caller is told to wait before retrying while its database is unreachable: a
+# restart usually takes a few seconds, and the pool reconnects on the next call by itself.
+OUTAGE_RETRY_AFTER_S = 2.0
+
+# What a database that is down, restarting or unreachable raises through SQLAlchemy: asyncpg's
+# refused connection surfaces as a bare OSError (not wrapped), a server shutting down or still
+# starting as asyncpg's operator-intervention errors, a dropped connection as
+# ConnectionDoesNotExistError, and a full pool or a slow connect as a timeout.
+_OUTAGE_TYPES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
 
 
 def async_database_url(url: str) -> str:
@@ -37,3 +64,46 @@ def alembic_lock() -> asyncio.Lock:
     if lock is None:
         lock = _alembic_locks[loop] = asyncio.Lock()
     return lock
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` means the database cannot be reached right now (as opposed to a bug or bad data)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _OUTAGE_TYPES):
+            return True
+        if isinstance(current, sa_exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            orig = current.orig
+            if isinstance(orig, BaseException) and is_outage(orig):
+                return True
+        current = current.__cause__
+    return False
+
+
+@asynccontextmanager
+async def unavailable_on_outage(what: str) -> AsyncIterator[None]:
+    """Turn a database outage raised inside the block into UNAVAILABLE (``DEPENDENCY_UNAVAILABLE``)
+    with a Retry-After, so a caller gets a 503 it can retry instead of an internal error.
+
+    ``what`` names the database in plain words ("auth database"); the driver's message, which
+    carries addresses, goes to the log only. Anything that is not an outage passes through.
+    """
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as error:
+        if not is_outage(error):
+            raise
+        log.warning("%s unavailable: %s: %s", what, type(error).__name__, error)
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.DEPENDENCY_UNAVAILABLE,
+            f"The {what} is unavailable; retry later.",
+            {"dependency": what.replace(" ", "_")},
+            retry_after_s=OUTAGE_RETRY_AFTER_S,
+        ) from None

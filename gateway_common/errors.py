@@ -8,6 +8,7 @@ error crosses any number of hops without losing its details.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +21,11 @@ from grpc_status import rpc_status
 
 DOMAIN = "llm-gateway"
 _DETAILS_KEY = "grpc-status-details-bin"
+# A service that cannot be reached is usually back within a second or two (a restart, a
+# replica being replaced): the client is told to retry after that, not at once.
+_TRANSPORT_RETRY_AFTER_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class Reason(StrEnum):
@@ -117,19 +123,45 @@ class GatewayError(Exception):
         return rpc_status.to_status(self.to_status_proto())
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> GatewayError:
-        """Rebuild the error a downstream service raised, details included."""
+    def from_rpc_error(cls, error: grpc.aio.AioRpcError, service: str | None = None) -> GatewayError:
+        """Rebuild the error a downstream service raised, details included.
+
+        ``service`` names the callee in plain words ("rate limit"). A failure without a rich status
+        did not come from a gateway service but from the transport (the service is down, a
+        connection broke, a deadline passed): its text names internal addresses, so it goes to the
+        log and the caller gets a sentence naming the service instead.
+        """
         code = error.code()
-        message = error.details() or code.name
         trailing: Any = error.trailing_metadata() or ()
         status: status_pb2.Status | None = None
         for key, value in trailing:
             if key == _DETAILS_KEY and isinstance(value, bytes):
                 status = status_pb2.Status.FromString(value)
         if status is None:
-            reason = Reason.DEPENDENCY_UNAVAILABLE if code == grpc.StatusCode.UNAVAILABLE else Reason.INTERNAL
-            return cls(code, reason, message)
+            return cls.from_transport_failure(code, error.details() or code.name, service)
         return cls.from_status_proto(status)
+
+    @classmethod
+    def from_transport_failure(cls, code: grpc.StatusCode, detail: str, service: str | None = None) -> GatewayError:
+        """The error for a call that failed below the service (``detail`` is logged, never returned)."""
+        subject = f"the {service} service" if service else "a gateway service"
+        log.warning("call to %s failed: %s: %s", subject, code.name, detail)
+        metadata = {"dependency": service.replace(" ", "_")} if service else {}
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return cls(
+                code,
+                Reason.DEPENDENCY_UNAVAILABLE,
+                f"{subject.capitalize()} is unavailable; retry later.",
+                metadata,
+                retry_after_s=_TRANSPORT_RETRY_AFTER_S,
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            message = f"{subject.capitalize()} did not answer in time."
+        elif code == grpc.StatusCode.CANCELLED:
+            message = f"The call to {subject} was cancelled."
+        else:
+            message = f"{subject.capitalize()} failed ({code.name})."
+        return cls(code, Reason.INTERNAL, message, metadata)
 
     @classmethod
     def from_status_proto(cls, status: status_pb2.Status) -> GatewayError:

@@ -28,6 +28,8 @@ from .settings import AuthSecrets
 from .storage.migrate import startup_lock, upgrade
 from .storage.sql import SqlStore
 
+_CONNECT_TIMEOUT_S = 3.0
+
 
 def _anchor_sqlite_path(url: str) -> str:
     """A relative SQLite file resolved against today's working directory, so the file the service
@@ -54,8 +56,13 @@ def build(
     url = async_database_url(_anchor_sqlite_path(config.auth.database_url))
     demo_key_file = Path(config.auth.demo_key_file).resolve()
     shown_url = make_url(url).render_as_string(hide_password=True)
-    # A pooled PostgreSQL connection can die with a database restart; SQLite's cannot.
-    engine = create_async_engine(url, pool_pre_ping=make_url(url).get_backend_name() == "postgresql")
+    # A pooled PostgreSQL connection can die with a database restart; SQLite's cannot. The connect
+    # timeout (asyncpg's default is 60 s) keeps an unreachable database a quick 503, well inside
+    # the router's deadline for Authenticate, rather than a 504.
+    postgres = make_url(url).get_backend_name() == "postgresql"
+    engine = create_async_engine(
+        url, pool_pre_ping=postgres, connect_args={"timeout": _CONNECT_TIMEOUT_S} if postgres else {}
+    )
     store = SqlStore(engine)
     servicer = AuthServicer(Accounts(store, clock), cache_ttl_seconds=math.ceil(config.auth.cache_ttl_s))
     server = GrpcServer(

@@ -10,6 +10,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
+from gateway_common.db import unavailable_on_outage
 from gateway_common.errors import FieldViolation, GatewayError, invalid_argument
 from services.metering.ledger import (
     Grouping,
@@ -94,7 +95,8 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         violations.extend(check_query(query))
         if violations:
             raise _invalid(violations)
-        totals = await self._store.query(resolve_period(query, self._clock()))
+        async with unavailable_on_outage("metering database"):
+            totals = await self._store.query(resolve_period(query, self._clock()))
         return metering_pb2.QueryUsageResponse(
             rows=[
                 metering_pb2.UsageRow(

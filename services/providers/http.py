@@ -21,13 +21,15 @@ stream idle too long      DEADLINE_EXCEEDED    yes        UPSTREAM_TIMEOUT
 ========================  ===================  =========  ==========================
 
 ErrorInfo metadata: ``retryable`` ("true"/"false"), ``provider``, and when the upstream answered,
-``upstream_status`` plus what its body said: ``upstream_code`` and ``upstream_type``. For
+``upstream_status`` plus what its body said: ``upstream_code``, ``upstream_type`` and
+``upstream_param`` (the field an OpenAI-style body blames). For
 OpenAI-style bodies (``{"error": {"message", "type", "code"}}``) the code is ``error.code``, or
 ``error.type`` when the code is null; for Anthropic (``{"type": "error", "error": {"type",
 "message"}}``) both are ``error.type``; for Google (``{"error": {"code", "message", "status"}}``)
 both are ``error.status`` and ``upstream_reason`` is the ``google.rpc.ErrorInfo`` reason when
-the body has one. The status message is the upstream's own message, with anything that looks
-like an API key removed.
+the body has one. The status message is the upstream's own message; it and every field above
+that comes from the body have anything that looks like an API key (or is a configured secret)
+removed, since all of them can reach the client.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ _RETRYABLE_STATUS: dict[int, tuple[grpc.StatusCode, bool]] = {
 # Content-filter refusals (Azure's 400 "content_filter"), matched on codes, never on message text.
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "ResponsibleAIPolicyViolation"})
 
-# Keys echoed back by upstreams, masked or not: "sk-…" and "not-a-re*****ized".
-_KEY_PATTERN = re.compile(r"\bsk-[\w\-*]{4,}|[\w\-]*\*{4,}[\w\-]*")
+# Keys echoed back by upstreams, masked or not: "sk-…" and "not-a-re*****ized". A key glued to
+# an identifier ("invalid_key_sk-…") counts too, so the look-behind excludes letters and digits only.
+_KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[\w\-*]{4,}|[\w\-]*\*{4,}[\w\-]*")
 _REDACTED = "[REDACTED]"
 _MAX_PLAIN_BODY = 300
 # How long to wait for the end of a response after its terminating event (see drain()).
@@ -153,8 +156,8 @@ def content_filtered(
             provider,
             False,
             upstream_status=upstream_status,
-            upstream_code=upstream_code,
-            upstream_type=upstream_type,
+            upstream_code=_redacted(upstream_code, ()),
+            upstream_type=_redacted(upstream_type, ()),
         ),
     )
 
@@ -260,6 +263,18 @@ def _fields(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
     return None, None, None, None
 
 
+def _param(body: Any) -> str | None:
+    """The request field an OpenAI-style error body blames (``error.param``), when it names one."""
+    error = _error_object(body)
+    source = error if error is not None else body
+    param = source.get("param") if isinstance(source, dict) else None
+    return param if isinstance(param, str) and param else None
+
+
+def _redacted(value: str | None, secrets: Iterable[str | None]) -> str | None:
+    return None if value is None else redact(value, secrets)
+
+
 def _is_content_filter(body: Any, code: str | None) -> bool:
     if code in _CONTENT_FILTER_CODES:
         return True
@@ -277,11 +292,16 @@ def upstream_error(
     secrets: Iterable[str | None] = (),
 ) -> GatewayError:
     """The GatewayError for an upstream's error response (status, headers, raw body), per the table above."""
+    secrets = tuple(secrets)  # read once per field below
     try:
         parsed: Any = json.loads(body) if body else None
     except ValueError:
         parsed = None
     message, code, kind, google_reason = _fields(parsed)
+    # Every string of the body that reaches the client is redacted alike: an upstream that echoes
+    # the key it refused may put it in ``code`` or ``param`` as readily as in ``message``.
+    code, kind, google_reason = (_redacted(value, secrets) for value in (code, kind, google_reason))
+    param = _redacted(_param(parsed), secrets)
     if message is None:
         text = body.decode("utf-8", "replace").strip()
         message = f"{provider} answered HTTP {status}"
@@ -306,6 +326,7 @@ def upstream_error(
         upstream_code=code,
         upstream_type=kind,
         upstream_reason=google_reason,
+        upstream_param=param,
     )
     return GatewayError(grpc_code, reason, message, metadata, retry_after_s=retry_after_s(headers, parsed))
 

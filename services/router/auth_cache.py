@@ -67,7 +67,7 @@ class AuthCache:
             )
         except grpc.aio.AioRpcError as exc:
             self._entries.pop(digest, None)
-            raise GatewayError.from_rpc_error(exc) from None
+            raise GatewayError.from_rpc_error(exc, "auth") from None
         # The auth service bounds the TTL by the key's expiry; 0 means "do not cache".
         ttl = min(self._ttl_s, float(response.cache_ttl_seconds))
         if ttl > 0:

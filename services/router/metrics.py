@@ -1,8 +1,20 @@
-"""The router's Prometheus metrics: what requests did, cost and were refused."""
+"""The router's Prometheus metrics: what requests did, cost and were refused.
+
+Label values must come from a bounded set, or every distinct value a client sends becomes a
+time series of its own (2,500 made-up model names once grew the router's series from 86 to
+40,086). Models and providers are therefore labelled through :class:`MetricLabels`, which knows
+only what the configuration names; the other labels (operation, outcome, gRPC code, limit
+reason, streamed) are closed sets by construction.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+
+from gateway_common.config import GatewayConfig, effective_providers
+
+OTHER = "other"
+"""The one label value every model or provider the configuration does not name shares."""
 
 REQUESTS = Counter(
     "gateway_requests_total",
@@ -27,3 +39,31 @@ REJECTIONS = Counter("gateway_limit_rejections_total", "Requests refused by a li
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Failed provider attempts by provider and gRPC code.", ["provider", "code"]
 )
+
+
+class MetricLabels:
+    """Bounded label values for models and providers, drawn from the configuration only.
+
+    A model keeps its name when the configuration names it: an alias, a deployment
+    (``provider:model`` of an alias), or the default model. Any other ``provider:model`` of a
+    known provider is labelled ``provider:*``; anything else is :data:`OTHER`. So the number of
+    series is fixed by the configuration, whatever names clients send.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._providers = frozenset(effective_providers(config))
+        models = {config.default_model, *config.models}
+        for alias in config.models.values():
+            models.update(f"{d.provider}:{d.model}" for d in alias.deployments)
+        self._models = frozenset(models)
+
+    def model(self, name: str) -> str:
+        """The label for the model a request named (or resolved to)."""
+        if name in self._models:
+            return name
+        provider, sep, _ = name.partition(":")
+        return f"{provider}:*" if sep and provider in self._providers else OTHER
+
+    def provider(self, name: str) -> str:
+        """The label for a provider; empty (no attempt was made) stays empty."""
+        return name if not name or name in self._providers else OTHER

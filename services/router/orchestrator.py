@@ -109,6 +109,7 @@ class Orchestrator:
         self._metering = metering
         self._background = background
         self.planner = Planner(config)
+        self._labels = metrics.MetricLabels(config)
         self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)
         self._model_limits = {
@@ -177,7 +178,7 @@ class Orchestrator:
                     metadata=(("x-request-id", call.request_id),),
                 )
             except grpc.aio.AioRpcError as exc:
-                raise GatewayError.from_rpc_error(exc) from None
+                raise GatewayError.from_rpc_error(exc, "rate limit") from None
             await on_headers(quotas.headers(list(decision.statuses)))
             if not decision.allowed:
                 refused = quotas.refusal(decision)
@@ -299,7 +300,7 @@ class Orchestrator:
                 except StopAsyncIteration:
                     return
                 except grpc.aio.AioRpcError as exc:
-                    error = GatewayError.from_rpc_error(exc)
+                    error = GatewayError.from_rpc_error(exc, "providers")
                 except TimeoutError:
                     error = _attempt_timeout_error(candidate)
                 else:
@@ -310,7 +311,7 @@ class Orchestrator:
                         async for item in chunks:
                             yield self._observe(item.chunk, outcome)
                     except grpc.aio.AioRpcError as exc:
-                        raise _annotate(GatewayError.from_rpc_error(exc), outcome) from None
+                        raise _annotate(GatewayError.from_rpc_error(exc, "providers"), outcome) from None
                     return
                 outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
                 metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
@@ -422,7 +423,7 @@ class Orchestrator:
                 self._health.record_success(candidate)
                 return result
             except grpc.aio.AioRpcError as exc:
-                error = GatewayError.from_rpc_error(exc)
+                error = GatewayError.from_rpc_error(exc, "providers")
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error.reason == Reason.INTERNAL:
                     error = _attempt_timeout_error(candidate)
             outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
@@ -485,13 +486,14 @@ class Orchestrator:
         self._metering.put(event)
         provider = candidate.provider if candidate else ""
         outcome_name = metering_pb2.Outcome.Name(event.outcome).removeprefix("OUTCOME_").lower()
-        metrics.REQUESTS.labels(operation, admission.model, provider, outcome_name).inc()
+        model_label, provider_label = self._labels.model(admission.model), self._labels.provider(provider)
+        metrics.REQUESTS.labels(operation, model_label, provider_label, outcome_name).inc()
         metrics.DURATION.labels(operation, str(streamed).lower()).observe(latency)
-        metrics.TOKENS.labels("prompt", admission.model, provider).inc(outcome.prompt_tokens)
-        metrics.TOKENS.labels("completion", admission.model, provider).inc(outcome.completion_tokens)
-        metrics.COST.labels(admission.model, provider).inc(cost)
+        metrics.TOKENS.labels("prompt", model_label, provider_label).inc(outcome.prompt_tokens)
+        metrics.TOKENS.labels("completion", model_label, provider_label).inc(outcome.completion_tokens)
+        metrics.COST.labels(model_label, provider_label).inc(cost)
         if outcome.first_chunk_s is not None:
-            metrics.FIRST_CHUNK.labels(admission.model).observe(outcome.first_chunk_s)
+            metrics.FIRST_CHUNK.labels(model_label).observe(outcome.first_chunk_s)
         log.info(
             "%s %s via %s: %s",
             operation,

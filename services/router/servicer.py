@@ -105,7 +105,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                 query, timeout=call.time_remaining() or 10.0, metadata=((REQUEST_ID_KEY, call.request_id),)
             )
         except grpc.aio.AioRpcError as exc:
-            raise GatewayError.from_rpc_error(exc) from None
+            raise GatewayError.from_rpc_error(exc, "metering") from None
         return router_pb2.GetUsageResponse(rows=response.rows)
 
     async def _listed_upstream_models(self) -> list[chat_pb2.Model]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway_common.db import unavailable_on_outage
 
 from ..model import ApiKey, KeyChanges, Limits, NewKey, Policy, Quota, Tenant, TenantChanges, Unit, Window
 from . import AlreadyExists, NotFound
@@ -120,6 +123,13 @@ class SqlStore:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        # An unreachable database is a 503 the caller may retry, not an internal error; the
+        # engine's pre-ping replaces dead pooled connections, so the next call recovers by itself.
+        async with unavailable_on_outage("auth database"), self._sessions() as session:
+            yield session
+
     async def ping(self) -> None:
         """Answer once the database is reachable; raise otherwise."""
         async with self._engine.connect() as conn:
@@ -132,7 +142,7 @@ class SqlStore:
             .join(TenantRow, col(KeyRow.tenant_id) == col(TenantRow.tenant_id))
             .where(col(KeyRow.key_hash) == key_hash)
         )
-        async with self._sessions() as session:
+        async with self._session() as session:
             found = (await session.exec(statement)).first()
         if found is None:
             return None
@@ -141,12 +151,12 @@ class SqlStore:
 
     async def count_keys(self) -> int:
         """How many keys exist, revoked ones included."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             return (await session.exec(select(func.count()).select_from(KeyRow))).one()
 
     async def create_tenant(self, tenant: Tenant) -> Tenant:
         """Insert a tenant; AlreadyExists when its id is taken (also when a concurrent insert won)."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             if await session.get(TenantRow, tenant.tenant_id) is not None:
                 raise AlreadyExists(f"tenant {tenant.tenant_id!r} exists")
             row = _tenant_row(tenant)
@@ -167,19 +177,19 @@ class SqlStore:
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant, or None."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             row = await session.get(TenantRow, tenant_id)
             return None if row is None else _tenant(row)
 
     async def list_tenants(self) -> list[Tenant]:
         """All tenants, oldest first."""
         statement = select(TenantRow).order_by(col(TenantRow.create_time), col(TenantRow.tenant_id))
-        async with self._sessions() as session:
+        async with self._session() as session:
             return [_tenant(row) for row in (await session.exec(statement)).all()]
 
     async def update_tenant(self, tenant_id: str, changes: TenantChanges, when: datetime) -> Tenant:
         """Replace what ``changes`` sets, under a row lock on PostgreSQL."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             statement = select(TenantRow).where(col(TenantRow.tenant_id) == tenant_id).with_for_update()
             row = (await session.exec(statement)).first()
             if row is None:
@@ -196,7 +206,7 @@ class SqlStore:
 
     async def create_key(self, new: NewKey) -> ApiKey:
         """Insert a key; NotFound without its tenant, AlreadyExists on a hash collision."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             if await session.get(TenantRow, new.key.tenant_id) is None:
                 raise NotFound(f"tenant {new.key.tenant_id!r}")
             row = _key_row(new)
@@ -210,7 +220,7 @@ class SqlStore:
 
     async def upsert_key(self, new: NewKey) -> tuple[ApiKey, bool]:
         """Insert the key, or move the key with the same hash to its tenant and scopes."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             statement = select(KeyRow).where(col(KeyRow.key_hash) == new.key_hash).with_for_update()
             row = (await session.exec(statement)).first()
             created = row is None
@@ -225,7 +235,7 @@ class SqlStore:
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         """The key, or None."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             row = await session.get(KeyRow, key_id)
             return None if row is None else _key(row)
 
@@ -237,13 +247,13 @@ class SqlStore:
         if not include_revoked:
             statement = statement.where(col(KeyRow.revoke_time).is_(None))
         statement = statement.order_by(col(KeyRow.create_time), col(KeyRow.key_id))
-        async with self._sessions() as session:
+        async with self._session() as session:
             rows: Sequence[KeyRow] = (await session.exec(statement)).all()
             return [_key(row) for row in rows]
 
     async def update_key(self, key_id: str, changes: KeyChanges) -> ApiKey:
         """Replace what ``changes`` sets, under a row lock on PostgreSQL."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             row = await self._locked_key(session, key_id)
             if changes.limits is not None:
                 row.limits = _key_limits_json(changes.limits)
@@ -256,7 +266,7 @@ class SqlStore:
 
     async def revoke_key(self, key_id: str, when: datetime) -> ApiKey:
         """Mark the key revoked at ``when``; a key revoked before keeps its first revocation time."""
-        async with self._sessions() as session:
+        async with self._session() as session:
             row = await self._locked_key(session, key_id)
             if row.revoke_time is None:
                 row.revoke_time = when
