@@ -27,15 +27,19 @@ def tls_settings(
     env = dict(os.environ) if env is None else env
     if bool(cert) != bool(key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    minted = Path(env.get(DATA_DIR_ENV) or ".gateway") / "tls"
+    # A flag replaces one file; what it leaves out comes from the configuration, else the minted folder.
+    folder = configured.dir or (str(minted) if (minted / CA_CERT).exists() else None)
     if ca or cert:
-        return configured.model_copy(update={"ca_file": ca or configured.ca_file, "cert_file": cert, "key_file": key})
+        update = {"ca_file": ca or configured.ca_file, "dir": folder}
+        if cert:
+            update |= {"cert_file": cert, "key_file": key}
+        return configured.model_copy(update=update)
     if configured.internal == "off" or configured.dir or configured.ca_file:
         return configured
-    minted = Path(env.get(DATA_DIR_ENV) or ".gateway") / "tls"
-    if (minted / CA_CERT).exists() and (minted / f"{CLI}.crt").exists():
-        return configured.model_copy(update={"dir": str(minted)})
+    if folder and (Path(folder) / f"{CLI}.crt").exists():
+        return configured.model_copy(update={"dir": folder})
     return configured
-
 
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials | None:
     """The CLI's channel credentials (its ``cli`` certificate), or None for plaintext."""
