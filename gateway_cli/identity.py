@@ -41,6 +41,7 @@ def tls_settings(
         return configured.model_copy(update={"dir": folder})
     return configured
 
+
 def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials | None:
     """The CLI's channel credentials (its ``cli`` certificate), or None for plaintext."""
     return client_credentials(tls, CLI)
