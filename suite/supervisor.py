@@ -173,7 +173,8 @@ class Suite:
     def start(self, timeout_s: float = 60.0) -> None:
         """Start every process in dependency order and wait until each is ready."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._mints_tls():
+        # A fresh CA per start, but never under processes still running on the previous one.
+        if self._mints_tls() and not any(p.poll() is None for p in self.processes.values()):
             write_local_ca(self.tls_dir, IDENTITIES)
         try:
             leaves = [s for s in SERVICES if s != "router"]
