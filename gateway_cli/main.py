@@ -560,6 +560,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except grpc.aio.AioRpcError as exc:
         print(describe_error(GatewayError.from_rpc_error(exc), address), file=sys.stderr)
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            # A refused TLS handshake looks like an unreachable service from this side.
+            shown = "no client certificate" if credentials is None else f"the certificate of {tls.cert_file or tls.dir}"
+            print(
+                f"hint: the auth service accepts only a client certificate of the gateway's CA naming identity "
+                f"cli; this call showed {shown} (see --tls-ca/--tls-cert/--tls-key, GATEWAY_DATA_DIR)",
+                file=sys.stderr,
+            )
         return EXIT_FAILED
     return EXIT_OK
 

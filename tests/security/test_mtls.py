@@ -81,6 +81,20 @@ async def test_a_valid_certificate_with_the_wrong_identity_is_refused(
     assert error.metadata["identity"] == identity
 
 
+async def test_a_stream_from_the_wrong_identity_is_refused_before_it_starts(secured: Secured) -> None:
+    request = providers_pb2.StreamChatRequest(
+        target=providers_pb2.Target(provider="mock", model="demo"),
+        completion=chat_pb2.ChatCompletionRequest(messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="hi")]),
+    )
+    async with secured.channel("providers", "edge") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [item async for item in providers_pb2_grpc.ProviderServiceStub(channel).StreamChat(request, timeout=5)]
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with secured.channel("providers", "router") as channel:
+        items = [item async for item in providers_pb2_grpc.ProviderServiceStub(channel).StreamChat(request, timeout=5)]
+    assert items and items[-1].chunk.HasField("usage")
+
+
 async def test_authenticate_is_no_key_oracle(secured: Secured) -> None:
     """Only the router may ask auth whether a key is valid; the edge and the CLI may not."""
     for identity in ("edge", "cli"):
@@ -170,7 +184,12 @@ def test_the_cli_works_with_its_own_certificate(
     # The default: the folder `make up` minted, found through the data dir.
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(secured.suite.data_dir))
     assert gateway_cli(base) == 0
+    # No certificate at all: refused in the handshake, and the CLI says what it showed.
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(secured.suite.data_dir / "nothing-here"))
+    assert gateway_cli(base) == 1
+    assert "this call showed no client certificate" in capsys.readouterr().err
     # Another identity's certificate is refused by name.
-    edge_flags = ["--tls-cert", str(tls / "router.crt"), "--tls-key", str(tls / "router.key")]
-    assert gateway_cli([*base, *edge_flags]) == 1
+    router_flags = ["--tls-ca", str(tls / "ca.crt"), "--tls-cert", str(tls / "router.crt")]
+    router_flags += ["--tls-key", str(tls / "router.key")]
+    assert gateway_cli([*base, *router_flags]) == 1
     assert "'router' may not call /gateway.auth.v1.AuthService/ListTenants" in capsys.readouterr().err
