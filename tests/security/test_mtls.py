@@ -3,12 +3,17 @@ identity the allowlist names; the router, edge, CLI and probes keep working. Rea
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import openai
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -93,6 +98,42 @@ async def test_a_stream_from_the_wrong_identity_is_refused_before_it_starts(secu
     async with secured.channel("providers", "router") as channel:
         items = [item async for item in providers_pb2_grpc.ProviderServiceStub(channel).StreamChat(request, timeout=5)]
     assert items and items[-1].chunk.HasField("usage")
+
+
+def _nameless_credentials(secured: Secured) -> grpc.ChannelCredentials:
+    """A certificate the suite's own CA signed, naming no service (DNS SAN only, no SPIFFE ID)."""
+    tls = secured.suite.tls_dir
+    ca_key = serialization.load_pem_private_key((tls / "ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate((tls / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "router")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("router")]), critical=False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return grpc.ssl_channel_credentials(
+        root_certificates=(tls / "ca.crt").read_bytes(),
+        private_key=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        certificate_chain=cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+@pytest.mark.parametrize("service", INTERNAL)
+async def test_a_certificate_of_the_ca_naming_no_service_is_unauthenticated(secured: Secured, service: str) -> None:
+    channel = grpc.aio.secure_channel(f"127.0.0.1:{secured.suite.ports[service]}", _nameless_credentials(secured))
+    error = GatewayError.from_rpc_error(await _refused(channel, CALLS[service]))
+    assert error.code == grpc.StatusCode.UNAUTHENTICATED
+    assert error.reason == Reason.MISSING_SERVICE_IDENTITY
+    assert "spiffe://llm-gateway/<service>" in error.message
 
 
 async def test_authenticate_is_no_key_oracle(secured: Secured) -> None:
