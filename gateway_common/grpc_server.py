@@ -88,8 +88,8 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     peer named none, PERMISSION_DENIED when it is the wrong one); health and reflection stay open.
 
     Without a policy (plaintext servers of tests) every call passes and no identity is recorded.
-    The decision is taken from gRPC core's already-parsed ``peer_spiffe_id`` and cached per
-    (identity, method) by :class:`~gateway_common.identity.CallerPolicy`.
+    The decision is taken from the peer identities gRPC core parsed at the handshake and cached per
+    (SPIFFE ID, method) by :class:`~gateway_common.identity.CallerPolicy`.
     """
 
     def __init__(self) -> None:
