@@ -325,10 +325,20 @@ def _print_json(message: Any) -> None:
     print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
-def describe_error(error: GatewayError, address: str) -> str:
-    """One line for a failed call: code, message, and the field at fault when there is one."""
+def describe_error(error: GatewayError, address: str, certificate: str | None = None) -> str:
+    """One line for a failed call: code, message, and the field at fault when there is one.
+
+    ``certificate`` says what the call showed in the TLS handshake: a refused handshake looks like
+    an unreachable service from this side.
+    """
     if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return f"error: cannot reach the auth service at {address} ({error.code.name}: {error.message})"
+        line = f"error: cannot reach the auth service at {address} ({error.code.name}: {error.message})"
+        if certificate is not None:
+            line += (
+                f"; it accepts only a client certificate of the gateway's CA naming identity cli, and this call "
+                f"showed {certificate} (--tls-ca/--tls-cert/--tls-key, GATEWAY_DATA_DIR)"
+            )
+        return line
     fields = ", ".join(v.field for v in error.field_violations)
     suffix = f" (field {fields})" if fields else ""
     return f"error: {error.code.name}: {error.message}{suffix}"
@@ -559,15 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except grpc.aio.AioRpcError as exc:
-        print(describe_error(GatewayError.from_rpc_error(exc), address), file=sys.stderr)
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            # A refused TLS handshake looks like an unreachable service from this side.
-            shown = "no client certificate" if credentials is None else f"the certificate of {tls.cert_file or tls.dir}"
-            print(
-                f"hint: the auth service accepts only a client certificate of the gateway's CA naming identity "
-                f"cli; this call showed {shown} (see --tls-ca/--tls-cert/--tls-key, GATEWAY_DATA_DIR)",
-                file=sys.stderr,
-            )
+        shown = "no client certificate" if credentials is None else f"the certificate in {tls.cert_file or tls.dir}"
+        print(describe_error(GatewayError.from_rpc_error(exc), address, shown), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
