@@ -10,7 +10,9 @@
     gateway check-config gateway.yaml
 
 Admin calls need a key with the ``admin`` scope: ``--admin-key`` or ``GATEWAY_ADMIN_KEY``. The
-service is reached at ``services.auth.address`` of the configuration (``--address`` overrides).
+service is reached at ``services.auth.address`` of the configuration (``--address`` overrides),
+over mutual TLS with the CLI's own certificate (identity ``cli``): ``--tls-ca/--tls-cert/--tls-key``,
+else ``GATEWAY_TLS_*``, else the folder ``make up`` mints (``.gateway/tls``); see ``identity.py``.
 Exit status: 0 on success, 1 when the service refused or could not be reached, 2 on bad usage or
 a bad configuration.
 """
@@ -33,6 +35,7 @@ from gateway_common.config import ConfigError, effective_providers, load_config
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_client import open_channel
 
+from .identity import channel_credentials, tls_settings
 from .limits import (
     describe_limits,
     merge_limits,
@@ -83,6 +86,17 @@ def _common_options() -> argparse.ArgumentParser:
         "--config",
         default=argparse.SUPPRESS,
         help="configuration file (default: $GATEWAY_CONFIG, else built-in defaults)",
+    )
+    common.add_argument(
+        "--tls-ca", default=argparse.SUPPRESS, help="CA certificate (default: $GATEWAY_TLS_CA, else .gateway/tls)"
+    )
+    common.add_argument(
+        "--tls-cert",
+        default=argparse.SUPPRESS,
+        help="the CLI's client certificate, identity cli (default: $GATEWAY_TLS_CERT, else .gateway/tls/cli.crt)",
+    )
+    common.add_argument(
+        "--tls-key", default=argparse.SUPPRESS, help="the client certificate's key (default: $GATEWAY_TLS_KEY)"
     )
     common.add_argument(
         "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for the service (default: 10)"
@@ -311,10 +325,20 @@ def _print_json(message: Any) -> None:
     print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
-def describe_error(error: GatewayError, address: str) -> str:
-    """One line for a failed call: code, message, and the field at fault when there is one."""
+def describe_error(error: GatewayError, address: str, certificate: str | None = None) -> str:
+    """One line for a failed call: code, message, and the field at fault when there is one.
+
+    ``certificate`` says what the call showed in the TLS handshake: a refused handshake looks like
+    an unreachable service from this side.
+    """
     if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return f"error: cannot reach the auth service at {address} ({error.code.name}: {error.message})"
+        line = f"error: cannot reach the auth service at {address} ({error.code.name}: {error.message})"
+        if certificate is not None:
+            line += (
+                f"; it accepts only a client certificate of the gateway's CA naming identity cli, and this call "
+                f"showed {certificate} (--tls-ca/--tls-cert/--tls-key, GATEWAY_DATA_DIR)"
+            )
+        return line
     fields = ", ".join(v.field for v in error.field_violations)
     suffix = f" (field {fields})" if fields else ""
     return f"error: {error.code.name}: {error.message}{suffix}"
@@ -478,8 +502,14 @@ async def _tenants_update(admin: Admin, args: argparse.Namespace) -> None:
 Handler = Callable[[Admin, argparse.Namespace], Awaitable[None]]
 
 
-async def _call(handler: Handler, args: argparse.Namespace, address: str, admin_key: str) -> None:
-    channel = open_channel(address)
+async def _call(
+    handler: Handler,
+    args: argparse.Namespace,
+    address: str,
+    admin_key: str,
+    credentials: grpc.ChannelCredentials | None,
+) -> None:
+    channel = open_channel(address, credentials=credentials)
     try:
         admin = Admin(auth_pb2_grpc.AuthServiceStub(channel), admin_key, args.timeout)
         await handler(admin, args)
@@ -506,7 +536,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    for name, default in (("address", None), ("admin_key", None), ("config", None), ("timeout", 10.0), ("json", False)):
+    defaults = (
+        ("address", None),
+        ("admin_key", None),
+        ("config", None),
+        ("timeout", 10.0),
+        ("json", False),
+        ("tls_ca", None),
+        ("tls_cert", None),
+        ("tls_key", None),
+    )
+    for name, default in defaults:
         if not hasattr(args, name):
             setattr(args, name, default)
     if args.group == "check-config":
@@ -515,20 +555,22 @@ def main(argv: list[str] | None = None) -> int:
     if not admin_key:
         print(f"error: no admin key: pass --admin-key or set {ADMIN_KEY_ENV}", file=sys.stderr)
         return EXIT_USAGE
-    address = args.address
-    if address is None:
-        try:
-            address = load_config(args.config).services.auth.address
-        except ConfigError as exc:
-            print(str(exc), file=sys.stderr)
-            return EXIT_USAGE
     try:
-        asyncio.run(_call(args.handler, args, address, admin_key))
+        config = load_config(args.config)
+        address = args.address or config.services.auth.address
+        tls = tls_settings(config.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
+        credentials = channel_credentials(tls)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(_call(args.handler, args, address, admin_key, credentials))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except grpc.aio.AioRpcError as exc:
-        print(describe_error(GatewayError.from_rpc_error(exc), address), file=sys.stderr)
+        shown = "no client certificate" if credentials is None else f"the certificate in {tls.cert_file or tls.dir}"
+        print(describe_error(GatewayError.from_rpc_error(exc), address, shown), file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -197,6 +197,33 @@ class RouterConfig(_Strict):
     """How long a failing deployment stays at the back of the order."""
 
 
+class TlsConfig(_Strict):
+    """Service identity on internal gRPC: one CA, and one certificate per process naming its service.
+
+    Auth, ratelimit, providers and metering require a client certificate the CA signed and check its
+    identity against ``gateway_common.identity.ALLOWED_CALLERS``; the router serves TLS to anyone
+    (tenant keys authenticate there). A service process without material refuses to start unless
+    ``internal`` is ``off``.
+    """
+
+    internal: Literal["on", "off"] = "on"
+    """off: plaintext internal gRPC with no identity checks (tests that start bare processes)."""
+    dir: str | None = None
+    """A folder holding ca.crt and <process>.crt/<process>.key, as `make up` and compose write it."""
+    ca_file: str | None = None
+    """The CA certificate (PEM) that signs every service's certificate; wins over ``dir``."""
+    cert_file: str | None = None
+    """This process's certificate (PEM); wins over ``dir``."""
+    key_file: str | None = None
+    """This process's private key (PEM); wins over ``dir``."""
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together (GATEWAY_TLS_CERT and GATEWAY_TLS_KEY)")
+        return self
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -211,6 +238,7 @@ class GatewayConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     metering: MeteringConfig = MeteringConfig()
     router: RouterConfig = RouterConfig()
+    tls: TlsConfig = TlsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("providers")
@@ -248,6 +276,11 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
+    "GATEWAY_INTERNAL_TLS": "tls.internal",
+    "GATEWAY_TLS_DIR": "tls.dir",
+    "GATEWAY_TLS_CA": "tls.ca_file",
+    "GATEWAY_TLS_CERT": "tls.cert_file",
+    "GATEWAY_TLS_KEY": "tls.key_file",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

@@ -17,8 +17,16 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
-def open_channel(address: str, extra_options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
-    """A channel to ``address`` for the life of the process (round-robin over resolved replicas)."""
+def open_channel(
+    address: str,
+    extra_options: Sequence[tuple[str, object]] = (),
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """A channel to ``address`` for the life of the process (round-robin over resolved replicas).
+
+    With ``credentials`` (``tls.client_credentials``) the channel speaks TLS, verifies the server
+    against the CA and shows this process's certificate; without, it is plaintext.
+    """
     options: list[tuple[str, object]] = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", 30_000),
@@ -26,4 +34,6 @@ def open_channel(address: str, extra_options: Sequence[tuple[str, object]] = ())
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,
     ]
-    return grpc.aio.insecure_channel(address, options=options, interceptors=tracing.client_interceptors())
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=tracing.client_interceptors())
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=tracing.client_interceptors())

@@ -5,6 +5,12 @@ Order of shutdown, on SIGTERM or SIGINT:
 2. ``server.stop(grace)`` refuses new calls and lets in-flight ones (streams included) finish
    within the grace period;
 3. the service's own ``on_stop`` drains pending work (settlements, metering) and closes clients.
+
+Service identity: a process started by :func:`main` serves mutual TLS with the material of
+``config.tls`` and refuses every call whose client certificate does not name an allowed caller
+(:mod:`gateway_common.identity`); without material it refuses to start, unless told
+``GATEWAY_INTERNAL_TLS=off``. In-process servers of tests (``ServiceApp.start()`` with no security)
+stay plaintext.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from gateway_common import tracing
-from gateway_common.config import ConfigError, GatewayConfig, load_config
+from gateway_common import identity, tracing
+from gateway_common.config import ConfigError, GatewayConfig, TlsConfig, load_config
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.grpc_client import MAX_MESSAGE_BYTES
 from gateway_common.logging import configure_logging, request_id_var
+from gateway_common.tls import TlsMaterial, load_material, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,104 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses calls whose verified peer identity may not call the method (UNAUTHENTICATED when the
+    peer named none, PERMISSION_DENIED when it is the wrong one); health and reflection stay open.
+
+    Without a policy (plaintext servers of tests) every call passes and no identity is recorded.
+    The decision is taken from the peer identities gRPC core parsed at the handshake and cached per
+    (SPIFFE ID, method) by :class:`~gateway_common.identity.CallerPolicy`.
+    """
+
+    def __init__(self) -> None:
+        self.policy: identity.CallerPolicy | None = None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        policy = self.policy
+        method = handler_call_details.method
+        if handler is None or policy is None or policy.is_open(method):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _checked_unary(handler.unary_unary, policy, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _checked_stream(handler.unary_stream, policy, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # No service of the gateway has client- or bidi-streaming RPCs; refuse rather than pass one
+        # through unchecked if one appears.
+        return grpc.unary_unary_rpc_method_handler(_refuse_unsupported(method))
+
+
+async def _admit(policy: identity.CallerPolicy, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    decision = policy.decide(identity.peer_spiffe_id(context), method)
+    if decision.error is not None:
+        log.warning("refused %s from %s: %s", method, decision.identity or "an unidentified peer", decision.error)
+        await context.abort_with_status(decision.error.to_grpc_status())  # type: ignore[attr-defined]
+    identity.caller_var.set(decision.identity)
+
+
+def _checked_unary(behavior: Any, policy: identity.CallerPolicy, method: str) -> Any:
+    async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await _admit(policy, method, context)
+        return await behavior(request, context)
+
+    return checked
+
+
+def _checked_stream(behavior: Any, policy: identity.CallerPolicy, method: str) -> Any:
+    async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        await _admit(policy, method, context)
+        async for item in behavior(request, context):
+            yield item
+
+    return checked
+
+
+def _refuse_unsupported(method: str) -> Any:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method}: streaming requests are not served")
+
+    return refuse
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    """How a server binds: TLS with ``material``; with ``verify_callers``, mutual TLS plus the
+    caller allowlist (internal services), else TLS for anyone (the router's public port)."""
+
+    material: TlsMaterial
+    verify_callers: bool
+
+
+def server_security(tls: TlsConfig, name: str) -> ServerSecurity | None:
+    """The security process ``name`` must serve with, or None when ``tls.internal`` is off.
+
+    Raises ConfigError, naming what to set, when TLS is on but no material is configured.
+    """
+    if tls.internal == "off":
+        return None
+    material = load_material(tls, name)
+    if material is None:
+        raise ConfigError(
+            f"no TLS material for {name}'s gRPC port: set GATEWAY_TLS_DIR (a folder with ca.crt, "
+            f"{name}.crt and {name}.key; `make up` writes one) or GATEWAY_TLS_CA, GATEWAY_TLS_CERT and "
+            "GATEWAY_TLS_KEY; or GATEWAY_INTERNAL_TLS=off to run with no service identity (tests only: "
+            "then any process that reaches the port is trusted)"
+        )
+    return ServerSecurity(material, verify_callers=name not in identity.PUBLIC_SERVICES)
 
 
 def _internal(request_id: str) -> grpc.Status:
@@ -135,8 +240,11 @@ class GrpcServer:
         self._listen = listen
         self._registrations = list(registrations)
         self.health = health_aio.HealthServicer()
+        self._identity = IdentityInterceptor()
         self.server = grpc.aio.server(
-            interceptors=[*tracing.server_interceptors(), ErrorInterceptor()],
+            # The identity check runs before the error interceptor wraps the call: a refusal is a
+            # plain status, and the service's code never runs for a stranger.
+            interceptors=[*tracing.server_interceptors(), self._identity, ErrorInterceptor()],
             options=[
                 ("grpc.so_reuseport", 0),
                 # Same ceiling as the clients' (grpc_client.open_channel): batches of usage events
@@ -155,9 +263,16 @@ class GrpcServer:
         )
         self.port = 0
 
-    async def start(self) -> int:
-        """Bind and start; health stays NOT_SERVING until :meth:`set_serving`. Returns the bound port."""
-        self.port = self.server.add_insecure_port(self._listen)
+    async def start(self, security: ServerSecurity | None = None) -> int:
+        """Bind (plaintext, or TLS per ``security``) and start; health stays NOT_SERVING until
+        :meth:`set_serving`. Returns the bound port."""
+        if security is None:
+            self.port = self.server.add_insecure_port(self._listen)
+        else:
+            if security.verify_callers:
+                self._identity.policy = identity.CallerPolicy()
+            credentials = server_credentials(security.material, require_client_cert=security.verify_callers)
+            self.port = self.server.add_secure_port(self._listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot bind {self._listen}")
         for name in ("", *(r.name for r in self._registrations)):
@@ -189,9 +304,10 @@ class ServiceApp:
     on_stop: Callable[[], Awaitable[None]] | None = None
     grace_s: float = 10.0
 
-    async def start(self) -> int:
-        """Start serving; SERVING once ``on_ready`` returned. Returns the bound port."""
-        port = await self.server.start()
+    async def start(self, security: ServerSecurity | None = None) -> int:
+        """Start serving (plaintext unless ``security``); SERVING once ``on_ready`` returned.
+        Returns the bound port."""
+        port = await self.server.start(security)
         try:
             if self.on_ready is not None:
                 await self.on_ready()
@@ -221,8 +337,15 @@ def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        security = server_security(config.tls, name)
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(name, config.log_level)
     tracing.configure_tracing(name)
+    if security is None:
+        log.warning("%s: GATEWAY_INTERNAL_TLS=off: plaintext gRPC, every caller trusted", name)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -235,7 +358,7 @@ def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
             # prometheus_client serves from its own thread: scrapes never touch the event loop.
             start_http_server(address.metrics_port, addr=address.listen.rpartition(":")[0] or "0.0.0.0")
         # A signal must stop the service even while it still waits for its dependencies at start.
-        starting = asyncio.create_task(app.start())
+        starting = asyncio.create_task(app.start(security))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():

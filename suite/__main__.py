@@ -29,7 +29,7 @@ def _banner(suite: Suite) -> str:
     return (
         "\nLLM Gateway is up.\n"
         f"  Edge:      {suite.edge_url}  (OpenAI-compatible: {suite.edge_url}/v1)\n"
-        f"  Router:    127.0.0.1:{suite.ports['router']} (gRPC)\n"
+        f"  Router:    127.0.0.1:{suite.ports['router']} (gRPC over TLS; CA: {suite.tls_dir}/ca.crt)\n"
         f"  {key_line}\n"
         f"  Logs:      {suite.log_dir}/\n\n"
         f"  curl {suite.edge_url}/v1/chat/completions \\\n"

@@ -3,6 +3,11 @@
 `make up` uses it on embedded defaults; the end-to-end tests and the benchmark use it with their
 own ports and data folder. Services start in dependency order and each is awaited by polling
 its health (gRPC health for services, ``/health`` for the edge), never by sleeping blindly.
+
+Service identity: every start mints a throwaway CA and one certificate per process (and one for
+the ``gateway`` CLI, identity ``cli``) into ``<data_dir>/tls`` and points the processes at it with
+``GATEWAY_TLS_DIR``, so internal gRPC is mutual TLS. A caller's own ``GATEWAY_TLS_DIR`` /
+``GATEWAY_TLS_CA`` is used as given, and ``GATEWAY_INTERNAL_TLS=off`` runs plaintext.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from gateway_common.config import TlsConfig
 from gateway_common.healthcheck import check
+from gateway_common.tls import client_credentials, load_ca_only, write_local_ca
 
 SERVICES = ("auth", "ratelimit", "metering", "providers", "router")
 DEFAULT_PORTS = {
@@ -29,6 +38,8 @@ DEFAULT_PORTS = {
     "metering": 50055,
     "edge": 8080,
 }
+IDENTITIES = (*SERVICES, "edge", "cli")
+"""The processes (and the CLI) that get a certificate of the suite's CA."""
 
 
 def free_port() -> int:
@@ -58,6 +69,43 @@ class Suite:
         return f"http://{self.host}:{self.ports['edge']}"
 
     @property
+    def tls_dir(self) -> Path:
+        """Where the suite's CA and certificates are minted (``ca.crt``, ``<name>.crt``, ``<name>.key``)."""
+        return self.data_dir / "tls"
+
+    def _tls_config(self) -> TlsConfig:
+        env = self.process_env()
+        return TlsConfig(
+            internal="off" if env.get("GATEWAY_INTERNAL_TLS") == "off" else "on",
+            dir=env.get("GATEWAY_TLS_DIR") or None,
+            ca_file=env.get("GATEWAY_TLS_CA") or None,
+        )
+
+    def _mints_tls(self) -> bool:
+        return not any(self.env.get(name) for name in ("GATEWAY_TLS_DIR", "GATEWAY_TLS_CA")) and (
+            self.env.get("GATEWAY_INTERNAL_TLS") != "off"
+        )
+
+    def credentials(self, identity: str | None = "cli") -> grpc.ChannelCredentials | None:
+        """Channel credentials with ``identity``'s certificate (None: verify the server, show none),
+        or None when the suite runs plaintext."""
+        tls = self._tls_config()
+        if tls.internal == "off":
+            return None
+        if identity is None:
+            ca = load_ca_only(tls)
+            return None if ca is None else grpc.ssl_channel_credentials(root_certificates=ca)
+        return client_credentials(tls, identity)
+
+    def channel(self, service: str, identity: str | None = "cli") -> grpc.aio.Channel:
+        """A channel to ``service`` as ``identity`` would open it (close it after use)."""
+        target = f"{self.host}:{self.ports[service]}"
+        credentials = self.credentials(identity)
+        if credentials is None:
+            return grpc.aio.insecure_channel(target)
+        return grpc.aio.secure_channel(target, credentials)
+
+    @property
     def log_dir(self) -> Path:
         """Where each process writes its JSON log."""
         return self.data_dir / "logs"
@@ -68,6 +116,8 @@ class Suite:
         if "DATABASE_URL" not in self.env:
             env["GATEWAY_METERING_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'metering.db'}"
             env["GATEWAY_AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'auth.db'}"
+        if self._mints_tls():
+            env["GATEWAY_TLS_DIR"] = str(self.tls_dir)
         env.update(self.env)
         for name in SERVICES:
             address = f"{self.host}:{self.ports[name]}"
@@ -110,7 +160,8 @@ class Suite:
 
     def _serving(self, name: str) -> Callable[[], bool]:
         target = f"{self.host}:{self.ports[name]}"
-        return lambda: check(target, 0.5)
+        credentials = self.credentials()
+        return lambda: check(target, 0.5, credentials)
 
     def _edge_ready(self) -> bool:
         try:
@@ -122,6 +173,9 @@ class Suite:
     def start(self, timeout_s: float = 60.0) -> None:
         """Start every process in dependency order and wait until each is ready."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A fresh CA per start, but never under processes still running on the previous one.
+        if self._mints_tls() and not any(p.poll() is None for p in self.processes.values()):
+            write_local_ca(self.tls_dir, IDENTITIES)
         try:
             leaves = [s for s in SERVICES if s != "router"]
             for name in leaves:

@@ -27,6 +27,8 @@ def providers_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes],
     port, metrics_port = free_port(), free_port()
     log = tmp_path / "providers.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    # Plaintext on purpose: this is about the lifecycle; tests/security covers the TLS ports.
+    env["GATEWAY_INTERNAL_TLS"] = "off"
     env["GATEWAY_PROVIDERS_LISTEN"] = f"127.0.0.1:{port}"
     env["GATEWAY_PROVIDERS_METRICS_PORT"] = str(metrics_port)
     (tmp_path / "metrics-port").write_text(str(metrics_port))
@@ -89,6 +91,7 @@ async def test_health_reflection_and_metrics(providers_process: tuple[subprocess
 
 def test_sigterm_stops_a_service_still_waiting_for_its_dependency(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_INTERNAL_TLS"] = "off"
     env["GATEWAY_RATELIMIT_LISTEN"] = f"127.0.0.1:{free_port()}"
     env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     log = tmp_path / "ratelimit.log"

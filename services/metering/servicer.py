@@ -10,8 +10,9 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
+from gateway_common import identity
 from gateway_common.db import unavailable_on_outage
-from gateway_common.errors import FieldViolation, GatewayError, invalid_argument
+from gateway_common.errors import FieldViolation, GatewayError, Reason, invalid_argument
 from services.metering.ledger import (
     Grouping,
     Outcome,
@@ -81,7 +82,19 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
         request: metering_pb2.QueryUsageRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> metering_pb2.QueryUsageResponse:
-        """Sum the ledger over ``[start_time, end_time)`` for the tenant/key given, grouped as asked."""
+        """Sum the ledger over ``[start_time, end_time)`` for the tenant/key given, grouped as asked.
+
+        A query naming no tenant reads every tenant's usage: only identities allowed cross-tenant
+        reads may send one (the check lives here, with the data, not only at the edge or router).
+        """
+        if not request.tenant_id and not identity.may_read_all_tenants():
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.CALLER_NOT_ALLOWED,
+                f"service identity {identity.caller_var.get()!r} may read usage only for a named tenant: "
+                "set tenant_id (cross-tenant reads: " + ", ".join(sorted(identity.CROSS_TENANT_READERS)) + ")",
+                {"param": "tenant_id"},
+            )
         violations: list[FieldViolation] = []
         grouping = _GROUPINGS.get(request.group_by)
         if grouping is None:

@@ -14,6 +14,7 @@ from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.config import GatewayConfig
 from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+from gateway_common.tls import client_credentials
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.metering_queue import MeteringQueue
@@ -26,11 +27,13 @@ SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     """The router service, ready to start."""
     addresses = config.services
+    # Every downstream checks that the caller is the router: its channels show the router's certificate.
+    credentials = client_credentials(config.tls, "router")
     channels = [
-        open_channel(addresses.auth.address),
-        open_channel(addresses.ratelimit.address),
-        open_channel(addresses.providers.address),
-        open_channel(addresses.metering.address),
+        open_channel(addresses.auth.address, credentials=credentials),
+        open_channel(addresses.ratelimit.address, credentials=credentials),
+        open_channel(addresses.providers.address, credentials=credentials),
+        open_channel(addresses.metering.address, credentials=credentials),
     ]
     auth_channel, ratelimit_channel, providers_channel, metering_channel = channels
     providers = providers_pb2_grpc.ProviderServiceStub(providers_channel)

@@ -89,6 +89,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         return result
 
     async def GetUsage(self, request: router_pb2.GetUsageRequest, context: Context) -> router_pb2.GetUsageResponse:
+        """Usage of the principal's own tenant, or of the tenant an admin key names: never unscoped.
+
+        Metering trusts the router to pass the principal's tenant, and refuses it an all-tenant read.
+        """
         call = _call_context(context)
         principal = await self._orchestrator.authenticate(call)
         query = metering_pb2.QueryUsageRequest(

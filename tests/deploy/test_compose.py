@@ -23,6 +23,9 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 GRPC_SERVICES = ("router", "auth", "ratelimit", "providers", "metering")
 GRPC_PORTS = {"router": 50051, "auth": 50052, "ratelimit": 50053, "providers": 50054, "metering": 50055}
 STATELESS = ("router", "providers", "ratelimit")
+GATEWAY_PROCESSES = (*GRPC_SERVICES, "edge")
+ONE_SHOT = ("certs",)
+"""Services that run to completion; the others wait for them with service_completed_successfully."""
 
 # ${NAME}, ${NAME:-default} and ${NAME-default}, as Compose interpolates them.
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
@@ -79,7 +82,7 @@ def test_follows_the_compose_specification() -> None:
 
 
 def test_runs_the_mesh_and_its_stores() -> None:
-    assert set(SERVICES) == {*GRPC_SERVICES, "edge", "redis", "postgres"}
+    assert set(SERVICES) == {*GRPC_SERVICES, "edge", "redis", "postgres", *ONE_SHOT}
     assert SERVICES["redis"]["image"] == "redis:7-alpine"
     assert SERVICES["postgres"]["image"] == "postgres:15-alpine"
     volume = SERVICES["postgres"]["volumes"][0].split(":")
@@ -99,7 +102,8 @@ def test_grpc_healthchecks_probe_the_port_the_service_listens_on(service: str) -
     test = SERVICES[service]["healthcheck"]["test"]
     _, port = _port(_environment(service)[f"GATEWAY_{service.upper()}_LISTEN"] or "")
 
-    assert test[1:] == ["python", "-m", "gateway_common.healthcheck", str(port)]
+    # Over TLS, showing the service's own certificate (health is open to every verified peer).
+    assert test[1:] == ["python", "-m", "gateway_common.healthcheck", str(port), "127.0.0.1", service]
 
 
 def test_the_edge_healthcheck_gets_health_on_the_edge_port() -> None:
@@ -116,7 +120,8 @@ def test_dependencies_are_awaited_until_healthy(service: str) -> None:
     assert isinstance(depends_on, dict), "the short list form cannot wait for health"
     for name, condition in depends_on.items():
         assert name in SERVICES
-        assert condition.get("condition") == "service_healthy", f"{service} -> {name}"
+        expected = "service_completed_successfully" if name in ONE_SHOT else "service_healthy"
+        assert condition.get("condition") == expected, f"{service} -> {name}"
 
 
 def test_each_service_waits_for_what_it_needs() -> None:
@@ -216,7 +221,8 @@ def test_secrets_pass_through_from_the_host_and_are_never_written_here() -> None
 @pytest.mark.parametrize("service", sorted(set(SERVICES) - {"redis", "postgres"}))
 def test_gateway_services_build_from_the_repository_image(service: str) -> None:
     assert SERVICES[service]["build"] in (".", {"context": "."})
-    assert _python_modules(SERVICES[service]["command"]) == ["edge" if service == "edge" else f"services.{service}"]
+    expected = {"edge": "edge", "certs": "gateway_common.tls"}.get(service, f"services.{service}")
+    assert _python_modules(SERVICES[service]["command"]) == [expected]
 
 
 @pytest.mark.parametrize("service", sorted(set(SERVICES) - {"redis", "postgres"}))
@@ -241,3 +247,46 @@ def test_the_image_is_slim_python_run_as_a_user() -> None:
     assert users and users[-1] not in ("root", "0"), "the services run as a non-root user"
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv", ".gateway", ".env"} <= set(ignored)
+
+
+# -- service identity: certificates minted once, each process mounting only its own ------------
+
+
+def _certs_command() -> list[str]:
+    command: list[str] = SERVICES["certs"]["command"]
+    assert _python_modules(command) == ["gateway_common.tls"]
+    return command[command.index("gateway_common.tls") + 1 :]
+
+
+def test_a_one_shot_service_mints_a_certificate_per_process_and_for_the_cli() -> None:
+    certs = SERVICES["certs"]
+    assert certs.get("restart") == "no"
+    arguments = _certs_command()
+    assert arguments[0] == "/certs" and "--per-service" in arguments
+    assert "--if-missing" in arguments, "a restart must not replace the CA the running services trust"
+    names = {a for a in arguments[1:] if not a.startswith("--")}
+    assert names == {*GATEWAY_PROCESSES, "cli"}
+    assert certs["volumes"] == ["certs:/certs"] and "certs" in COMPOSE["volumes"]
+
+
+def test_the_certs_command_writes_what_each_process_mounts(tmp_path: Path) -> None:
+    from gateway_common.tls import main as mint
+
+    arguments = [str(tmp_path) if a == "/certs" else a for a in _certs_command()]
+    assert mint(arguments) == 0
+    for name in (*GATEWAY_PROCESSES, "cli"):
+        assert {p.name for p in (tmp_path / name).iterdir()} == {"ca.crt", f"{name}.crt", f"{name}.key"}
+    ca = (tmp_path / "ca.crt").read_bytes()
+    assert mint(arguments) == 0  # --if-missing: a second run keeps the CA
+    assert (tmp_path / "ca.crt").read_bytes() == ca
+
+
+@pytest.mark.parametrize("service", GATEWAY_PROCESSES)
+def test_every_process_mounts_only_its_own_certificate_read_only(service: str) -> None:
+    mounts = [m for m in SERVICES[service].get("volumes", []) if isinstance(m, dict) and m.get("source") == "certs"]
+    assert mounts == [
+        {"type": "volume", "source": "certs", "target": "/certs", "read_only": True, "volume": {"subpath": service}}
+    ]
+    assert SERVICES[service]["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+    tls = load_config(env=_interpolated(service, host={})).tls
+    assert (tls.internal, tls.dir) == ("on", "/certs")

@@ -91,7 +91,8 @@ def _poll_until_unauthenticated(client: openai.OpenAI, timeout_s: float) -> floa
 async def _usage(gateway: Gateway, key_id: str, at_least: int, timeout_s: float = 10.0) -> metering_pb2.UsageRow:
     """The ledger's totals for ``key_id`` once it holds ``at_least`` requests (metering is batched)."""
     deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.suite.ports['metering']}") as channel:
+    # Metering answers only known service identities; the CLI's may read by key across tenants.
+    async with gateway.suite.channel("metering", identity="cli") as channel:
         metering = metering_pb2_grpc.MeteringServiceStub(channel)
         while True:
             answer = await metering.QueryUsage(metering_pb2.QueryUsageRequest(key_id=key_id), timeout=5)

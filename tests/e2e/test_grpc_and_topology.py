@@ -26,7 +26,8 @@ def _hello() -> chat_pb2.ChatCompletionRequest:
 
 
 async def test_internal_service_calls_the_router(gateway: Gateway) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.suite.ports['router']}") as channel:
+    # As an internal service would: TLS verified against the gateway's CA, no client certificate.
+    async with gateway.suite.channel("router", identity=None) as channel:
         router = router_pb2_grpc.RouterServiceStub(channel)
         metadata = (("authorization", f"Bearer {gateway.key}"),)
         reply = await router.Chat(router_pb2.ChatRequest(completion=_hello()), metadata=metadata)

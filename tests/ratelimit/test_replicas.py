@@ -39,6 +39,8 @@ def _spawn(port: int, redis_url: str) -> tuple[subprocess.Popen[bytes], Path]:
     env = {
         **os.environ,
         "GATEWAY_CONFIG": "",
+        # Plaintext on purpose: this is about shared counters; tests/security covers the TLS ports.
+        "GATEWAY_INTERNAL_TLS": "off",
         "GATEWAY_RATELIMIT_LISTEN": f"127.0.0.1:{port}",
         # Needed as well while load_config rejects a LISTEN override without an ADDR one.
         "GATEWAY_RATELIMIT_ADDR": f"127.0.0.1:{port}",
