@@ -122,7 +122,10 @@ class Rig:
 
     def query_usage(self) -> metering_pb2.QueryUsageResponse | GatewayError:
         """QueryUsage straight to the metering service: its answer, or the error it raised."""
-        with grpc.insecure_channel(f"127.0.0.1:{self.suite.ports['metering']}") as channel:
+        target = f"127.0.0.1:{self.suite.ports['metering']}"
+        credentials = self.suite.credentials("router")
+        assert credentials is not None, "the suite mints service certificates"
+        with grpc.secure_channel(target, credentials) as channel:
             stub = metering_pb2_grpc.MeteringServiceStub(channel)
             try:
                 return stub.QueryUsage(metering_pb2.QueryUsageRequest(tenant_id="acme"), timeout=10)
