@@ -32,6 +32,7 @@ from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tok
 from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
+from services.router.leases import Leases
 from services.router.metering_queue import MeteringQueue
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
@@ -101,6 +102,7 @@ class Orchestrator:
         providers: providers_pb2_grpc.ProviderServiceAsyncStub,
         metering: MeteringQueue,
         background: BackgroundTasks,
+        leases: Leases | None = None,
     ) -> None:
         self._config = config
         self._auth = auth
@@ -108,6 +110,8 @@ class Orchestrator:
         self._providers = providers
         self._metering = metering
         self._background = background
+        # None: reservations get the service's default lease and nothing renews them.
+        self._leases = leases
         self.planner = Planner(config)
         self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)
@@ -171,8 +175,11 @@ class Orchestrator:
         )
         if limits:
             try:
+                acquire = ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate)
+                if self._leases is not None:
+                    acquire.reservation_ttl.CopyFrom(self._leases.lease)
                 decision = await self._ratelimit.Acquire(
-                    ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate),
+                    acquire,
                     timeout=5.0,
                     metadata=(("x-request-id", call.request_id),),
                 )
@@ -183,6 +190,9 @@ class Orchestrator:
                 refused = quotas.refusal(decision)
                 metrics.REJECTIONS.labels(str(refused.reason)).inc()
                 raise refused
+            if self._leases is not None:
+                # Renewed until _finish; were this process to die, the slot comes back in one lease.
+                self._leases.hold(reservation_id)
         return _Admission(
             principal,
             plan.model,
@@ -451,6 +461,8 @@ class Orchestrator:
         candidate = outcome.candidate
         cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
         if admission.reserved.requests:
+            if self._leases is not None:
+                self._leases.release(admission.reservation_id)
             actual = ratelimit_pb2.Amounts(
                 requests=1,
                 tokens=outcome.prompt_tokens + outcome.completion_tokens,

@@ -115,6 +115,16 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
             raise _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
         if request.target.model == "fail-400":
             raise _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
+        if request.target.model == "fail-wait":  # retryable, after the upstream's Retry-After
+            error = _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
+            error.retry_after_s = 2.0
+            raise error
+        if request.target.model == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
         if request.target.model == "no-n":
             error = _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
             error.reason = Reason.UNSUPPORTED_FIELD
