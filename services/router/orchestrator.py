@@ -185,7 +185,16 @@ class Orchestrator:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise GatewayError.from_rpc_error(exc) from None
-            await on_headers(quotas.headers(list(decision.statuses)))
+            except asyncio.CancelledError:
+                # The client left with Acquire in flight: whatever it reserved is given back.
+                self._release_unused(reservation_id, call)
+                raise
+            try:
+                await on_headers(quotas.headers(list(decision.statuses)))
+            except asyncio.CancelledError:
+                if decision.allowed:
+                    self._release_unused(reservation_id, call)
+                raise
             if not decision.allowed:
                 refused = quotas.refusal(decision)
                 metrics.REJECTIONS.labels(str(refused.reason)).inc()
@@ -203,6 +212,10 @@ class Orchestrator:
             started,
             received,
         )
+
+    def _release_unused(self, reservation_id: str, call: CallContext) -> None:
+        """Settle a reservation the request never used at zero (a no-op if it was never made)."""
+        self._background.spawn(self._settle(reservation_id, ratelimit_pb2.Amounts(), call.request_id))
 
     def _completion_budget(self, request: chat_pb2.ChatCompletionRequest) -> int:
         n = request.n if request.HasField("n") else 1

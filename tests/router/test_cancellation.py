@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gateway.metering.v1 import metering_pb2
+from gateway.ratelimit.v1 import ratelimit_pb2
 from gateway.router.v1 import router_pb2
 from tests.router.test_orchestration import MD, Rig, _request, _until, rig
 
@@ -44,3 +45,17 @@ async def test_reservations_ask_for_the_configured_lease(rig: Rig) -> None:
     assert response.completion.choices
     (acquired,) = rig.ratelimit.acquired
     assert acquired.reservation_ttl.ToMilliseconds() == 30_000  # ratelimit.lease_s's default
+
+
+async def test_a_client_that_leaves_during_acquire_gives_the_reservation_back(rig: Rig) -> None:
+    rig.ratelimit.hold = asyncio.Event()
+    call = rig.router.Chat(router_pb2.ChatRequest(completion=_request("p2:ok")), metadata=MD)
+    await _until(lambda: rig.ratelimit.acquired)
+    call.cancel()
+    # Settled at zero, whether or not the Acquire the client abandoned had reserved anything.
+    await _until(lambda: rig.ratelimit.settled)
+    (settled,) = rig.ratelimit.settled
+    assert settled.reservation_id == rig.ratelimit.acquired[0].reservation_id
+    assert settled.actual == ratelimit_pb2.Amounts()
+    rig.ratelimit.hold.set()
+    assert rig.providers.attempts == []

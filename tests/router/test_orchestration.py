@@ -64,9 +64,12 @@ class FakeRateLimit(ratelimit_pb2_grpc.RateLimitServiceServicer):
         self.acquired: list[ratelimit_pb2.AcquireRequest] = []
         self.settled: list[ratelimit_pb2.SettleRequest] = []
         self.refuse = False
+        self.hold: asyncio.Event | None = None  # when set, Acquire answers only once the event is set
 
     async def Acquire(self, request: ratelimit_pb2.AcquireRequest, context: Any) -> ratelimit_pb2.AcquireResponse:
         self.acquired.append(request)
+        if self.hold is not None:
+            await self.hold.wait()
         quota = request.limits[-1].quotas[0]
         status = ratelimit_pb2.QuotaStatus(
             descriptor=request.limits[-1].descriptor,
