@@ -193,6 +193,11 @@ async def test_redis_down_follows_the_outage_policy(policy: Literal["fail_open",
                 assert not decision.allowed and decision.retry_after.ToMilliseconds() == 1000
         assert not (await running.stub.Settle(pb.SettleRequest(reservation_id="r"), timeout=10)).found
 
+        # A renewal cannot tell expired from unreachable: it fails rather than report leases lost.
+        with pytest.raises(grpc.aio.AioRpcError) as renewal:
+            await running.stub.RenewLeases(pb.RenewLeasesRequest(reservation_ids=["r"]), timeout=10)
+        assert renewal.value.code() == grpc.StatusCode.UNAVAILABLE
+
         assert _errors("acquire") == acquire_errors + 3
         assert _errors("settle") == settle_errors + 1
         assert not starting.done()
