@@ -415,6 +415,10 @@ class Orchestrator:
             return result
         except asyncio.CancelledError:
             outcome.outcome = metering_pb2.OUTCOME_CANCELLED
+            if outcome.attempts and not outcome.prompt_tokens:
+                # The prompt reached an upstream, which may bill it: count our estimate, as a stream does.
+                outcome.prompt_tokens = admission.prompt_estimate
+                outcome.usage_estimated = True
             raise
         except GatewayError as exc:
             outcome.error_code = exc.code.name

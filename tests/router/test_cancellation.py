@@ -22,6 +22,9 @@ async def test_a_cancelled_unary_call_cancels_the_provider_call_and_is_metered_a
     await _until(lambda: rig.metering.events and rig.ratelimit.settled)
     (event,) = rig.metering.events
     assert event.outcome == metering_pb2.OUTCOME_CANCELLED and event.attempts == 1
+    # The prompt went upstream: metered (estimated), and settled, so the reservation is not refunded in full.
+    assert event.prompt_tokens > 0 and event.completion_tokens == 0 and event.usage_estimated
+    assert rig.ratelimit.settled[0].actual.tokens == event.prompt_tokens
     assert rig.providers.attempts == ["p2:hang"]
     assert rig.ratelimit.settled[0].reservation_id == rig.ratelimit.acquired[0].reservation_id
 
