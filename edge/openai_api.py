@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from edge.body import BodyTooLarge, read_json
+from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_body, error_headers, http_status
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
@@ -82,7 +83,9 @@ async def create_chat_completion(request: Request) -> Response:
     if not stream:
         call = state.router.Chat(router_pb2.ChatRequest(completion=completion_request), metadata=metadata)
         try:
-            response = await call
+            response = await unless_disconnected(request, call, call)
+        except ClientDisconnected:
+            return abandoned_response()
         except grpc.aio.AioRpcError as exc:
             return rpc_error_response(exc)
         headers = ratelimit_headers(await call.initial_metadata())
@@ -92,19 +95,24 @@ async def create_chat_completion(request: Request) -> Response:
             media_type="application/json",
             headers=headers,
         )
-    return await _stream_chat(state, completion_request, metadata)
+    return await _stream_chat(request, state, completion_request, metadata)
 
 
 async def _stream_chat(
-    state: EdgeState, completion_request: chat_pb2.ChatCompletionRequest, metadata: tuple[tuple[str, str], ...]
+    request: Request,
+    state: EdgeState,
+    completion_request: chat_pb2.ChatCompletionRequest,
+    metadata: tuple[tuple[str, str], ...],
 ) -> Response:
     include_usage = completion_request.stream_options.include_usage
     call = state.router.StreamChat(router_pb2.StreamChatRequest(completion=completion_request), metadata=metadata)
     chunks = aiter(call)
     try:
-        first: router_pb2.StreamChatResponse | None = await anext(chunks)
+        first: router_pb2.StreamChatResponse | None = await unless_disconnected(request, call, anext(chunks))
     except StopAsyncIteration:
         first = None
+    except ClientDisconnected:
+        return abandoned_response()
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     except BaseException:
@@ -158,7 +166,9 @@ async def create_embeddings(request: Request) -> Response:
         return error_response(error)
     call = state.router.Embed(router_pb2.EmbedRequest(embedding=embedding_request), metadata=call_metadata(request))
     try:
-        response = await call
+        response = await unless_disconnected(request, call, call)
+    except ClientDisconnected:
+        return abandoned_response()
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     return Response(

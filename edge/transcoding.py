@@ -22,6 +22,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, json_format, message, message_factory
 
 from edge.body import BodyTooLarge, read_json
+from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_headers, http_status
 from edge.openai_api import call_metadata, ratelimit_headers
 from edge.state import EdgeState
@@ -120,7 +121,9 @@ def _route(
             )
             call = unary(msg, metadata=metadata)
             try:
-                response = await call
+                response = await unless_disconnected(request, call, call)
+            except ClientDisconnected:
+                return abandoned_response()
             except grpc.aio.AioRpcError as exc:
                 return _error(GatewayError.from_rpc_error(exc), ratelimit_headers(exc.initial_metadata()))
             return Response(
@@ -133,9 +136,11 @@ def _route(
         )(msg, metadata=metadata)
         items = aiter(stream)
         try:
-            first = await anext(items)
+            first = await unless_disconnected(request, stream, anext(items))
         except StopAsyncIteration:
             first = None
+        except ClientDisconnected:
+            return abandoned_response()
         except grpc.aio.AioRpcError as exc:
             return _error(GatewayError.from_rpc_error(exc), ratelimit_headers(exc.initial_metadata()))
 

@@ -162,8 +162,10 @@ class RateLimitConfig(_Strict):
     """Redis for counters shared by every replica; unset for in-process memory (one replica only)."""
     outage_policy: Literal["fail_open", "fail_closed"] = "fail_closed"
     """What Acquire answers while Redis is unreachable."""
-    reservation_ttl_s: Annotated[float, Field(gt=0)] = 900.0
-    """An unsettled reservation expires (and frees its concurrency slot) after this long."""
+    lease_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """A reservation's lease: unless its router renews it (every third of the lease, while the
+    request runs) or settles it, it expires after this long and frees its concurrency slot (its
+    reserved tokens and spend stay counted). Bounds how long a router that died holds slots."""
 
 
 class AuthConfig(_Strict):
@@ -281,6 +283,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_TLS_CA": "tls.ca_file",
     "GATEWAY_TLS_CERT": "tls.cert_file",
     "GATEWAY_TLS_KEY": "tls.key_file",
+    "GATEWAY_RATELIMIT_LEASE_S": "ratelimit.lease_s",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

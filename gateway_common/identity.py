@@ -36,6 +36,7 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "gateway.ratelimit.v1.RateLimitService": {
         "Acquire": frozenset({ROUTER}),
         "Settle": frozenset({ROUTER}),
+        "RenewLeases": frozenset({ROUTER}),
     },
     "gateway.providers.v1.ProviderService": {
         "Chat": frozenset({ROUTER}),

@@ -1,11 +1,14 @@
-"""The service's two operations over a store, with the Redis outage policy.
+"""The service's operations over a store, with the Redis outage policy.
 
 When the backend cannot be reached, Acquire does not fail: it answers ``degraded=True`` and, under
 ``fail_open``, allowed (nothing counted), or under ``fail_closed``, refused with a short
 ``retry_after``. Refusing with a decision rather than an UNAVAILABLE status keeps the answer data:
 the router sees ``degraded`` and can tell "the limiter is down" (503) from "over the limit" (429).
 Settle during an outage answers ``found=False``; the reservation then expires and its estimate
-stands. Every backend failure is counted and logged, at most one line per interval.
+stands. Reservations live on leases (``ratelimit.lease_s``) that their router renews while the
+request runs, so the slot of a router that died comes back within one lease; a renewal during an
+outage fails rather than report the reservations as expired. Every backend failure is counted and
+logged, at most one line per interval.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -99,6 +102,18 @@ class Limiter:
             BACKEND_ERRORS.labels(operation="settle").inc()
             self._outage_log.warning("rate limit backend unreachable, settlement dropped: %s", exc)
             return False
+
+    async def renew(self, reservation_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        """Extend the leases of pending reservations (``ttl_ms`` <= 0: the default lease); returns
+        the ids not pending. Raises :class:`BackendUnavailable`: the caller must not mistake an
+        outage for expired reservations."""
+        ttl_ms = ttl_ms if ttl_ms > 0 else self._default_ttl_ms
+        try:
+            return await self._store.renew(reservation_ids, ttl_ms)
+        except BackendUnavailable as exc:
+            BACKEND_ERRORS.labels(operation="renew").inc()
+            self._outage_log.warning("rate limit backend unreachable, leases not renewed: %s", exc)
+            raise
 
     async def wait_ready(self, max_delay_s: float = 2.0) -> None:
         """Return once the backend answers, retrying with backoff (health stays NOT_SERVING meanwhile)."""

@@ -28,6 +28,9 @@ CONCURRENCY_RETRY_MS = 1000
 MAX_TTL_MS = 7 * 86_400_000
 """The longest reservation TTL accepted (Lua prints larger millisecond counts in exponent form)."""
 
+MAX_RENEWALS = 10_000
+"""The most reservations one RenewLeases call may name (one Lua script runs over all of them)."""
+
 MAX_AMOUNT = 2**53
 """The largest amount or actual accepted; counters are exact integers up to here (Lua numbers are doubles)."""
 

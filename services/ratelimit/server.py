@@ -40,7 +40,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         store = RedisStore(client)
     else:
         store = MemoryStore()
-    limiter = Limiter(store, outage_policy=settings.outage_policy, default_ttl_s=settings.reservation_ttl_s)
+    limiter = Limiter(store, outage_policy=settings.outage_policy, default_ttl_s=settings.lease_s)
     registration = ServiceRegistration(
         add=ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
         servicer=RateLimitServicer(limiter),

@@ -13,10 +13,11 @@ from google.protobuf import duration_pb2
 
 from gateway.quota.v1 import quota_pb2
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from gateway_common.errors import invalid_argument
+from gateway_common.errors import GatewayError, Reason, invalid_argument
 from services.ratelimit.limiter import Limiter
 from services.ratelimit.quotas import (
     MAX_AMOUNT,
+    MAX_RENEWALS,
     MAX_TTL_MS,
     AcquireRequest,
     Amounts,
@@ -27,6 +28,7 @@ from services.ratelimit.quotas import (
     Unit,
     Window,
 )
+from services.ratelimit.storage import BackendUnavailable
 
 _UNITS = {
     quota_pb2.UNIT_REQUESTS: Unit.REQUESTS,
@@ -43,7 +45,7 @@ _WINDOWS_PB = {window: pb for pb, window in _WINDOWS.items()}
 
 
 class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
-    """Acquire and Settle, translated to the :class:`Limiter`."""
+    """Acquire, Settle and RenewLeases, translated to the :class:`Limiter`."""
 
     def __init__(self, limiter: Limiter) -> None:
         self._limiter = limiter
@@ -65,6 +67,33 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
         found = await self._limiter.settle(request.reservation_id, actual)
         return ratelimit_pb2.SettleResponse(found=found)
 
+    async def RenewLeases(
+        self, request: ratelimit_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.RenewLeasesResponse:
+        """Extend the leases of pending reservations; report the ones not pending."""
+        if len(request.reservation_ids) > MAX_RENEWALS:
+            raise invalid_argument(f"at most {MAX_RENEWALS} reservation_ids per call", "reservation_ids")
+        ttl_ms = 0  # the server default
+        if request.HasField("lease"):
+            ttl_ms = _ttl_ms(request.lease, "lease")
+        try:
+            missing = await self._limiter.renew(list(request.reservation_ids), ttl_ms)
+        except BackendUnavailable:
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.DEPENDENCY_UNAVAILABLE,
+                "The rate limit backend is unreachable; leases were not renewed.",
+                {"retryable": "true"},
+            ) from None
+        return ratelimit_pb2.RenewLeasesResponse(missing_reservation_ids=missing)
+
+
+def _ttl_ms(ttl: duration_pb2.Duration, field: str) -> int:
+    ttl_ms = ttl.seconds * 1000 + ttl.nanos // 1_000_000
+    if not 0 < ttl_ms <= MAX_TTL_MS:
+        raise invalid_argument(f"{field} must be between 1 ms and 7 days when set", field)
+    return ttl_ms
+
 
 def _acquire_request(request: ratelimit_pb2.AcquireRequest) -> AcquireRequest:
     if not request.reservation_id:
@@ -72,10 +101,7 @@ def _acquire_request(request: ratelimit_pb2.AcquireRequest) -> AcquireRequest:
     limits = tuple(_descriptor_limits(item, f"limits[{i}]") for i, item in enumerate(request.limits))
     ttl_ms = 0  # the server default
     if request.HasField("reservation_ttl"):
-        ttl = request.reservation_ttl
-        ttl_ms = ttl.seconds * 1000 + ttl.nanos // 1_000_000
-        if not 0 < ttl_ms <= MAX_TTL_MS:
-            raise invalid_argument("reservation_ttl must be between 1 ms and 7 days when set", "reservation_ttl")
+        ttl_ms = _ttl_ms(request.reservation_ttl, "reservation_ttl")
     return AcquireRequest(request.reservation_id, limits, _amounts(request.amounts, "amounts"), ttl_ms)
 
 

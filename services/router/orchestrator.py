@@ -32,6 +32,7 @@ from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tok
 from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
+from services.router.leases import Leases
 from services.router.metering_queue import MeteringQueue
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
@@ -101,6 +102,7 @@ class Orchestrator:
         providers: providers_pb2_grpc.ProviderServiceAsyncStub,
         metering: MeteringQueue,
         background: BackgroundTasks,
+        leases: Leases | None = None,
     ) -> None:
         self._config = config
         self._auth = auth
@@ -108,6 +110,8 @@ class Orchestrator:
         self._providers = providers
         self._metering = metering
         self._background = background
+        # None: reservations get the service's default lease and nothing renews them.
+        self._leases = leases
         self.planner = Planner(config)
         self._labels = metrics.MetricLabels(config)
         self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
@@ -172,18 +176,33 @@ class Orchestrator:
         )
         if limits:
             try:
+                acquire = ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate)
+                if self._leases is not None:
+                    acquire.reservation_ttl.CopyFrom(self._leases.lease)
                 decision = await self._ratelimit.Acquire(
-                    ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate),
+                    acquire,
                     timeout=5.0,
                     metadata=(("x-request-id", call.request_id),),
                 )
             except grpc.aio.AioRpcError as exc:
                 raise GatewayError.from_rpc_error(exc, "rate limit") from None
-            await on_headers(quotas.headers(list(decision.statuses)))
+            except asyncio.CancelledError:
+                # The client left with Acquire in flight: whatever it reserved is given back.
+                self._release_unused(reservation_id, call)
+                raise
+            try:
+                await on_headers(quotas.headers(list(decision.statuses)))
+            except asyncio.CancelledError:
+                if decision.allowed:
+                    self._release_unused(reservation_id, call)
+                raise
             if not decision.allowed:
                 refused = quotas.refusal(decision)
                 metrics.REJECTIONS.labels(str(refused.reason)).inc()
                 raise refused
+            if self._leases is not None:
+                # Renewed until _finish; were this process to die, the slot comes back in one lease.
+                self._leases.hold(reservation_id)
         return _Admission(
             principal,
             plan.model,
@@ -194,6 +213,10 @@ class Orchestrator:
             started,
             received,
         )
+
+    def _release_unused(self, reservation_id: str, call: CallContext) -> None:
+        """Settle a reservation the request never used at zero (a no-op if it was never made)."""
+        self._background.spawn(self._settle(reservation_id, ratelimit_pb2.Amounts(), call.request_id))
 
     def _completion_budget(self, request: chat_pb2.ChatCompletionRequest) -> int:
         n = request.n if request.HasField("n") else 1
@@ -393,6 +416,10 @@ class Orchestrator:
             return result
         except asyncio.CancelledError:
             outcome.outcome = metering_pb2.OUTCOME_CANCELLED
+            if outcome.attempts and not outcome.prompt_tokens:
+                # The prompt reached an upstream, which may bill it: count our estimate, as a stream does.
+                outcome.prompt_tokens = admission.prompt_estimate
+                outcome.usage_estimated = True
             raise
         except GatewayError as exc:
             outcome.error_code = exc.code.name
@@ -452,6 +479,8 @@ class Orchestrator:
         candidate = outcome.candidate
         cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
         if admission.reserved.requests:
+            if self._leases is not None:
+                self._leases.release(admission.reservation_id)
             actual = ratelimit_pb2.Amounts(
                 requests=1,
                 tokens=outcome.prompt_tokens + outcome.completion_tokens,

@@ -1,7 +1,7 @@
 """Wires the router: one channel per downstream service, the orchestrator, the servicer.
 
 Shutdown order (ServiceApp): health NOT_SERVING, stop accepting and let in-flight calls finish,
-then drain settlements and the metering queue, then close the channels.
+then stop renewing leases, drain settlements and the metering queue, then close the channels.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistrati
 from gateway_common.tls import client_credentials
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
+from services.router.leases import Leases
 from services.router.metering_queue import MeteringQueue
 from services.router.orchestrator import Orchestrator
 from services.router.servicer import RouterServicer
@@ -45,13 +46,16 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         queue_limit=config.metering.queue_limit,
     )
     background = BackgroundTasks()
+    ratelimit = ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel)
+    leases = Leases(ratelimit, config.ratelimit.lease_s)
     orchestrator = Orchestrator(
         config,
         AuthCache(auth_pb2_grpc.AuthServiceStub(auth_channel), ttl_s=config.auth.cache_ttl_s),
-        ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel),
+        ratelimit,
         providers,
         metering,
         background,
+        leases,
     )
     servicer = RouterServicer(orchestrator, providers, metering_stub)
     server = GrpcServer(
@@ -61,8 +65,11 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
 
     async def on_ready() -> None:
         metering.start()
+        leases.start()
 
     async def on_stop() -> None:
+        # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
+        await leases.stop()
         await background.drain()
         await metering.drain()
         for channel in channels:

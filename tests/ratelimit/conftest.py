@@ -69,6 +69,17 @@ class Harness:
     async def settle(self, reservation_id: str, requests: int = 1, tokens: int = 0, cost: int = 0) -> bool:
         return await self.store.settle(reservation_id, Amounts(requests, tokens, cost))
 
+    async def renew(self, *reservation_ids: str, ttl_ms: int = 60_000) -> list[str]:
+        return await self.store.renew(list(reservation_ids), ttl_ms)
+
+    async def pass_time(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the store: the fake clock moves, or real time goes by for Redis
+        (whose clock cannot be moved; callers keep this short)."""
+        if self.clock is not None:
+            self.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
     async def lose_counters(self) -> None:
         """Drop every counter, as Redis eviction would (reservations and slots stay)."""
         if isinstance(self.store, MemoryStore):

@@ -180,6 +180,55 @@ async def test_unsettled_reservation_expires_but_its_estimate_stands(harness: Ha
     assert status.remaining == 0
 
 
+async def test_a_renewed_reservation_keeps_its_slot_past_its_first_lease(harness: Harness) -> None:
+    capped = limits(max_concurrent=1)
+    held = uuid.uuid4().hex
+    assert (await harness.acquire([capped], reservation_id=held, ttl_ms=300)).allowed
+    for _ in range(3):  # renewed more often than its lease runs out, as a router's heartbeat does
+        assert await harness.renew(held, ttl_ms=300) == []
+        await harness.pass_time(0.15)
+    assert not (await harness.acquire([capped])).allowed  # 450 ms after a 300 ms lease: still held
+    assert await harness.renew(held, ttl_ms=60_000) == []
+    await harness.pass_time(0.4)
+    assert not (await harness.acquire([capped])).allowed
+    assert await harness.settle(held)  # a renewed reservation settles as usual and frees the slot
+    assert (await harness.acquire([capped])).allowed
+
+
+async def test_a_lease_not_renewed_frees_its_slot_and_its_amounts_stay_counted(harness: Harness) -> None:
+    capped, tpd = limits(max_concurrent=1), limits((T, DAY, 150), (C, DAY, 1_000))
+    lost = uuid.uuid4().hex
+    assert (await harness.acquire([capped, tpd], tokens=100, cost=600, reservation_id=lost, ttl_ms=300)).allowed
+    assert not (await harness.acquire([capped])).allowed
+
+    async def slot_freed() -> bool:
+        return (await harness.acquire([capped], ttl_ms=600_000)).allowed
+
+    await harness.eventually(slot_freed, after_s=0.3)
+    # Expired: renewal reports it and does not bring it back; nor can it be settled into a refund.
+    assert await harness.renew(lost) == [lost]
+    assert not await harness.settle(lost, tokens=0, cost=0)
+    refused = await harness.acquire([tpd], tokens=100, cost=100)
+    assert not refused.allowed
+    assert [s.remaining for s in refused.statuses] == [50, 400]
+
+
+async def test_renew_reports_every_reservation_that_is_not_pending(harness: Harness) -> None:
+    capped = limits(max_concurrent=3)
+    pending, settled, expired, unknown = (uuid.uuid4().hex for _ in range(4))
+    assert (await harness.acquire([capped], reservation_id=pending, ttl_ms=600_000)).allowed
+    assert (await harness.acquire([capped], reservation_id=settled)).allowed
+    assert await harness.settle(settled)
+    assert (await harness.acquire([capped], reservation_id=expired, ttl_ms=100)).allowed
+    await harness.pass_time(0.3)
+    assert await harness.renew(unknown, pending, settled, expired) == [unknown, settled, expired]
+    assert await harness.renew() == []
+    # Renewing what is gone created nothing: two of the three slots are free.
+    assert (await harness.acquire([capped])).allowed
+    assert (await harness.acquire([capped])).allowed
+    assert not (await harness.acquire([capped])).allowed
+
+
 async def test_spend_budget_admits_what_fits(harness: Harness) -> None:
     budget = limits((C, MONTH, 100_000))
     admitted = [(await harness.acquire([budget], cost=7_000)).allowed for _ in range(16)]

@@ -193,6 +193,11 @@ async def test_redis_down_follows_the_outage_policy(policy: Literal["fail_open",
                 assert not decision.allowed and decision.retry_after.ToMilliseconds() == 1000
         assert not (await running.stub.Settle(pb.SettleRequest(reservation_id="r"), timeout=10)).found
 
+        # A renewal cannot tell expired from unreachable: it fails rather than report leases lost.
+        with pytest.raises(grpc.aio.AioRpcError) as renewal:
+            await running.stub.RenewLeases(pb.RenewLeasesRequest(reservation_ids=["r"]), timeout=10)
+        assert renewal.value.code() == grpc.StatusCode.UNAVAILABLE
+
         assert _errors("acquire") == acquire_errors + 3
         assert _errors("settle") == settle_errors + 1
         assert not starting.done()
@@ -215,5 +220,47 @@ async def test_redis_going_away_while_serving_degrades_without_crashing() -> Non
     try:
         refused = await running.stub.Acquire(acquire_request(limits), timeout=10)
         assert refused.degraded and not refused.allowed
+    finally:
+        await running.close()
+
+
+async def test_renew_leases_reports_what_is_not_pending(service: Running) -> None:
+    capped = pb.DescriptorLimits(descriptor=descriptor(key=uuid.uuid4().hex), max_concurrent=1)
+    held = acquire_request(capped)
+    held.reservation_ttl.FromMilliseconds(60_000)
+    assert (await service.stub.Acquire(held)).allowed
+    renewal = pb.RenewLeasesRequest(reservation_ids=[held.reservation_id, "never-acquired"])
+    renewal.lease.FromMilliseconds(30_000)
+    assert list((await service.stub.RenewLeases(renewal)).missing_reservation_ids) == ["never-acquired"]
+    assert not (await service.stub.Acquire(acquire_request(capped))).allowed  # still held
+
+    for bad in (
+        pb.RenewLeasesRequest(lease=duration_pb2.Duration(seconds=-1)),
+        pb.RenewLeasesRequest(reservation_ids=["r"] * 10_001),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await service.stub.RenewLeases(bad)
+        error = GatewayError.from_rpc_error(caught.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in error.field_violations] == ["lease" if bad.HasField("lease") else "reservation_ids"]
+
+
+def test_the_default_lease_frees_a_dead_routers_slots_within_30_s() -> None:
+    assert RateLimitConfig().lease_s <= 30
+
+
+async def test_an_acquire_without_ttl_gets_the_configured_lease() -> None:
+    app = build(GatewayConfig(ratelimit=RateLimitConfig(lease_s=0.3)), listen="127.0.0.1:0")
+    running = Running(app, await app.start())
+    try:
+        capped = pb.DescriptorLimits(descriptor=descriptor(key=uuid.uuid4().hex), max_concurrent=1)
+        assert (await running.stub.Acquire(acquire_request(capped))).allowed
+        assert not (await running.stub.Acquire(acquire_request(capped))).allowed
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not (await running.stub.Acquire(acquire_request(capped))).allowed:
+            assert loop.time() - started < 5, "the lease did not expire"
+            await asyncio.sleep(0.05)
+        assert loop.time() - started > 0.2  # not before its lease ran out
     finally:
         await running.close()

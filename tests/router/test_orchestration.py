@@ -64,9 +64,12 @@ class FakeRateLimit(ratelimit_pb2_grpc.RateLimitServiceServicer):
         self.acquired: list[ratelimit_pb2.AcquireRequest] = []
         self.settled: list[ratelimit_pb2.SettleRequest] = []
         self.refuse = False
+        self.hold: asyncio.Event | None = None  # when set, Acquire answers only once the event is set
 
     async def Acquire(self, request: ratelimit_pb2.AcquireRequest, context: Any) -> ratelimit_pb2.AcquireResponse:
         self.acquired.append(request)
+        if self.hold is not None:
+            await self.hold.wait()
         quota = request.limits[-1].quotas[0]
         status = ratelimit_pb2.QuotaStatus(
             descriptor=request.limits[-1].descriptor,
@@ -115,6 +118,16 @@ class FakeProviders(providers_pb2_grpc.ProviderServiceServicer):
             raise _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
         if request.target.model == "fail-400":
             raise _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
+        if request.target.model == "fail-wait":  # retryable, after the upstream's Retry-After
+            error = _upstream_error(grpc.StatusCode.UNAVAILABLE, True)
+            error.retry_after_s = 2.0
+            raise error
+        if request.target.model == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
         if request.target.model == "no-n":
             error = _upstream_error(grpc.StatusCode.INVALID_ARGUMENT, False)
             error.reason = Reason.UNSUPPORTED_FIELD

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from services.ratelimit.quotas import Amounts, Decision, Plan
@@ -31,6 +32,13 @@ class LimitStore(Protocol):
         """Replace a pending reservation's amounts with ``actual`` on the counters it touched (never
         below zero), free its slots and forget it. False when it is unknown, expired or settled.
         Raises :class:`BackendUnavailable`."""
+        ...
+
+    async def renew(self, reservation_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        """Extend each pending reservation (and its slots) to expire ``ttl_ms`` from now, atomically.
+
+        Returns the ids that are not pending (unknown, expired or settled); nothing is created for
+        them. Raises :class:`BackendUnavailable`."""
         ...
 
     async def ping(self) -> None:

@@ -7,8 +7,8 @@ Expired windows, reservations and slots are dropped lazily and by a periodic swe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from services.ratelimit.quotas import (
@@ -106,6 +106,23 @@ class MemoryStore:
             if holders is not None:
                 holders.pop(reservation_id, None)
         return True
+
+    async def renew(self, reservation_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        """See :meth:`LimitStore.renew`."""
+        now_ms = self._now_ms()
+        expires_ms = now_ms + ttl_ms
+        missing: list[str] = []
+        for reservation_id in reservation_ids:
+            reservation = self._reservations.get(reservation_id)
+            if reservation is None or reservation.expires_ms <= now_ms:
+                missing.append(reservation_id)
+                continue
+            self._reservations[reservation_id] = replace(reservation, expires_ms=expires_ms)
+            for ident in reservation.slots:
+                holders = self._in_flight.get(ident)
+                if holders is not None and reservation_id in holders:
+                    holders[reservation_id] = expires_ms
+        return missing
 
     async def ping(self) -> None:
         """Memory always answers."""

@@ -1,6 +1,6 @@
 """Counters in Redis, shared by every replica: one Lua script per operation, on Redis's clock.
 
-Each Acquire and each Settle is one EVALSHA: the script reads TIME, derives the calendar windows,
+Each Acquire, Settle and RenewLeases is one EVALSHA: the script reads TIME, derives the calendar windows,
 checks and writes everything, so no two replicas can interleave and no replica's clock matters.
 
 Keys (``<p>`` is the prefix, ``<d>`` the escaped descriptor id, which contains no ':'):
@@ -9,7 +9,8 @@ Keys (``<p>`` is the prefix, ``<d>`` the escaped descriptor id, which contains n
 - ``<p>s:<d>`` — the reservations holding a capped descriptor's slots (sorted set scored by expiry in
   ms, pruned by the scripts, so a reservation never settled frees its slot when it expires);
 - ``<p>r:<reservation id>`` — a pending reservation (msgpack: amounts, counter keys, units, window
-  ends, slot keys), expiring with the reservation.
+  ends, slot keys), expiring with the reservation's lease; a renewal moves that expiry and the slot
+  entries' scores together.
 
 Counter keys are built inside the script (their window start comes from TIME), so the scripts need a
 single Redis server (or a proxy that routes undeclared keys); Redis Cluster is not supported.
@@ -18,6 +19,7 @@ Requires Redis >= 6.2 (SET ... KEEPTTL / PXAT).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -162,6 +164,42 @@ for z = 1, #zkeys do redis.call('ZREM', zkeys[z], ARGV[1]) end
 return 1
 """.replace("GRACE", str(COUNTER_GRACE_S))
 
+# KEYS[i] the reservation of ARGV[i + 1]; ARGV[1] the new lease in ms. Returns the indexes (1-based)
+# of the reservations not pending (an expired record is deleted). Slot entries are moved only where
+# they still exist (XX), so a renewal never takes a slot the reservation no longer holds.
+_RENEW_LUA = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local missing = {}
+for i = 1, #KEYS do
+  local rec = redis.call('GET', KEYS[i])
+  local zkeys = {}
+  local alive = rec and redis.call('PTTL', KEYS[i]) > 0
+  if alive then
+    zkeys = select(5, cmsgpack.unpack(rec))
+    -- A slot entry past its score is expired even if Redis has not yet expired the record (both
+    -- fall due in the same millisecond): renewing it would bring back a reservation without a slot.
+    for z = 1, #zkeys do
+      local score = redis.call('ZSCORE', zkeys[z], ARGV[i + 1])
+      if not score or tonumber(score) <= now_ms then alive = false end
+    end
+  end
+  if not alive then
+    if rec then redis.call('DEL', KEYS[i]) end
+    missing[#missing + 1] = i
+  else
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    for z = 1, #zkeys do
+      local zk = zkeys[z]
+      redis.call('ZADD', zk, 'XX', now_ms + ttl, ARGV[i + 1])
+      if redis.call('PTTL', zk) < ttl then redis.call('PEXPIRE', zk, ttl) end
+    end
+  end
+end
+return missing
+"""
+
 
 class RedisStore:
     """Counters in Redis; every method is one round trip. Connection failures become
@@ -173,6 +211,7 @@ class RedisStore:
         # redis-py sends EVALSHA and loads the script on NOSCRIPT (e.g. after a Redis restart).
         self._acquire = client.register_script(_ACQUIRE_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
+        self._renew = client.register_script(_RENEW_LUA)
 
     async def acquire(self, plan: Plan) -> Decision:
         """See :meth:`LimitStore.acquire`."""
@@ -217,6 +256,18 @@ class RedisStore:
         except _UNREACHABLE as exc:
             raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         return bool(found)
+
+    async def renew(self, reservation_ids: Sequence[str], ttl_ms: int) -> list[str]:
+        """See :meth:`LimitStore.renew`."""
+        if not reservation_ids:
+            return []
+        keys = [f"{self._prefix}r:{reservation_id}" for reservation_id in reservation_ids]
+        args: list[str | int] = [ttl_ms, *reservation_ids]
+        try:
+            missing = cast(list[int], await self._renew(keys=keys, args=args))
+        except _UNREACHABLE as exc:
+            raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        return [reservation_ids[i - 1] for i in missing]
 
     async def ping(self) -> None:
         """See :meth:`LimitStore.ping`."""

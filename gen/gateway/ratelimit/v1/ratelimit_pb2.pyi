@@ -202,7 +202,10 @@ class AcquireRequest(_message.Message):
 
     @_builtins.property
     def reservation_ttl(self) -> _duration_pb2.Duration:
-        """How long an unsettled reservation holds its concurrency slot; unset for the server default."""
+        """The reservation's lease: how long it holds its concurrency slot (and can be settled) unless it is
+        renewed or settled; unset for the server default. An expired reservation frees its slot, and its
+        reserved amounts stay counted.
+        """
 
     def __init__(
         self,
@@ -307,3 +310,59 @@ class SettleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleResponse: _TypeAlias = SettleResponse  # noqa: Y015
+
+@_typing.final
+class RenewLeasesRequest(_message.Message):
+    """RenewLeasesRequest names the reservations whose leases to extend, typically every reservation a
+    router process has in flight, in one call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_IDS_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The reservations to renew (at most 10000 per call)."""
+
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """The new lease of each, counted from now; unset for the server default."""
+
+    def __init__(
+        self,
+        *,
+        reservation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        lease: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "reservation_ids", b"reservation_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewLeasesRequest: _TypeAlias = RenewLeasesRequest  # noqa: Y015
+
+@_typing.final
+class RenewLeasesResponse(_message.Message):
+    """RenewLeasesResponse says which reservations could not be renewed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MISSING_RESERVATION_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def missing_reservation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The reservations not found: unknown, expired (their slots already freed) or settled."""
+
+    def __init__(
+        self,
+        *,
+        missing_reservation_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing_reservation_ids", b"missing_reservation_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewLeasesResponse: _TypeAlias = RenewLeasesResponse  # noqa: Y015

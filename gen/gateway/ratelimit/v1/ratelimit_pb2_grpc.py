@@ -45,6 +45,11 @@ class RateLimitServiceStub:
                 request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleRequest.SerializeToString,
                 response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.RenewLeases = channel.unary_unary(
+                '/gateway.ratelimit.v1.RateLimitService/RenewLeases',
+                request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesRequest.SerializeToString,
+                response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class RateLimitServiceServicer:
@@ -65,6 +70,14 @@ class RateLimitServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewLeases(self, request, context):
+        """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
+        only while the router holding them is alive to renew them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RateLimitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_RateLimitServiceServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleRequest.FromString,
                     response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleResponse.SerializeToString,
+            ),
+            'RenewLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewLeases,
+                    request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesRequest.FromString,
+                    response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class RateLimitService:
             '/gateway.ratelimit.v1.RateLimitService/Settle',
             gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleRequest.SerializeToString,
             gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.ratelimit.v1.RateLimitService/RenewLeases',
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesRequest.SerializeToString,
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class RateLimitServiceStub:
     """Acquire reserves the amounts on every descriptor's quotas at once, or on none."""
     Settle: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.SettleRequest, _ratelimit_pb2.SettleResponse]
     """Settle replaces a reservation's estimate with what was really used and frees its concurrency slot."""
+    RenewLeases: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.RenewLeasesRequest, _ratelimit_pb2.RenewLeasesResponse]
+    """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
+    only while the router holding them is alive to renew them.
+    """
 
 @_typing.type_check_only
 class RateLimitServiceAsyncStub(RateLimitServiceStub):
@@ -47,6 +51,10 @@ class RateLimitServiceAsyncStub(RateLimitServiceStub):
     """Acquire reserves the amounts on every descriptor's quotas at once, or on none."""
     Settle: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.SettleRequest, _ratelimit_pb2.SettleResponse]  # type: ignore[assignment]
     """Settle replaces a reservation's estimate with what was really used and frees its concurrency slot."""
+    RenewLeases: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.RenewLeasesRequest, _ratelimit_pb2.RenewLeasesResponse]  # type: ignore[assignment]
+    """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
+    only while the router holding them is alive to renew them.
+    """
 
 class RateLimitServiceServicer(metaclass=_abc_1.ABCMeta):
     """RateLimitService counts requests, tokens and spend against quotas, atomically across replicas."""
@@ -66,5 +74,15 @@ class RateLimitServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ratelimit_pb2.SettleResponse, _abc.Awaitable[_ratelimit_pb2.SettleResponse]]:
         """Settle replaces a reservation's estimate with what was really used and frees its concurrency slot."""
+
+    @_abc_1.abstractmethod
+    def RenewLeases(
+        self,
+        request: _ratelimit_pb2.RenewLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.RenewLeasesResponse, _abc.Awaitable[_ratelimit_pb2.RenewLeasesResponse]]:
+        """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
+        only while the router holding them is alive to renew them.
+        """
 
 def add_RateLimitServiceServicer_to_server(servicer: RateLimitServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

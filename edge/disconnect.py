@@ -1,0 +1,74 @@
+"""Cancel the router call when the HTTP client goes away before the response has started.
+
+Starlette runs a handler to its end whether or not its client is still connected, and until a
+response (or a stream's first chunk) exists nobody reads the ASGI ``receive`` channel, so a client
+that leaves while the router is still working goes unnoticed: the upstream request, its retries and
+its concurrency slot all live on. :func:`unless_disconnected` races the awaited router call against
+the ``http.disconnect`` message and cancels the gRPC call the moment the client leaves; the
+cancellation then travels router -> providers -> the upstream HTTP connection.
+
+Once a streamed response has started, sse-starlette and Starlette's ``StreamingResponse`` watch for
+the disconnect themselves and close the response generator, which cancels the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.types import Receive
+
+_T = TypeVar("_T")
+
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded for a request its client abandoned (nginx's convention); nobody receives it."""
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before the response started; the router call was cancelled."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    # The body was read already, so what arrives now is the disconnect (uvicorn delivers nothing
+    # else until the response is complete). A handler that did not read its body (a GET) sees its
+    # empty body message first.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, call: Any, awaitable: Awaitable[_T]) -> _T:
+    """Await ``awaitable`` (the router call, or its stream's first message) unless the client leaves first.
+
+    ``call`` is the gRPC call behind it. When the client disconnects first, the call is cancelled and
+    :class:`ClientDisconnected` raised; when this coroutine itself is cancelled, the call is cancelled too.
+    """
+    work: asyncio.Future[_T] = asyncio.ensure_future(awaitable)
+    watcher = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if not work.done() and watcher.exception() is not None:
+            # Not a disconnect but a broken receive channel: nothing to race any more.
+            await asyncio.wait((work,))
+    except BaseException:
+        call.cancel()
+        work.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if work.done():
+        return work.result()
+    call.cancel()
+    work.cancel()
+    # Let the cancelled await unwind (grpc raises CancelledError from it), so nothing is left pending.
+    await asyncio.wait((work,))
+    if not work.cancelled():
+        work.exception()  # retrieved, so asyncio does not log it as forgotten
+    raise ClientDisconnected
+
+
+def abandoned_response() -> Response:
+    """What a handler returns for a client that left: nothing is sent, the status shows in the metrics."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
