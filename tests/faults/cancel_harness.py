@@ -209,7 +209,12 @@ class CancelSuite:
         process = subprocess.Popen([sys.executable, "-m", "services.router"], env=env, stdout=log, stderr=log)
         log.close()
         try:
-            until(lambda: process.poll() is not None or check(address, 0.5), 60, "the second router serving")
+            credentials = self.suite.credentials("cli")
+            until(
+                lambda: process.poll() is not None or check(address, 0.5, credentials),
+                60,
+                "the second router serving",
+            )
             assert process.poll() is None, f"the second router exited with {process.returncode}"
             yield address
         finally:

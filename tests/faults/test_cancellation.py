@@ -116,12 +116,14 @@ def test_a_client_that_leaves_a_mock_timeout_stops_router_and_provider(gw: Cance
     _admitted_at_once(gw, tenant)
 
 
-def _chat_on(address: str, key: str) -> bool:
-    """One completion through the router at ``address`` over gRPC; False when refused for concurrency."""
+def _chat_on(address: str, key: str, credentials: grpc.ChannelCredentials | None) -> bool:
+    """One completion through the router at ``address`` over gRPC (TLS when ``credentials``); False
+    when refused for concurrency."""
     request = chat_pb2.ChatCompletionRequest(
         model="mock:fast", messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="hi")]
     )
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
+    with channel:
         try:
             router_pb2_grpc.RouterServiceStub(channel).Chat(
                 router_pb2.ChatRequest(completion=request), metadata=(("authorization", f"Bearer {key}"),), timeout=30
@@ -155,11 +157,13 @@ def test_a_killed_routers_slot_comes_back_within_a_lease(gw: CancelSuite) -> Non
         try:
             assert streaming.wait(30), "the long stream did not start"
             time.sleep(LEASE_S + 1)  # time passing is the point: past a lease, only renewal holds the slot
-            assert not _chat_on(second, key), "the slot of the running stream was not held"
+            assert not _chat_on(second, key, gw.suite.credentials(None)), "the slot of the running stream was not held"
 
             gw.suite.processes["router"].kill()
             killed = time.monotonic()
-            back = until(lambda: _chat_on(second, key), 30, "a request admitted after the kill")
+            back = until(
+                lambda: _chat_on(second, key, gw.suite.credentials(None)), 30, "a request admitted after the kill"
+            )
             assert back - killed < LEASE_S + 1.5, f"the dead router's slot came back after {back - killed:.1f}s"
         finally:
             thread.join(30)
