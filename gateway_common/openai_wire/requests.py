@@ -58,7 +58,9 @@ _MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call
 def parse_chat_request(body: Any) -> tuple[chat_pb2.ChatCompletionRequest, bool]:
     """Parse an OpenAI chat completion request body; returns the request and whether it streams.
 
-    Raises GatewayError(INVALID_ARGUMENT) naming the parameter for anything malformed.
+    Raises GatewayError(INVALID_ARGUMENT) naming the parameter for anything malformed. ``body`` is
+    expected from ``loads_bounded``, which has already refused what protobuf could not carry
+    (depth, non-finite numbers, lone surrogates); the typed readers here bound each field's range.
     """
     if not isinstance(body, dict):
         raise invalid_argument("The request body must be a JSON object.", "body")
