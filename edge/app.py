@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import openai_api
+from edge.errors import error_json
+from edge.headers import HeaderLimitsMiddleware
 from edge.middleware import RequestContextMiddleware
-from edge.openai_api import error_response
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
 from gateway_common import tracing
 from gateway_common.config import GatewayConfig
 from gateway_common.errors import GatewayError, Reason
-
-log = logging.getLogger(__name__)
 
 
 def _state(request: Request) -> EdgeState:
@@ -67,22 +68,41 @@ def create_app(config: GatewayConfig) -> FastAPI:
         """Prometheus metrics of this process."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        """A bug: the stack goes to the log, the client gets the request id to quote."""
-        request_id = getattr(request.state, "request_id", "")
-        log.error("unhandled error", exc_info=exc)
-        error = GatewayError(
-            grpc.StatusCode.INTERNAL,
-            Reason.INTERNAL,
-            f"internal error; quote request id {request_id} when reporting it",
-            {"request_id": request_id},
-        )
-        return error_response(error, {"x-request-id": request_id})
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes, wrong methods and the like, in OpenAI's error shape."""
+        return _plain_error(exc.status_code, _http_error_message(request, exc), None, exc.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's own parameter validation, as a 400 naming the parameter (not a 422 ``detail`` list)."""
+        first: dict[str, Any] = next(iter(exc.errors()), {})
+        location = [str(part) for part in first.get("loc", ()) if part not in ("body", "path", "query", "header")]
+        param = ".".join(location) or None
+        return _plain_error(400, f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param, None)
+
+    # Order matters: the request id is set first (outermost), so that every refusal carries it.
+    app.add_middleware(HeaderLimitsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     tracing.instrument_app(app)
     return app
+
+
+def _http_error_message(request: Request, exc: StarletteHTTPException) -> str:
+    if exc.status_code == 404:
+        return f"Invalid URL ({request.method} {request.url.path})"
+    if exc.status_code == 405:
+        return f"Method {request.method} is not allowed for {request.url.path}"
+    return str(exc.detail)
+
+
+def _plain_error(status: int, message: str, param: str | None, headers: Mapping[str, str] | None) -> Response:
+    # An HTTP-level refusal has no gRPC status of its own: the body says "invalid request", the
+    # status line says which HTTP rule was broken (404, 405, ...).
+    error = GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_REQUEST, message, {"param": param} if param else {}
+    )
+    return Response(error_json(error), status_code=status, media_type="application/json", headers=headers)
 
 
 async def _check(channel: grpc.aio.Channel) -> str:

@@ -1,14 +1,14 @@
-"""Reading a JSON request body within the configured size limit."""
+"""Reading a JSON request body within the configured size limit, every value bounded."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import grpc
 from starlette.requests import Request
 
 from gateway_common.errors import GatewayError, Reason, invalid_argument
+from gateway_common.openai_wire import loads_bounded
 
 
 class BodyTooLarge(GatewayError):
@@ -16,7 +16,8 @@ class BodyTooLarge(GatewayError):
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The parsed JSON body; 413 past ``limit`` bytes (checked while reading), 400 when not JSON."""
+    """The parsed JSON body; 413 past ``limit`` bytes (checked while reading), 400 naming the path when
+    it is not JSON or holds a value protobuf could not carry (see ``openai_wire.bounds``)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -30,14 +31,7 @@ async def read_json(request: Request, limit: int) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         raise invalid_argument("The request body is empty; expected a JSON object.", "body")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid_argument(
-            f"We could not parse the JSON body of your request ({exc.__class__.__name__}: {exc}). "
-            "The OpenAI API expects a JSON payload.",
-            "body",
-        ) from None
+    return loads_bounded(raw)
 
 
 def _too_large(limit: int) -> BodyTooLarge:

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request id on every response and log line, and HTTP metrics.
+"""ASGI middleware: the request id on every response and log line, HTTP metrics, and the 500 of a bug.
 
 Pure ASGI rather than BaseHTTPMiddleware, which buffers streaming responses and breaks the
 propagation of client disconnects that cancellation of an SSE stream relies on.
@@ -6,14 +6,21 @@ propagation of client disconnects that cancellation of an SSE stream relies on.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
 
+import grpc
 from prometheus_client import Counter, Histogram
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge.errors import error_json
+from gateway_common.errors import GatewayError, Reason
 from gateway_common.logging import request_id_var
+
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter("gateway_http_requests_total", "HTTP requests by route and status.", ["route", "status"])
 LATENCY = Histogram(
@@ -28,7 +35,14 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """Sets ``x-request-id`` (the client's when it is safe, else a new one) and records metrics."""
+    """Sets ``x-request-id`` (the client's when it is safe, else a new one), records metrics, and
+    answers an unhandled exception with a 500 that quotes the request id.
+
+    The 500 is answered here, not by an app exception handler: Starlette runs those outside every
+    middleware (so the log line would lose the request id) and then re-raises, and uvicorn answers a
+    re-raised exception by closing the connection after the response, without ``Connection: close``;
+    a client reusing the connection then got a reset. Answered here, the connection stays usable.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,8 +64,12 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         route = _route_label(scope["path"])
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -61,8 +79,24 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc)
+            if started_response:
+                # Part of the answer is out: only closing the connection can tell the client it is cut.
+                raise
+            await _internal_error(request_id)(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+def _internal_error(request_id: str) -> Response:
+    error = GatewayError(
+        grpc.StatusCode.INTERNAL,
+        Reason.INTERNAL,
+        f"internal error; quote request id {request_id} when reporting it",
+        {"request_id": request_id},
+    )
+    return Response(error_json(error), status_code=500, media_type="application/json")
 
 
 _STATIC_ROUTES = frozenset(

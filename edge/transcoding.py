@@ -93,10 +93,14 @@ def _route(
         msg = request_class()
         if rule.body:
             body = await read_json(request, state.config.edge.max_body_bytes)
+            if not isinstance(body, dict):
+                raise invalid_argument("The request body must be a JSON object.", "body")
             target = msg if rule.body == "*" else getattr(msg, rule.body)
             try:
                 json_format.ParseDict(body, target, ignore_unknown_fields=False)
-            except json_format.ParseError as exc:
+            except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+                # json_format raises TypeError/AttributeError, not ParseError, for some values of
+                # the wrong JSON type (found by tests/fuzz): every one is the client's mistake.
                 raise invalid_argument(f"Invalid request body: {exc}", "body") from None
         for name, value in request.path_params.items():
             _set_scalar(msg, name, value, "path")

@@ -11,6 +11,7 @@ parameter path (``messages[2].content[0].image_url``) and the result goes straig
 
 from __future__ import annotations
 
+from gateway_common.openai_wire.bounds import MAX_DEPTH, loads_bounded
 from gateway_common.openai_wire.embeddings import (
     embedding_request_to_openai,
     embedding_response_from_openai,
@@ -48,6 +49,7 @@ from gateway_common.openai_wire.values import (
     read_array,
     read_bool,
     read_int,
+    read_name,
     read_number,
     read_object,
     read_str,
@@ -58,6 +60,7 @@ from gateway_common.openai_wire.values import (
 __all__ = [
     "FINISH_REASONS",
     "FINISH_REASON_NAMES",
+    "MAX_DEPTH",
     "ROLES",
     "ROLE_NAMES",
     "TOOL_CHOICE_MODES",
@@ -73,6 +76,7 @@ __all__ = [
     "embedding_response_to_openai",
     "from_struct",
     "keep_extra",
+    "loads_bounded",
     "message_to_openai",
     "model_to_openai",
     "parse_chat_request",
@@ -81,6 +85,7 @@ __all__ = [
     "read_array",
     "read_bool",
     "read_int",
+    "read_name",
     "read_number",
     "read_object",
     "read_str",

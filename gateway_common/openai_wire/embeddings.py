@@ -15,6 +15,7 @@ from gateway_common.openai_wire.values import (
     from_struct,
     read_array,
     read_int,
+    read_name,
     read_str,
     upstream_shape_error,
 )
@@ -32,7 +33,7 @@ def parse_embedding_request(body: Any) -> tuple[chat_pb2.EmbeddingRequest, str]:
         raise invalid_argument("The request body must be a JSON object.", "body")
     request = chat_pb2.EmbeddingRequest()
     if body.get("model") is not None:
-        request.model = read_str(body["model"], "model")
+        request.model = read_name(body["model"], "model")
     raw = body.get("input")
     if raw is None:
         raise invalid_argument("Missing required parameter: 'input'.", "input")

@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.chat.v1 import chat_pb2
 from gateway_common.errors import invalid_argument
+from gateway_common.openai_wire.bounds import INT64_MAX, INT64_MIN
 from gateway_common.openai_wire.values import (
     ROLE_NAMES,
     ROLES,
@@ -16,6 +17,7 @@ from gateway_common.openai_wire.values import (
     read_array,
     read_bool,
     read_int,
+    read_name,
     read_number,
     read_object,
     read_str,
@@ -56,14 +58,16 @@ _MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call
 def parse_chat_request(body: Any) -> tuple[chat_pb2.ChatCompletionRequest, bool]:
     """Parse an OpenAI chat completion request body; returns the request and whether it streams.
 
-    Raises GatewayError(INVALID_ARGUMENT) naming the parameter for anything malformed.
+    Raises GatewayError(INVALID_ARGUMENT) naming the parameter for anything malformed. ``body`` is
+    expected from ``loads_bounded``, which has already refused what protobuf could not carry
+    (depth, non-finite numbers, lone surrogates); the typed readers here bound each field's range.
     """
     if not isinstance(body, dict):
         raise invalid_argument("The request body must be a JSON object.", "body")
     request = chat_pb2.ChatCompletionRequest()
     get = body.get
     if get("model") is not None:
-        request.model = read_str(body["model"], "model")
+        request.model = read_name(body["model"], "model")
     if "messages" not in body or body["messages"] is None:
         raise invalid_argument("Missing required parameter: 'messages'.", "messages")
     messages = read_array(body["messages"], "messages")
@@ -93,7 +97,7 @@ def parse_chat_request(body: Any) -> tuple[chat_pb2.ChatCompletionRequest, bool]
     if get("frequency_penalty") is not None:
         request.frequency_penalty = read_number(body["frequency_penalty"], "frequency_penalty", -2, 2)
     if get("seed") is not None:
-        request.seed = read_int(body["seed"], "seed")
+        request.seed = read_int(body["seed"], "seed", INT64_MIN, INT64_MAX)
     if get("user") is not None:
         request.user = read_str(body["user"], "user")
     if get("tools") is not None:

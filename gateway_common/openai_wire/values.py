@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from google.protobuf import struct_pb2
 
 from gateway.chat.v1 import chat_pb2
 from gateway_common.errors import GatewayError, Reason, invalid_argument
+from gateway_common.openai_wire.bounds import INT32_MAX, INT32_MIN
 
 Json = dict[str, Any]
 
@@ -116,6 +118,22 @@ def read_str(value: Any, path: str) -> str:
     return str(_expect(value, str, "a string", path))
 
 
+# C0 controls and DEL: no model or deployment name has them, and PostgreSQL refuses NUL in text,
+# so a name carrying one would travel to the usage ledger and be refused there.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def read_name(value: Any, path: str) -> str:
+    """A string that names something (a model): no control characters."""
+    text = read_str(value, path)
+    found = _CONTROL.search(text)
+    if found:
+        raise invalid_argument(
+            f"Invalid value for '{path}': it contains the control character U+{ord(found.group()):04X}.", path
+        )
+    return text
+
+
 def read_number(value: Any, path: str, low: float | None = None, high: float | None = None) -> float:
     number = float(_expect(value, (int, float), "a number", path))
     if not math.isfinite(number):
@@ -125,13 +143,14 @@ def read_number(value: Any, path: str, low: float | None = None, high: float | N
     return number
 
 
-def read_int(value: Any, path: str, low: int | None = None, high: int | None = None) -> int:
+def read_int(value: Any, path: str, low: int = INT32_MIN, high: int = INT32_MAX) -> int:
+    """An integer within ``low``..``high``; the default range is protobuf's int32, the common field type."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     number = int(_expect(value, int, "an integer", path))
-    if low is not None and number < low:
+    if number < low:
         raise invalid_argument(f"Invalid value for '{path}': must be at least {low}.", path)
-    if high is not None and number > high:
+    if number > high:
         raise invalid_argument(f"Invalid value for '{path}': must be at most {high}.", path)
     return number
 

@@ -6,12 +6,27 @@ protobuf, so the router checks what protobuf cannot express.
 
 from __future__ import annotations
 
+import re
+
 from gateway.chat.v1 import chat_pb2
 from gateway_common.errors import invalid_argument
+
+# C0 controls and DEL never belong in a model name, and the model name travels to the usage
+# ledger, where PostgreSQL refuses NUL in text: one such event would sink a whole metering batch.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_name(value: str, field: str) -> None:
+    found = _CONTROL.search(value)
+    if found:
+        raise invalid_argument(
+            f"Invalid value for '{field}': it contains the control character U+{ord(found.group()):04X}.", field
+        )
 
 
 def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
     """INVALID_ARGUMENT naming the field for a request no provider could serve."""
+    _check_name(request.model, "model")
     if not request.messages:
         raise invalid_argument("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages")
     for i, message in enumerate(request.messages):
@@ -39,6 +54,7 @@ def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
 
 
 def validate_embedding(request: chat_pb2.EmbeddingRequest) -> None:
-    """INVALID_ARGUMENT for an embeddings request without input."""
+    """INVALID_ARGUMENT for an embeddings request without input or with a malformed model name."""
+    _check_name(request.model, "model")
     if not request.input:
         raise invalid_argument("Missing required parameter: 'input'.", "input")

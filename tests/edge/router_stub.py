@@ -1,0 +1,83 @@
+"""A counting stand-in for the router, served over real gRPC on loopback, for in-process edge tests.
+
+It answers every RPC successfully and counts what reached it: a request the edge rejects must
+leave every count at zero, which is how the tests prove it used no quota and reached no provider.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from fastapi.testclient import TestClient
+
+from edge.app import create_app
+from gateway.chat.v1 import chat_pb2
+from gateway.router.v1 import router_pb2, router_pb2_grpc
+from gateway_common.config import GatewayConfig
+
+
+class CountingRouter(router_pb2_grpc.RouterServiceServicer):
+    """Counts calls per RPC and the metadata each carried; answers with canned messages."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.metadata: list[dict[str, str]] = []
+
+    def _seen(self, name: str, context: Any) -> None:
+        self.calls[name] += 1
+        self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+
+    def Chat(self, request: router_pb2.ChatRequest, context: Any) -> router_pb2.ChatResponse:
+        self._seen("Chat", context)
+        completion = chat_pb2.ChatCompletion(id="c1", model=request.completion.model, provider="stub")
+        completion.choices.add(index=0, message=chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, text="ok"))
+        return router_pb2.ChatResponse(completion=completion)
+
+    def StreamChat(
+        self, request: router_pb2.StreamChatRequest, context: Any
+    ) -> Iterator[router_pb2.StreamChatResponse]:
+        self._seen("StreamChat", context)
+        chunk = chat_pb2.ChatCompletionChunk(id="c1", model=request.completion.model, provider="stub")
+        chunk.choices.add(index=0, delta=chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, content="ok"))
+        yield router_pb2.StreamChatResponse(chunk=chunk)
+
+    def Embed(self, request: router_pb2.EmbedRequest, context: Any) -> router_pb2.EmbedResponse:
+        self._seen("Embed", context)
+        embedding = chat_pb2.EmbeddingResponse(model=request.embedding.model, provider="stub")
+        for i in range(len(request.embedding.input)):
+            embedding.data.add(index=i, vector=[0.5])
+        return router_pb2.EmbedResponse(embedding=embedding)
+
+    def ListModels(self, request: router_pb2.ListModelsRequest, context: Any) -> router_pb2.ListModelsResponse:
+        self._seen("ListModels", context)
+        return router_pb2.ListModelsResponse(models=[chat_pb2.Model(id="mock:x", owned_by="mock")])
+
+
+@contextmanager
+def router_stub() -> Iterator[tuple[str, CountingRouter]]:
+    """A CountingRouter on a free loopback port; yields its address and the servicer."""
+    servicer = CountingRouter()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        server.stop(grace=None)
+
+
+@contextmanager
+def edge_with_router_stub(max_body_bytes: int = 64 * 1024) -> Iterator[tuple[TestClient, CountingRouter]]:
+    """The edge app in-process, its router a CountingRouter; yields a test client and the servicer."""
+    with router_stub() as (address, servicer):
+        config = GatewayConfig.model_validate(
+            {"edge": {"max_body_bytes": max_body_bytes}, "services": {"router": {"address": address}}}
+        )
+        with TestClient(create_app(config), raise_server_exceptions=False) as client:
+            yield client, servicer
