@@ -43,7 +43,7 @@ def _key_with_a_daily_quota(gateway: Gateway, name: str) -> tuple[str, str]:
 async def _ledger_requests(gateway: Gateway, key_id: str, at_least: int, timeout_s: float = 10.0) -> int:
     """The ledger's request count for ``key_id`` once it reaches ``at_least`` (metering is batched)."""
     deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.suite.ports['metering']}") as channel:
+    async with gateway.suite.channel("metering", "cli") as channel:
         metering = metering_pb2_grpc.MeteringServiceStub(channel)
         while True:
             answer = await metering.QueryUsage(metering_pb2.QueryUsageRequest(key_id=key_id), timeout=5)
@@ -75,7 +75,7 @@ async def test_a_nul_in_the_model_is_refused_everywhere_before_any_quota(gateway
 
     # Internal services reach the router over gRPC, past the edge: it refuses the same.
     metadata = (("authorization", f"Bearer {secret}"),)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.suite.ports['router']}") as channel:
+    async with gateway.suite.channel("router", None) as channel:
         router = router_pb2_grpc.RouterServiceStub(channel)
         completion = chat_pb2.ChatCompletionRequest(
             model=NUL_MODEL, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="hi")]
