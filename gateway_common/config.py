@@ -117,6 +117,9 @@ class Deployment(_Strict):
     input_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
     output_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
     weight: Annotated[int, Field(ge=1)] = 1
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None
+    """The most tokens this deployment can answer with; a request without max_tokens reserves (and
+    is capped at) this much. Unset: ``limits.default_completion_tokens``."""
 
 
 class ModelLimitsConfig(_Strict):
@@ -152,7 +155,12 @@ class LimitsConfig(_Strict):
     budget_usd_per_month: Annotated[float, Field(ge=0)] = 0.0
     max_concurrent_requests: Annotated[int, Field(ge=0)] = 0
     default_completion_tokens: Annotated[int, Field(gt=0)] = 1024
-    """Tokens reserved for the answer when a request sets no max_tokens."""
+    """Tokens reserved for the answer when a request sets no max_tokens and its deployments declare
+    no ``max_output_tokens``. The upstream's max_tokens is capped at this (and the response says so
+    in ``x-gateway-max-tokens-capped``), so the reservation is a ceiling, not a guess."""
+    stream_extension_tokens: Annotated[int, Field(gt=0)] = 1024
+    """A stream whose counted answer outgrows its reservation asks for this many more tokens (at
+    least), and is stopped with an error when the limits cannot grant them."""
 
 
 class RateLimitConfig(_Strict):

@@ -28,7 +28,7 @@ from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway_common.config import GatewayConfig
 from gateway_common.errors import GatewayError, Reason
-from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tokens
+from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
@@ -46,6 +46,9 @@ HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 # A Retry-After longer than this is not waited out inside one request: the next candidate is
 # tried at once, or the error goes back to the client with its Retry-After.
 _MAX_RETRY_WAIT_S = 2.0
+
+CAPPED_HEADER = "x-gateway-max-tokens-capped"
+"""Response header: the max_tokens the gateway set upstream for a request that gave none."""
 
 # Metering refuses a prompt-log field over 1 MiB; stay under it.
 _MAX_LOG_FIELD_BYTES = 1_000_000
@@ -70,6 +73,9 @@ class _Admission:
     prompt_estimate: int
     started: float
     received: timestamp_pb2.Timestamp
+    limits: list[ratelimit_pb2.DescriptorLimits] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
+    """Reservations added while a stream outgrew the first one; settled at zero with it."""
 
 
 @dataclass
@@ -85,6 +91,8 @@ class _Outcome:
     error_code: str = ""
     first_chunk_s: float | None = None
     streamed_chars: int = 0
+    completion_ceiling: int = 0
+    """Completion tokens streamed so far, counted as a ceiling (one per UTF-8 byte)."""
     attempt_log: list[str] = field(default_factory=list)
     prompt_log: metering_pb2.PromptLog | None = None
     """Set when the tenant's policy marks calls for logging; the answer's text accumulates in it."""
@@ -114,6 +122,12 @@ class Orchestrator:
         self._model_limits = {
             name: quotas.model_limits(model.limits) for name, model in config.models.items() if model.limits
         }
+        self._max_output = {
+            (d.provider, d.model): d.max_output_tokens
+            for model in config.models.values()
+            for d in model.deployments
+            if d.max_output_tokens is not None
+        }
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -136,7 +150,7 @@ class Orchestrator:
         validate: Callable[[], None],
         model: str,
         prompt_tokens: int,
-        completion_budget: int,
+        completion_budget: Callable[[tuple[Candidate, ...]], tuple[int, list[tuple[str, str]]]],
         max_cost_usd: float | None,
         on_headers: HeaderSink,
     ) -> _Admission:
@@ -149,11 +163,12 @@ class Orchestrator:
         plan = self.planner.plan(model)
         candidates = self._health.order(policy.allowed_candidates(principal, plan))
         policy.check_prompt_size(principal, prompt_tokens)
+        completion_tokens, response_headers = completion_budget(candidates)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
             requests=1,
-            tokens=prompt_tokens + completion_budget,
-            cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, completion_budget) for c in candidates),
+            tokens=prompt_tokens + completion_tokens,
+            cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, completion_tokens) for c in candidates),
         )
         if max_cost_usd is not None and estimate.cost_micro_usd > max_cost_usd * 1_000_000:
             raise GatewayError(
@@ -169,6 +184,8 @@ class Orchestrator:
         limits = quotas.descriptor_limits(
             principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
         )
+        # A request larger than a whole window would be refused forever; "try again" would be a lie.
+        quotas.check_fits(limits, estimate)
         if limits:
             try:
                 decision = await self._ratelimit.Acquire(
@@ -178,11 +195,13 @@ class Orchestrator:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise GatewayError.from_rpc_error(exc) from None
-            await on_headers(quotas.headers(list(decision.statuses)))
+            await on_headers(response_headers + quotas.headers(list(decision.statuses)))
             if not decision.allowed:
                 refused = quotas.refusal(decision)
                 metrics.REJECTIONS.labels(str(refused.reason)).inc()
                 raise refused
+        elif response_headers:
+            await on_headers(response_headers)
         return _Admission(
             principal,
             plan.model,
@@ -192,15 +211,28 @@ class Orchestrator:
             prompt_tokens,
             started,
             received,
+            limits,
         )
 
-    def _completion_budget(self, request: chat_pb2.ChatCompletionRequest) -> int:
+    def _completion_budget(
+        self, request: chat_pb2.ChatCompletionRequest, candidates: tuple[Candidate, ...]
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The completion tokens to reserve for ``request``, and the response headers that say so.
+
+        A request without max_tokens could otherwise answer as long as the model allows, so its
+        upstream max_tokens is capped at what is reserved: the smallest ``max_output_tokens`` of
+        its deployments (a larger value would be refused by that upstream), else the configured
+        default. The cap is reported in ``x-gateway-max-tokens-capped``, never applied silently.
+        """
         n = request.n if request.HasField("n") else 1
         if request.HasField("max_completion_tokens"):
-            return request.max_completion_tokens * n
+            return request.max_completion_tokens * n, []
         if request.HasField("max_tokens"):
-            return request.max_tokens * n
-        return self._config.limits.default_completion_tokens * n
+            return request.max_tokens * n, []
+        known = [m for c in candidates if (m := self._max_output.get((c.provider, c.model))) is not None]
+        cap = min(known) if known else self._config.limits.default_completion_tokens
+        request.max_completion_tokens = cap
+        return cap * n, [(CAPPED_HEADER, str(cap))]
 
     # -- chat -----------------------------------------------------------------------------------
 
@@ -244,8 +276,8 @@ class Orchestrator:
             "chat",
             lambda: validation.validate_chat(request),
             request.model,
-            estimate_prompt_tokens(request),
-            self._completion_budget(request),
+            prompt_token_ceiling(request),
+            lambda candidates: self._completion_budget(request, candidates),
             max_cost,
             on_headers,
         )
@@ -270,7 +302,7 @@ class Orchestrator:
             if not outcome.prompt_tokens and not outcome.completion_tokens:
                 # The stream ended without a usage chunk (cancelled, or broken): count it ourselves.
                 outcome.prompt_tokens = admission.prompt_estimate if outcome.attempts else 0
-                outcome.completion_tokens = -(-outcome.streamed_chars // 4)
+                outcome.completion_tokens = outcome.completion_ceiling
                 outcome.usage_estimated = True
             self._finish(admission, outcome, call, operation="chat", streamed=True)
 
@@ -305,9 +337,11 @@ class Orchestrator:
                 else:
                     self._health.record_success(candidate)
                     outcome.first_chunk_s = time.monotonic() - admission.started
+                    await self._within_reservation(first.chunk, admission, outcome, call)
                     yield self._observe(first.chunk, outcome)
                     try:
                         async for item in chunks:
+                            await self._within_reservation(item.chunk, admission, outcome, call)
                             yield self._observe(item.chunk, outcome)
                     except grpc.aio.AioRpcError as exc:
                         raise _annotate(GatewayError.from_rpc_error(exc), outcome) from None
@@ -322,6 +356,47 @@ class Orchestrator:
                 await self._backoff(outcome.attempts, error, call)
             finally:
                 stream.cancel()
+
+    async def _within_reservation(
+        self, chunk: chat_pb2.ChatCompletionChunk, admission: _Admission, outcome: _Outcome, call: CallContext
+    ) -> None:
+        """Count ``chunk`` against the reservation; grow the reservation or stop the stream first.
+
+        The answer is counted as a ceiling (a byte a token), so an upstream that ignores max_tokens
+        cannot stream past what was reserved. When the next chunk would pass the reservation, more
+        is acquired on the same limits; when the limits refuse, the stream ends with an error
+        (in-band after the first chunk), never with a truncated answer that looks complete.
+        """
+        outcome.completion_ceiling += completion_token_ceiling(chunk)
+        reserved = admission.reserved
+        candidate = outcome.candidate
+        if not reserved.requests or candidate is None:
+            return
+        tokens = admission.prompt_estimate + outcome.completion_ceiling
+        cost = cost_micro_usd(candidate, admission.prompt_estimate, outcome.completion_ceiling)
+        if tokens <= reserved.tokens and cost <= reserved.cost_micro_usd:
+            return
+        step = max(self._config.limits.stream_extension_tokens, tokens - reserved.tokens)
+        more = ratelimit_pb2.Amounts(
+            tokens=step, cost_micro_usd=max(cost_micro_usd(candidate, 0, step), cost - reserved.cost_micro_usd)
+        )
+        extension_id = f"{admission.reservation_id}:x{len(admission.extensions)}"
+        try:
+            decision = await self._ratelimit.Acquire(
+                ratelimit_pb2.AcquireRequest(
+                    reservation_id=extension_id, limits=quotas.without_concurrency(admission.limits), amounts=more
+                ),
+                timeout=5.0,
+                metadata=(("x-request-id", call.request_id),),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _annotate(GatewayError.from_rpc_error(exc), outcome) from None
+        if not decision.allowed:
+            metrics.REJECTIONS.labels("STREAM_STOPPED").inc()
+            raise quotas.stream_stopped(decision, outcome.completion_ceiling)
+        admission.extensions.append(extension_id)
+        reserved.tokens += more.tokens
+        reserved.cost_micro_usd += more.cost_micro_usd
 
     @staticmethod
     def _observe(chunk: chat_pb2.ChatCompletionChunk, outcome: _Outcome) -> chat_pb2.ChatCompletionChunk:
@@ -348,8 +423,8 @@ class Orchestrator:
             "embeddings",
             lambda: validation.validate_embedding(request),
             request.model,
-            estimate_embedding_tokens(request),
-            0,
+            embedding_token_ceiling(request),
+            lambda _candidates: (0, []),
             None,
             on_headers,
         )
@@ -456,7 +531,7 @@ class Orchestrator:
                 tokens=outcome.prompt_tokens + outcome.completion_tokens,
                 cost_micro_usd=cost,
             )
-            self._background.spawn(self._settle(admission.reservation_id, actual, call.request_id))
+            self._background.spawn(self._settle(admission, actual, call.request_id))
         latency = time.monotonic() - admission.started
         event = metering_pb2.UsageEvent(
             request_id=call.request_id,
@@ -514,16 +589,21 @@ class Orchestrator:
             },
         )
 
-    async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
-        try:
-            await self._ratelimit.Settle(
-                ratelimit_pb2.SettleRequest(reservation_id=reservation_id, actual=actual),
-                timeout=5.0,
-                metadata=(("x-request-id", request_id),),
-            )
-        except grpc.aio.AioRpcError as exc:
-            # The reservation expires on its own; the estimate stands until then.
-            log.warning("settle failed: %s %s", exc.code().name, exc.details())
+    async def _settle(self, admission: _Admission, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
+        # The first reservation takes the whole actual; the extensions a stream added return theirs,
+        # after it, so the counters never dip below what was used in between.
+        settlements = [(admission.reservation_id, actual)]
+        settlements += [(extension, ratelimit_pb2.Amounts()) for extension in admission.extensions]
+        for reservation_id, amounts in settlements:
+            try:
+                await self._ratelimit.Settle(
+                    ratelimit_pb2.SettleRequest(reservation_id=reservation_id, actual=amounts),
+                    timeout=5.0,
+                    metadata=(("x-request-id", request_id),),
+                )
+            except grpc.aio.AioRpcError as exc:
+                # The reservation expires on its own; the estimate stands until then.
+                log.warning("settle failed: %s %s", exc.code().name, exc.details())
 
 
 def _next_attempt(sequence: list[Candidate], index: int, error: GatewayError) -> int | None:

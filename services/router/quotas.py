@@ -16,7 +16,7 @@ from gateway.auth.v1 import auth_pb2
 from gateway.quota.v1 import quota_pb2
 from gateway.ratelimit.v1 import ratelimit_pb2
 from gateway_common.config import LimitsConfig, ModelLimitsConfig
-from gateway_common.errors import GatewayError, QuotaViolation, Reason
+from gateway_common.errors import GatewayError, QuotaViolation, Reason, invalid_argument
 
 _UNIT_NAMES = {
     quota_pb2.UNIT_REQUESTS: "requests",
@@ -191,3 +191,70 @@ def headers(statuses: list[ratelimit_pb2.QuotaStatus]) -> list[tuple[str, str]]:
             (f"x-ratelimit-reset-{unit}", format_reset(t.reset_s)),
         ]
     return result
+
+
+def _unit_window(quota: quota_pb2.Quota) -> str:
+    return f"{_UNIT_NAMES.get(quota.unit, 'requests')}/{_WINDOW_NAMES.get(quota.window, 'window')}"
+
+
+def _amount(amounts: ratelimit_pb2.Amounts, unit: int) -> int:
+    if unit == quota_pb2.UNIT_TOKENS:
+        return amounts.tokens
+    if unit == quota_pb2.UNIT_COST_MICRO_USD:
+        return amounts.cost_micro_usd
+    return amounts.requests
+
+
+def _shown(unit: int, value: int) -> str:
+    return f"${value / 1_000_000:.6f}" if unit == quota_pb2.UNIT_COST_MICRO_USD else f"{value} tokens"
+
+
+def check_fits(limits: list[ratelimit_pb2.DescriptorLimits], reservation: ratelimit_pb2.Amounts) -> None:
+    """INVALID_ARGUMENT when ``reservation`` is larger than a whole window of some token or spend
+    quota: no wait would ever admit it, so a 429 with a Retry-After would send the client into a loop.
+
+    A quota of 0 is left to Acquire: it means "nothing now" (a frozen key), not a request too large.
+    """
+    for item in limits:
+        for quota in item.quotas:
+            if quota.unit not in (quota_pb2.UNIT_TOKENS, quota_pb2.UNIT_COST_MICRO_USD) or quota.limit <= 0:
+                continue
+            needed = _amount(reservation, quota.unit)
+            if needed <= quota.limit:
+                continue
+            subject = f"{_describe(item.descriptor)} {_unit_window(quota)}"
+            param = "max_tokens" if reservation.tokens > 0 else "input"
+            error = invalid_argument(
+                f"This request can never fit the limit {subject} of {_shown(quota.unit, quota.limit)}: it "
+                f"reserves {_shown(quota.unit, needed)} (prompt, counted as a ceiling, plus max_tokens × n). "
+                "Lower max_tokens/max_completion_tokens or n, or shorten the prompt.",
+                param,
+            )
+            error.metadata = {**error.metadata, "limit": subject, "limit_value": str(quota.limit)}
+            raise error
+
+
+def without_concurrency(limits: list[ratelimit_pb2.DescriptorLimits]) -> list[ratelimit_pb2.DescriptorLimits]:
+    """The same quotas without concurrency caps: a stream growing its reservation holds no new slot."""
+    result: list[ratelimit_pb2.DescriptorLimits] = []
+    for item in limits:
+        copy = ratelimit_pb2.DescriptorLimits()
+        copy.CopyFrom(item)
+        copy.ClearField("max_concurrent")
+        result.append(copy)
+    return result
+
+
+def stream_stopped(response: ratelimit_pb2.AcquireResponse, completion_tokens: int) -> GatewayError:
+    """The error that ends a stream whose answer outgrew its reservation and could not get more.
+
+    RESOURCE_EXHAUSTED like any refusal, but the message says the answer is incomplete, so a client
+    cannot take what it received for the whole answer.
+    """
+    refused = refusal(response)
+    refused.message = (
+        f"The answer was stopped after about {completion_tokens} tokens because continuing would exceed "
+        f"a limit; what was received is incomplete. {refused.message}"
+    )
+    refused.metadata = {**refused.metadata, "stream_stopped": "true"}
+    return refused
