@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common.errors import FieldViolation, GatewayError, invalid_argument
+from services.metering.descriptor_usage import DescriptorUsageServicer
 from services.metering.ledger import (
     Grouping,
     Outcome,
@@ -48,7 +49,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
+class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServiceServicer):
     """Records usage events and sums them; every decision is in :mod:`services.metering.ledger`."""
 
     def __init__(self, store: LedgerStore, clock: Callable[[], datetime] = _utc_now) -> None:
