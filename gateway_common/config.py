@@ -172,6 +172,12 @@ class RateLimitConfig(_Strict):
     """What Acquire answers while Redis is unreachable."""
     reservation_ttl_s: Annotated[float, Field(gt=0)] = 900.0
     """An unsettled reservation expires (and frees its concurrency slot) after this long."""
+    rebuild_from_ledger: bool = True
+    """Rebuild day and month counters from metering's ledger when they are lost (Redis restarted
+    empty, a new memory store), refusing to admit until done. Off only for a limiter without metering."""
+    rebuild_grace_s: Annotated[float, Field(ge=0)] = 2.0
+    """How long a rebuild waits (refusing) after the loss is seen, so that requests then in flight
+    settle and reach the ledger; longer than the router's metering flush interval."""
 
 
 class AuthConfig(_Strict):
@@ -256,6 +262,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
+    "GATEWAY_RATELIMIT_REBUILD_FROM_LEDGER": "ratelimit.rebuild_from_ledger",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

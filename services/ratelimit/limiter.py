@@ -6,6 +6,10 @@ When the backend cannot be reached, Acquire does not fail: it answers ``degraded
 the router sees ``degraded`` and can tell "the limiter is down" (503) from "over the limit" (429).
 Settle during an outage answers ``found=False``; the reservation then expires and its estimate
 stands. Every backend failure is counted and logged, at most one line per interval.
+
+Counters the backend lost (Redis restarted empty) are rebuilt from the ledger before anything is
+admitted again (:mod:`services.ratelimit.rebuild`); meanwhile Acquire refuses, degraded, under
+either policy, since admitting on empty counters would let every budget be spent again.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Literal
 from prometheus_client import Counter
 
 from services.ratelimit.quotas import MAX_TTL_MS, AcquireRequest, Amounts, Decision, plan
-from services.ratelimit.storage import BackendUnavailable, LimitStore
+from services.ratelimit.rebuild import Rebuilder
+from services.ratelimit.storage import BackendUnavailable, CountersLost, LimitStore
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +77,10 @@ class Limiter:
         outage_policy: OutagePolicy,
         default_ttl_s: float,
         log_interval_s: float = 10.0,
+        rebuilder: Rebuilder | None = None,
     ) -> None:
         self._store = store
+        self._rebuilder = rebuilder
         self._policy = outage_policy
         self._default_ttl_ms = min(MAX_TTL_MS, max(1, int(default_ttl_s * 1000)))
         self._outage_log = ThrottledLog(log, log_interval_s)
@@ -90,6 +97,12 @@ class Limiter:
             if self._policy == "fail_open":
                 return Decision(allowed=True, degraded=True)
             return Decision(allowed=False, retry_after_ms=OUTAGE_RETRY_MS, degraded=True)
+        except CountersLost as exc:
+            BACKEND_ERRORS.labels(operation="counters_lost").inc()
+            self._outage_log.warning("%s; refusing until rebuilt", exc)
+            if self._rebuilder is not None:
+                self._rebuilder.trigger()
+            return Decision(allowed=False, retry_after_ms=OUTAGE_RETRY_MS, degraded=True)
 
     async def settle(self, reservation_id: str, actual: Amounts) -> bool:
         """Settle a reservation; False when unknown, expired, settled, or the backend is unreachable."""
@@ -101,17 +114,22 @@ class Limiter:
             return False
 
     async def wait_ready(self, max_delay_s: float = 2.0) -> None:
-        """Return once the backend answers, retrying with backoff (health stays NOT_SERVING meanwhile)."""
+        """Return once the backend answers and its counters are rebuilt if they were lost, retrying
+        with backoff (health stays NOT_SERVING meanwhile)."""
         delay = 0.05
         while True:
             try:
                 await self._store.ping()
-                return
+                break
             except BackendUnavailable as exc:
                 self._outage_log.warning("waiting for the rate limit backend: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+        if self._rebuilder is not None:
+            await self._rebuilder.rebuild_now()
 
     async def close(self) -> None:
-        """Close the store."""
+        """Stop a pending rebuild and close the store."""
+        if self._rebuilder is not None:
+            await self._rebuilder.close()
         await self._store.close()
