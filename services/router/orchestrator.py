@@ -150,7 +150,7 @@ class Orchestrator:
         validate: Callable[[], None],
         model: str,
         prompt_tokens: int,
-        completion_budget: Callable[[tuple[Candidate, ...]], tuple[int, list[tuple[str, str]]]],
+        completion_budget: Callable[[tuple[Candidate, ...]], tuple[int, list[tuple[str, str]], str]],
         max_cost_usd: float | None,
         on_headers: HeaderSink,
     ) -> _Admission:
@@ -163,7 +163,7 @@ class Orchestrator:
         plan = self.planner.plan(model)
         candidates = self._health.order(policy.allowed_candidates(principal, plan))
         policy.check_prompt_size(principal, prompt_tokens)
-        completion_tokens, response_headers = completion_budget(candidates)
+        completion_tokens, response_headers, completion_param = completion_budget(candidates)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
             requests=1,
@@ -185,7 +185,11 @@ class Orchestrator:
             principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
         )
         # A request larger than a whole window would be refused forever; "try again" would be a lie.
-        quotas.check_fits(limits, estimate)
+        prompt_only = ratelimit_pb2.Amounts(
+            tokens=prompt_tokens, cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, 0) for c in candidates)
+        )
+        prompt_param = "input" if scope == "embeddings" else "messages"
+        quotas.check_fits(limits, estimate, prompt_only, prompt_param, completion_param)
         if limits:
             try:
                 decision = await self._ratelimit.Acquire(
@@ -216,8 +220,9 @@ class Orchestrator:
 
     def _completion_budget(
         self, request: chat_pb2.ChatCompletionRequest, candidates: tuple[Candidate, ...]
-    ) -> tuple[int, list[tuple[str, str]]]:
-        """The completion tokens to reserve for ``request``, and the response headers that say so.
+    ) -> tuple[int, list[tuple[str, str]], str]:
+        """The completion tokens to reserve for ``request``, the response headers that say so, and
+        the parameter that sets them.
 
         A request without max_tokens could otherwise answer as long as the model allows, so its
         upstream max_tokens is capped at what is reserved: the smallest ``max_output_tokens`` of
@@ -226,13 +231,13 @@ class Orchestrator:
         """
         n = request.n if request.HasField("n") else 1
         if request.HasField("max_completion_tokens"):
-            return request.max_completion_tokens * n, []
+            return request.max_completion_tokens * n, [], "max_completion_tokens"
         if request.HasField("max_tokens"):
-            return request.max_tokens * n, []
+            return request.max_tokens * n, [], "max_tokens"
         known = [m for c in candidates if (m := self._max_output.get((c.provider, c.model))) is not None]
         cap = min(known) if known else self._config.limits.default_completion_tokens
         request.max_completion_tokens = cap
-        return cap * n, [(CAPPED_HEADER, str(cap))]
+        return cap * n, [(CAPPED_HEADER, str(cap))], "n" if n > 1 else "max_tokens"
 
     # -- chat -----------------------------------------------------------------------------------
 
@@ -424,7 +429,7 @@ class Orchestrator:
             lambda: validation.validate_embedding(request),
             request.model,
             embedding_token_ceiling(request),
-            lambda _candidates: (0, []),
+            lambda _candidates: (0, [], "input"),
             None,
             on_headers,
         )

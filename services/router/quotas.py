@@ -209,10 +209,18 @@ def _shown(unit: int, value: int) -> str:
     return f"${value / 1_000_000:.6f}" if unit == quota_pb2.UNIT_COST_MICRO_USD else f"{value} tokens"
 
 
-def check_fits(limits: list[ratelimit_pb2.DescriptorLimits], reservation: ratelimit_pb2.Amounts) -> None:
+def check_fits(
+    limits: list[ratelimit_pb2.DescriptorLimits],
+    reservation: ratelimit_pb2.Amounts,
+    prompt_only: ratelimit_pb2.Amounts,
+    prompt_param: str,
+    completion_param: str,
+) -> None:
     """INVALID_ARGUMENT when ``reservation`` is larger than a whole window of some token or spend
     quota: no wait would ever admit it, so a 429 with a Retry-After would send the client into a loop.
 
+    The error names the parameter to change: the prompt's (``prompt_param``) when the prompt alone
+    (``prompt_only``) is too large, else the one that sized the answer (``completion_param``).
     A quota of 0 is left to Acquire: it means "nothing now" (a frozen key), not a request too large.
     """
     for item in limits:
@@ -222,12 +230,12 @@ def check_fits(limits: list[ratelimit_pb2.DescriptorLimits], reservation: rateli
             needed = _amount(reservation, quota.unit)
             if needed <= quota.limit:
                 continue
+            param = prompt_param if _amount(prompt_only, quota.unit) > quota.limit else completion_param
             subject = f"{_describe(item.descriptor)} {_unit_window(quota)}"
-            param = "max_tokens" if reservation.tokens > 0 else "input"
             error = invalid_argument(
                 f"This request can never fit the limit {subject} of {_shown(quota.unit, quota.limit)}: it "
-                f"reserves {_shown(quota.unit, needed)} (prompt, counted as a ceiling, plus max_tokens × n). "
-                "Lower max_tokens/max_completion_tokens or n, or shorten the prompt.",
+                f"reserves {_shown(quota.unit, needed)} (the prompt counted as a ceiling, plus max_tokens "
+                f"for each of n choices). Change `{param}` so that it fits.",
                 param,
             )
             error.metadata = {**error.metadata, "limit": subject, "limit_value": str(quota.limit)}

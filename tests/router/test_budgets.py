@@ -226,6 +226,39 @@ async def test_a_request_that_can_never_fit_a_limit_is_a_400_naming_it(rig: Rig)
     assert await _day_tokens_used(rig, "t4") == 0, "a refused request reserves nothing"
 
 
+async def test_a_prompt_larger_than_a_window_names_the_messages(rig: Rig) -> None:
+    request = _request(max_tokens=10)
+    request.messages[0].text = "x" * (MINUTE_TOKENS + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=request), metadata=_md("t6"))
+
+    error = GatewayError.from_rpc_error(caught.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.metadata["param"] == "messages"
+
+
+async def test_a_request_that_fits_the_window_but_not_now_is_still_a_429(rig: Rig) -> None:
+    # Another request of the key holds most of the day's tokens.
+    descriptor = ratelimit_pb2.Descriptor(
+        entries=[
+            ratelimit_pb2.DescriptorEntry(key="tenant", value="t7"),
+            ratelimit_pb2.DescriptorEntry(key="key", value="k"),
+        ]
+    )
+    held = ratelimit_pb2.DescriptorLimits(
+        descriptor=descriptor, quotas=[_quota(quota_pb2.UNIT_TOKENS, quota_pb2.WINDOW_DAY, DAY_TOKENS)]
+    )
+    await rig.ratelimit.Acquire(
+        ratelimit_pb2.AcquireRequest(
+            reservation_id="held", limits=[held], amounts=ratelimit_pb2.Amounts(tokens=DAY_TOKENS - 100)
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await rig.router.Chat(router_pb2.ChatRequest(completion=_request(max_tokens=2000)), metadata=_md("t7"))
+
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 async def test_a_stream_that_outgrows_its_limit_is_stopped_with_an_error_not_cut_silently(rig: Rig) -> None:
     stream = rig.router.StreamChat(
         router_pb2.StreamChatRequest(completion=_request(max_tokens=100)), metadata=_md("t5")
