@@ -3,6 +3,16 @@
 Descriptors: the tenant (its own limits, shared by all its keys) and the key (its own limits, or
 its tenant's key defaults, or the configured defaults). The ratelimit service counts; this module
 only decides what to ask for and how to report it.
+
+Why limits are ceilings. A reservation is the request's worst case: the prompt as a token ceiling
+(``gateway_common.tokens``), ``max_tokens`` × n (or the cap the router sets upstream when none is
+given), priced at the dearest candidate. Acquire admits only what fits, and settlement replaces the
+reservation by the upstream's count, which is below it, with two exceptions, each bounded:
+- a stream is counted as it goes; past its reservation it acquires more on the same limits and is
+  stopped when they refuse, so it overshoots by at most the one chunk that did not fit;
+- a unary answer longer than the max_tokens the upstream was sent (an upstream that ignores it) is
+  settled at its actual usage: it overshoots by its own excess, and the next request is refused.
+A request that could never fit (larger than a whole window) is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
