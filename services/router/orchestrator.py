@@ -375,7 +375,7 @@ class Orchestrator:
         outcome.completion_ceiling += completion_token_ceiling(chunk)
         reserved = admission.reserved
         candidate = outcome.candidate
-        if not reserved.requests or candidate is None:
+        if not reserved.requests or candidate is None or not quotas.counts_usage(admission.limits):
             return
         tokens = admission.prompt_estimate + outcome.completion_ceiling
         cost = cost_micro_usd(candidate, admission.prompt_estimate, outcome.completion_ceiling)

@@ -252,6 +252,12 @@ def check_fits(
             raise error
 
 
+def counts_usage(limits: list[ratelimit_pb2.DescriptorLimits]) -> bool:
+    """Whether any of ``limits`` counts tokens or spend (else a stream has nothing to outgrow)."""
+    usage_units = (quota_pb2.UNIT_TOKENS, quota_pb2.UNIT_COST_MICRO_USD)
+    return any(quota.unit in usage_units and quota.limit > 0 for item in limits for quota in item.quotas)
+
+
 def without_concurrency(limits: list[ratelimit_pb2.DescriptorLimits]) -> list[ratelimit_pb2.DescriptorLimits]:
     """The same quotas without concurrency caps: a stream growing its reservation holds no new slot."""
     result: list[ratelimit_pb2.DescriptorLimits] = []
