@@ -26,7 +26,7 @@ from gateway.chat.v1 import chat_pb2
 from gateway.metering.v1 import metering_pb2
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from gateway_common.config import GatewayConfig
+from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
@@ -121,6 +121,11 @@ class Orchestrator:
         self._default_limits = quotas.default_limits(config.limits)
         self._model_limits = {
             name: quotas.model_limits(model.limits) for name, model in config.models.items() if model.limits
+        }
+        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp…) all read max_tokens, not all read
+        # max_completion_tokens; OpenAI's reasoning models refuse max_tokens. Each gets its own.
+        self._legacy_max_tokens = {
+            name for name, provider in effective_providers(config).items() if provider.type == "openai_compatible"
         }
         self._max_output = {
             (d.provider, d.model): d.max_output_tokens
@@ -236,7 +241,10 @@ class Orchestrator:
             return request.max_tokens * n, [], "max_tokens"
         known = [m for c in candidates if (m := self._max_output.get((c.provider, c.model))) is not None]
         cap = min(known) if known else self._config.limits.default_completion_tokens
-        request.max_completion_tokens = cap
+        if any(c.provider in self._legacy_max_tokens for c in candidates):
+            request.max_tokens = cap
+        else:
+            request.max_completion_tokens = cap
         return cap * n, [(CAPPED_HEADER, str(cap))], "n" if n > 1 else "max_tokens"
 
     # -- chat -----------------------------------------------------------------------------------

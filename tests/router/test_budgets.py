@@ -122,6 +122,7 @@ async def rig() -> AsyncIterator[Rig]:
             "providers": {"p1": {"type": "openai_compatible", "base_url": "http://x"}},
             "models": {
                 "plain": {"deployments": [{"provider": "p1", "model": "m", "output_usd_per_million": 1}]},
+                "native": {"deployments": [{"provider": "openai", "model": "gpt"}]},
                 "short": {
                     "deployments": [
                         {"provider": "p1", "model": "a", "max_output_tokens": 512},
@@ -190,24 +191,33 @@ async def test_a_request_without_max_tokens_is_capped_at_what_it_reserves_and_sa
     await call
     headers = dict(await call.initial_metadata())
 
-    assert rig.providers.requests[-1].max_completion_tokens == 1024  # limits.default_completion_tokens
+    # An OpenAI-compatible server gets the field they all read.
+    assert rig.providers.requests[-1].max_tokens == 1024  # limits.default_completion_tokens
     assert headers["x-gateway-max-tokens-capped"] == "1024"
+
+
+async def test_openai_gets_the_cap_as_max_completion_tokens(rig: Rig) -> None:
+    # OpenAI's reasoning models refuse max_tokens; Anthropic and Gemini translate either field.
+    await rig.router.Chat(router_pb2.ChatRequest(completion=_request("native")), metadata=_md("t8"))
+
+    sent = rig.providers.requests[-1]
+    assert sent.max_completion_tokens == 1024 and not sent.HasField("max_tokens")
 
 
 async def test_the_cap_is_the_smallest_max_output_of_the_deployments(rig: Rig) -> None:
     call = rig.router.Chat(router_pb2.ChatRequest(completion=_request("short")), metadata=_md("t2"))
     await call
 
-    assert rig.providers.requests[-1].max_completion_tokens == 256
+    assert rig.providers.requests[-1].max_tokens == 256
     assert dict(await call.initial_metadata())["x-gateway-max-tokens-capped"] == "256"
 
 
 async def test_a_request_with_max_tokens_is_left_alone(rig: Rig) -> None:
-    call = rig.router.Chat(router_pb2.ChatRequest(completion=_request(max_tokens=50)), metadata=_md("t3"))
+    call = rig.router.Chat(router_pb2.ChatRequest(completion=_request(max_completion_tokens=50)), metadata=_md("t3"))
     await call
 
     sent = rig.providers.requests[-1]
-    assert sent.max_tokens == 50 and not sent.HasField("max_completion_tokens")
+    assert sent.max_completion_tokens == 50 and not sent.HasField("max_tokens")
     assert "x-gateway-max-tokens-capped" not in dict(await call.initial_metadata())
 
 
