@@ -49,9 +49,12 @@ def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(metadata)
 
 
+_FORWARDED_PREFIXES = ("x-ratelimit-", "x-gateway-max-tokens-capped")
+
+
 def ratelimit_headers(metadata: Any) -> dict[str, str]:
-    """The router's ``x-ratelimit-*`` metadata as HTTP headers."""
-    return {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith("x-ratelimit-")}
+    """The router's ``x-ratelimit-*`` metadata, and the max_tokens cap it applied, as HTTP headers."""
+    return {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith(_FORWARDED_PREFIXES)}
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:

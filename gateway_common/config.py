@@ -117,6 +117,9 @@ class Deployment(_Strict):
     input_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
     output_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
     weight: Annotated[int, Field(ge=1)] = 1
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = None
+    """The most tokens this deployment can answer with; a request without max_tokens reserves (and
+    is capped at) this much. Unset: ``limits.default_completion_tokens``."""
 
 
 class ModelLimitsConfig(_Strict):
@@ -152,7 +155,12 @@ class LimitsConfig(_Strict):
     budget_usd_per_month: Annotated[float, Field(ge=0)] = 0.0
     max_concurrent_requests: Annotated[int, Field(ge=0)] = 0
     default_completion_tokens: Annotated[int, Field(gt=0)] = 1024
-    """Tokens reserved for the answer when a request sets no max_tokens."""
+    """Tokens reserved for the answer when a request sets no max_tokens and its deployments declare
+    no ``max_output_tokens``. The upstream's max_tokens is capped at this (and the response says so
+    in ``x-gateway-max-tokens-capped``), so the reservation is a ceiling, not a guess."""
+    stream_extension_tokens: Annotated[int, Field(gt=0)] = 1024
+    """A stream whose counted answer outgrows its reservation asks for this many more tokens (at
+    least), and is stopped with an error when the limits cannot grant them."""
 
 
 class RateLimitConfig(_Strict):
@@ -166,6 +174,12 @@ class RateLimitConfig(_Strict):
     """A reservation's lease: unless its router renews it (every third of the lease, while the
     request runs) or settles it, it expires after this long and frees its concurrency slot (its
     reserved tokens and spend stay counted). Bounds how long a router that died holds slots."""
+    rebuild_from_ledger: bool = True
+    """Rebuild day and month counters from metering's ledger when they are lost (Redis restarted
+    empty, a new memory store), refusing to admit until done. Off only for a limiter without metering."""
+    rebuild_grace_s: Annotated[float, Field(ge=0)] = 2.0
+    """How long a rebuild waits (refusing) after the loss is seen, so that requests then in flight
+    settle and reach the ledger; longer than the router's metering flush interval."""
 
 
 class AuthConfig(_Strict):
@@ -284,6 +298,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_TLS_CERT": "tls.cert_file",
     "GATEWAY_TLS_KEY": "tls.key_file",
     "GATEWAY_RATELIMIT_LEASE_S": "ratelimit.lease_s",
+    "GATEWAY_RATELIMIT_REBUILD_FROM_LEDGER": "ratelimit.rebuild_from_ledger",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

@@ -48,6 +48,7 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "RecordEvents": frozenset({ROUTER}),
         # ratelimit reads the ledger to rebuild counters Redis lost; the CLI reads across tenants.
         "QueryUsage": frozenset({ROUTER, RATELIMIT, CLI}),
+        "SumUsageByDescriptor": frozenset({RATELIMIT}),
     },
 }
 """Service (full gRPC name) → RPC → identities allowed to call it. Anything absent is refused."""

@@ -13,6 +13,7 @@ from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common import identity
 from gateway_common.db import unavailable_on_outage
 from gateway_common.errors import FieldViolation, GatewayError, Reason, invalid_argument
+from services.metering.descriptor_usage import DescriptorUsageServicer
 from services.metering.ledger import (
     Grouping,
     Outcome,
@@ -50,7 +51,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
+class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServiceServicer):
     """Records usage events and sums them; every decision is in :mod:`services.metering.ledger`."""
 
     def __init__(self, store: LedgerStore, clock: Callable[[], datetime] = _utc_now) -> None:

@@ -9,6 +9,10 @@ stands. Reservations live on leases (``ratelimit.lease_s``) that their router re
 request runs, so the slot of a router that died comes back within one lease; a renewal during an
 outage fails rather than report the reservations as expired. Every backend failure is counted and
 logged, at most one line per interval.
+
+Counters the backend lost (Redis restarted empty) are rebuilt from the ledger before anything is
+admitted again (:mod:`services.ratelimit.rebuild`); meanwhile Acquire refuses, degraded, under
+either policy, since admitting on empty counters would let every budget be spent again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Literal
 from prometheus_client import Counter
 
 from services.ratelimit.quotas import MAX_TTL_MS, AcquireRequest, Amounts, Decision, plan
-from services.ratelimit.storage import BackendUnavailable, LimitStore
+from services.ratelimit.rebuild import Rebuilder
+from services.ratelimit.storage import BackendUnavailable, CountersLost, LimitStore
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +80,10 @@ class Limiter:
         outage_policy: OutagePolicy,
         default_ttl_s: float,
         log_interval_s: float = 10.0,
+        rebuilder: Rebuilder | None = None,
     ) -> None:
         self._store = store
+        self._rebuilder = rebuilder
         self._policy = outage_policy
         self._default_ttl_ms = min(MAX_TTL_MS, max(1, int(default_ttl_s * 1000)))
         self._outage_log = ThrottledLog(log, log_interval_s)
@@ -92,6 +99,12 @@ class Limiter:
             self._outage_log.warning("rate limit backend unreachable, answering %s: %s", self._policy, exc)
             if self._policy == "fail_open":
                 return Decision(allowed=True, degraded=True)
+            return Decision(allowed=False, retry_after_ms=OUTAGE_RETRY_MS, degraded=True)
+        except CountersLost as exc:
+            BACKEND_ERRORS.labels(operation="counters_lost").inc()
+            self._outage_log.warning("%s; refusing until rebuilt", exc)
+            if self._rebuilder is not None:
+                self._rebuilder.trigger()
             return Decision(allowed=False, retry_after_ms=OUTAGE_RETRY_MS, degraded=True)
 
     async def settle(self, reservation_id: str, actual: Amounts) -> bool:
@@ -116,17 +129,22 @@ class Limiter:
             raise
 
     async def wait_ready(self, max_delay_s: float = 2.0) -> None:
-        """Return once the backend answers, retrying with backoff (health stays NOT_SERVING meanwhile)."""
+        """Return once the backend answers and its counters are rebuilt if they were lost, retrying
+        with backoff (health stays NOT_SERVING meanwhile)."""
         delay = 0.05
         while True:
             try:
                 await self._store.ping()
-                return
+                break
             except BackendUnavailable as exc:
                 self._outage_log.warning("waiting for the rate limit backend: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+        if self._rebuilder is not None:
+            await self._rebuilder.rebuild_now()
 
     async def close(self) -> None:
-        """Close the store."""
+        """Stop a pending rebuild and close the store."""
+        if self._rebuilder is not None:
+            await self._rebuilder.close()
         await self._store.close()

@@ -1,7 +1,9 @@
 """Wires the rate limit service: a store (Redis when configured, else memory), the limiter, gRPC.
 
-Lifecycle: ``on_ready`` waits until Redis answers PING, so health turns SERVING only then;
-``on_stop`` (after the server stopped with its grace period) closes the Redis connection pool.
+Lifecycle: ``on_ready`` waits until Redis answers PING and, when the counters were lost (a fresh
+Redis or a new memory store), until they are rebuilt from metering's ledger, so health turns
+SERVING only then; ``on_stop`` (after the server stopped with its grace period) cancels a pending
+rebuild, closes the Redis connection pool and the metering channel.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from gateway.metering.v1 import metering_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway_common.config import GatewayConfig
+from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+from gateway_common.tls import client_credentials
 from services.ratelimit.limiter import Limiter
+from services.ratelimit.rebuild import MeteringLedger, Rebuilder
 from services.ratelimit.servicer import RateLimitServicer
 from services.ratelimit.storage import LimitStore
 from services.ratelimit.storage.memory import MemoryStore
@@ -37,14 +43,33 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
             socket_timeout=_REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 1),
         )
-        store = RedisStore(client)
+        store = RedisStore(client, require_marker=settings.rebuild_from_ledger)
     else:
         store = MemoryStore()
-    limiter = Limiter(store, outage_policy=settings.outage_policy, default_ttl_s=settings.lease_s)
+    rebuilder: Rebuilder | None = None
+    channel = None
+    if settings.rebuild_from_ledger:
+        channel = open_channel(
+            config.services.metering.address, credentials=client_credentials(config.tls, "ratelimit")
+        )
+        ledger = MeteringLedger(metering_pb2_grpc.MeteringServiceStub(channel))
+        rebuilder = Rebuilder(store, ledger, grace_s=settings.rebuild_grace_s)
+    limiter = Limiter(
+        store,
+        outage_policy=settings.outage_policy,
+        default_ttl_s=settings.lease_s,
+        rebuilder=rebuilder,
+    )
     registration = ServiceRegistration(
         add=ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
         servicer=RateLimitServicer(limiter),
         name=ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
     )
     server = GrpcServer(listen or config.services.ratelimit.listen, [registration])
-    return ServiceApp("ratelimit", server, on_ready=limiter.wait_ready, on_stop=limiter.close)
+
+    async def on_stop() -> None:
+        await limiter.close()
+        if channel is not None:
+            await channel.close(None)
+
+    return ServiceApp("ratelimit", server, on_ready=limiter.wait_ready, on_stop=on_stop)

@@ -26,9 +26,9 @@ from gateway.chat.v1 import chat_pb2
 from gateway.metering.v1 import metering_pb2
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from gateway_common.config import GatewayConfig
+from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
-from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tokens
+from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
@@ -47,6 +47,9 @@ HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 # A Retry-After longer than this is not waited out inside one request: the next candidate is
 # tried at once, or the error goes back to the client with its Retry-After.
 _MAX_RETRY_WAIT_S = 2.0
+
+CAPPED_HEADER = "x-gateway-max-tokens-capped"
+"""Response header: the max_tokens the gateway set upstream for a request that gave none."""
 
 # Metering refuses a prompt-log field over 1 MiB; stay under it.
 _MAX_LOG_FIELD_BYTES = 1_000_000
@@ -71,6 +74,9 @@ class _Admission:
     prompt_estimate: int
     started: float
     received: timestamp_pb2.Timestamp
+    limits: list[ratelimit_pb2.DescriptorLimits] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
+    """Reservations added while a stream outgrew the first one; settled at zero with it."""
 
 
 @dataclass
@@ -86,6 +92,8 @@ class _Outcome:
     error_code: str = ""
     first_chunk_s: float | None = None
     streamed_chars: int = 0
+    completion_ceiling: int = 0
+    """Completion tokens streamed so far, counted as a ceiling (one per UTF-8 byte)."""
     attempt_log: list[str] = field(default_factory=list)
     prompt_log: metering_pb2.PromptLog | None = None
     """Set when the tenant's policy marks calls for logging; the answer's text accumulates in it."""
@@ -119,6 +127,17 @@ class Orchestrator:
         self._model_limits = {
             name: quotas.model_limits(model.limits) for name, model in config.models.items() if model.limits
         }
+        # OpenAI-compatible servers (vLLM, Ollama, llama.cpp…) all read max_tokens, not all read
+        # max_completion_tokens; OpenAI's reasoning models refuse max_tokens. Each gets its own.
+        self._legacy_max_tokens = {
+            name for name, provider in effective_providers(config).items() if provider.type == "openai_compatible"
+        }
+        self._max_output = {
+            (d.provider, d.model): d.max_output_tokens
+            for model in config.models.values()
+            for d in model.deployments
+            if d.max_output_tokens is not None
+        }
 
     # -- admission ------------------------------------------------------------------------------
 
@@ -141,7 +160,7 @@ class Orchestrator:
         validate: Callable[[], None],
         model: str,
         prompt_tokens: int,
-        completion_budget: int,
+        completion_budget: Callable[[tuple[Candidate, ...]], tuple[int, list[tuple[str, str]], str]],
         max_cost_usd: float | None,
         on_headers: HeaderSink,
     ) -> _Admission:
@@ -154,11 +173,12 @@ class Orchestrator:
         plan = self.planner.plan(model)
         candidates = self._health.order(policy.allowed_candidates(principal, plan))
         policy.check_prompt_size(principal, prompt_tokens)
+        completion_tokens, response_headers, completion_param = completion_budget(candidates)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
             requests=1,
-            tokens=prompt_tokens + completion_budget,
-            cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, completion_budget) for c in candidates),
+            tokens=prompt_tokens + completion_tokens,
+            cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, completion_tokens) for c in candidates),
         )
         if max_cost_usd is not None and estimate.cost_micro_usd > max_cost_usd * 1_000_000:
             raise GatewayError(
@@ -174,6 +194,12 @@ class Orchestrator:
         limits = quotas.descriptor_limits(
             principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
         )
+        # A request larger than a whole window would be refused forever; "try again" would be a lie.
+        prompt_only = ratelimit_pb2.Amounts(
+            tokens=prompt_tokens, cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, 0) for c in candidates)
+        )
+        prompt_param = "input" if scope == "embeddings" else "messages"
+        quotas.check_fits(limits, estimate, prompt_only, prompt_param, completion_param)
         if limits:
             try:
                 acquire = ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate)
@@ -191,7 +217,7 @@ class Orchestrator:
                 self._release_unused(reservation_id, call)
                 raise
             try:
-                await on_headers(quotas.headers(list(decision.statuses)))
+                await on_headers(response_headers + quotas.headers(list(decision.statuses)))
             except asyncio.CancelledError:
                 if decision.allowed:
                     self._release_unused(reservation_id, call)
@@ -203,6 +229,8 @@ class Orchestrator:
             if self._leases is not None:
                 # Renewed until _finish; were this process to die, the slot comes back in one lease.
                 self._leases.hold(reservation_id)
+        elif response_headers:
+            await on_headers(response_headers)
         return _Admission(
             principal,
             plan.model,
@@ -212,19 +240,36 @@ class Orchestrator:
             prompt_tokens,
             started,
             received,
+            limits,
         )
 
     def _release_unused(self, reservation_id: str, call: CallContext) -> None:
         """Settle a reservation the request never used at zero (a no-op if it was never made)."""
-        self._background.spawn(self._settle(reservation_id, ratelimit_pb2.Amounts(), call.request_id))
+        self._background.spawn(self._settle_one(reservation_id, ratelimit_pb2.Amounts(), call.request_id))
 
-    def _completion_budget(self, request: chat_pb2.ChatCompletionRequest) -> int:
+    def _completion_budget(
+        self, request: chat_pb2.ChatCompletionRequest, candidates: tuple[Candidate, ...]
+    ) -> tuple[int, list[tuple[str, str]], str]:
+        """The completion tokens to reserve for ``request``, the response headers that say so, and
+        the parameter that sets them.
+
+        A request without max_tokens could otherwise answer as long as the model allows, so its
+        upstream max_tokens is capped at what is reserved: the smallest ``max_output_tokens`` of
+        its deployments (a larger value would be refused by that upstream), else the configured
+        default. The cap is reported in ``x-gateway-max-tokens-capped``, never applied silently.
+        """
         n = request.n if request.HasField("n") else 1
         if request.HasField("max_completion_tokens"):
-            return request.max_completion_tokens * n
+            return request.max_completion_tokens * n, [], "max_completion_tokens"
         if request.HasField("max_tokens"):
-            return request.max_tokens * n
-        return self._config.limits.default_completion_tokens * n
+            return request.max_tokens * n, [], "max_tokens"
+        known = [m for c in candidates if (m := self._max_output.get((c.provider, c.model))) is not None]
+        cap = min(known) if known else self._config.limits.default_completion_tokens
+        if any(c.provider in self._legacy_max_tokens for c in candidates):
+            request.max_tokens = cap
+        else:
+            request.max_completion_tokens = cap
+        return cap * n, [(CAPPED_HEADER, str(cap))], "n" if n > 1 else "max_tokens"
 
     # -- chat -----------------------------------------------------------------------------------
 
@@ -268,8 +313,8 @@ class Orchestrator:
             "chat",
             lambda: validation.validate_chat(request),
             request.model,
-            estimate_prompt_tokens(request),
-            self._completion_budget(request),
+            prompt_token_ceiling(request),
+            lambda candidates: self._completion_budget(request, candidates),
             max_cost,
             on_headers,
         )
@@ -294,7 +339,7 @@ class Orchestrator:
             if not outcome.prompt_tokens and not outcome.completion_tokens:
                 # The stream ended without a usage chunk (cancelled, or broken): count it ourselves.
                 outcome.prompt_tokens = admission.prompt_estimate if outcome.attempts else 0
-                outcome.completion_tokens = -(-outcome.streamed_chars // 4)
+                outcome.completion_tokens = outcome.completion_ceiling
                 outcome.usage_estimated = True
             self._finish(admission, outcome, call, operation="chat", streamed=True)
 
@@ -329,9 +374,11 @@ class Orchestrator:
                 else:
                     self._health.record_success(candidate)
                     outcome.first_chunk_s = time.monotonic() - admission.started
+                    await self._within_reservation(first.chunk, admission, outcome, call)
                     yield self._observe(first.chunk, outcome)
                     try:
                         async for item in chunks:
+                            await self._within_reservation(item.chunk, admission, outcome, call)
                             yield self._observe(item.chunk, outcome)
                     except grpc.aio.AioRpcError as exc:
                         raise _annotate(GatewayError.from_rpc_error(exc, "providers"), outcome) from None
@@ -346,6 +393,51 @@ class Orchestrator:
                 await self._backoff(outcome.attempts, error, call)
             finally:
                 stream.cancel()
+
+    async def _within_reservation(
+        self, chunk: chat_pb2.ChatCompletionChunk, admission: _Admission, outcome: _Outcome, call: CallContext
+    ) -> None:
+        """Count ``chunk`` against the reservation; grow the reservation or stop the stream first.
+
+        The answer is counted as a ceiling (a byte a token), so an upstream that ignores max_tokens
+        cannot stream past what was reserved. When the next chunk would pass the reservation, more
+        is acquired on the same limits; when the limits refuse, the stream ends with an error
+        (in-band after the first chunk), never with a truncated answer that looks complete.
+        """
+        outcome.completion_ceiling += completion_token_ceiling(chunk)
+        reserved = admission.reserved
+        candidate = outcome.candidate
+        if not reserved.requests or candidate is None or not quotas.counts_usage(admission.limits):
+            return
+        tokens = admission.prompt_estimate + outcome.completion_ceiling
+        cost = cost_micro_usd(candidate, admission.prompt_estimate, outcome.completion_ceiling)
+        if tokens <= reserved.tokens and cost <= reserved.cost_micro_usd:
+            return
+        step = max(self._config.limits.stream_extension_tokens, tokens - reserved.tokens)
+        more = ratelimit_pb2.Amounts(
+            tokens=step, cost_micro_usd=max(cost_micro_usd(candidate, 0, step), cost - reserved.cost_micro_usd)
+        )
+        extension_id = f"{admission.reservation_id}:x{len(admission.extensions)}"
+        acquire = ratelimit_pb2.AcquireRequest(
+            reservation_id=extension_id, limits=quotas.without_concurrency(admission.limits), amounts=more
+        )
+        if self._leases is not None:
+            acquire.reservation_ttl.CopyFrom(self._leases.lease)
+        try:
+            decision = await self._ratelimit.Acquire(
+                acquire, timeout=5.0, metadata=(("x-request-id", call.request_id),)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _annotate(GatewayError.from_rpc_error(exc, "rate limit"), outcome) from None
+        if not decision.allowed:
+            metrics.REJECTIONS.labels("STREAM_STOPPED").inc()
+            raise quotas.stream_stopped(decision, outcome.completion_ceiling)
+        admission.extensions.append(extension_id)
+        if self._leases is not None:
+            # Renewed with the stream's own reservation: a stream may outlive one lease.
+            self._leases.hold(extension_id)
+        reserved.tokens += more.tokens
+        reserved.cost_micro_usd += more.cost_micro_usd
 
     @staticmethod
     def _observe(chunk: chat_pb2.ChatCompletionChunk, outcome: _Outcome) -> chat_pb2.ChatCompletionChunk:
@@ -372,8 +464,8 @@ class Orchestrator:
             "embeddings",
             lambda: validation.validate_embedding(request),
             request.model,
-            estimate_embedding_tokens(request),
-            0,
+            embedding_token_ceiling(request),
+            lambda _candidates: (0, [], "input"),
             None,
             on_headers,
         )
@@ -480,13 +572,14 @@ class Orchestrator:
         cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
         if admission.reserved.requests:
             if self._leases is not None:
-                self._leases.release(admission.reservation_id)
+                for reservation_id in (admission.reservation_id, *admission.extensions):
+                    self._leases.release(reservation_id)
             actual = ratelimit_pb2.Amounts(
                 requests=1,
                 tokens=outcome.prompt_tokens + outcome.completion_tokens,
                 cost_micro_usd=cost,
             )
-            self._background.spawn(self._settle(admission.reservation_id, actual, call.request_id))
+            self._background.spawn(self._settle(admission, actual, call.request_id))
         latency = time.monotonic() - admission.started
         event = metering_pb2.UsageEvent(
             request_id=call.request_id,
@@ -545,10 +638,17 @@ class Orchestrator:
             },
         )
 
-    async def _settle(self, reservation_id: str, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
+    async def _settle(self, admission: _Admission, actual: ratelimit_pb2.Amounts, request_id: str) -> None:
+        # The first reservation takes the whole actual; the extensions a stream added return theirs,
+        # after it, so the counters never dip below what was used in between.
+        await self._settle_one(admission.reservation_id, actual, request_id)
+        for extension in admission.extensions:
+            await self._settle_one(extension, ratelimit_pb2.Amounts(), request_id)
+
+    async def _settle_one(self, reservation_id: str, amounts: ratelimit_pb2.Amounts, request_id: str) -> None:
         try:
             await self._ratelimit.Settle(
-                ratelimit_pb2.SettleRequest(reservation_id=reservation_id, actual=actual),
+                ratelimit_pb2.SettleRequest(reservation_id=reservation_id, actual=amounts),
                 timeout=5.0,
                 metadata=(("x-request-id", request_id),),
             )

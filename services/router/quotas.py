@@ -3,6 +3,16 @@
 Descriptors: the tenant (its own limits, shared by all its keys) and the key (its own limits, or
 its tenant's key defaults, or the configured defaults). The ratelimit service counts; this module
 only decides what to ask for and how to report it.
+
+Why limits are ceilings. A reservation is the request's worst case: the prompt as a token ceiling
+(``gateway_common.tokens``), ``max_tokens`` × n (or the cap the router sets upstream when none is
+given), priced at the dearest candidate. Acquire admits only what fits, and settlement replaces the
+reservation by the upstream's count, which is below it, with two exceptions, each bounded:
+- a stream is counted as it goes; past its reservation it acquires more on the same limits and is
+  stopped when they refuse, so it overshoots by at most the one chunk that did not fit;
+- a unary answer longer than the max_tokens the upstream was sent (an upstream that ignores it) is
+  settled at its actual usage: it overshoots by its own excess, and the next request is refused.
+A request that could never fit (larger than a whole window) is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from gateway.auth.v1 import auth_pb2
 from gateway.quota.v1 import quota_pb2
 from gateway.ratelimit.v1 import ratelimit_pb2
 from gateway_common.config import LimitsConfig, ModelLimitsConfig
-from gateway_common.errors import GatewayError, QuotaViolation, Reason
+from gateway_common.errors import GatewayError, QuotaViolation, Reason, invalid_argument
 
 _UNIT_NAMES = {
     quota_pb2.UNIT_REQUESTS: "requests",
@@ -191,3 +201,84 @@ def headers(statuses: list[ratelimit_pb2.QuotaStatus]) -> list[tuple[str, str]]:
             (f"x-ratelimit-reset-{unit}", format_reset(t.reset_s)),
         ]
     return result
+
+
+def _unit_window(quota: quota_pb2.Quota) -> str:
+    return f"{_UNIT_NAMES.get(quota.unit, 'requests')}/{_WINDOW_NAMES.get(quota.window, 'window')}"
+
+
+def _amount(amounts: ratelimit_pb2.Amounts, unit: int) -> int:
+    if unit == quota_pb2.UNIT_TOKENS:
+        return amounts.tokens
+    if unit == quota_pb2.UNIT_COST_MICRO_USD:
+        return amounts.cost_micro_usd
+    return amounts.requests
+
+
+def _shown(unit: int, value: int) -> str:
+    return f"${value / 1_000_000:.6f}" if unit == quota_pb2.UNIT_COST_MICRO_USD else f"{value} tokens"
+
+
+def check_fits(
+    limits: list[ratelimit_pb2.DescriptorLimits],
+    reservation: ratelimit_pb2.Amounts,
+    prompt_only: ratelimit_pb2.Amounts,
+    prompt_param: str,
+    completion_param: str,
+) -> None:
+    """INVALID_ARGUMENT when ``reservation`` is larger than a whole window of some token or spend
+    quota: no wait would ever admit it, so a 429 with a Retry-After would send the client into a loop.
+
+    The error names the parameter to change: the prompt's (``prompt_param``) when the prompt alone
+    (``prompt_only``) is too large, else the one that sized the answer (``completion_param``).
+    A quota of 0 is left to Acquire: it means "nothing now" (a frozen key), not a request too large.
+    """
+    for item in limits:
+        for quota in item.quotas:
+            if quota.unit not in (quota_pb2.UNIT_TOKENS, quota_pb2.UNIT_COST_MICRO_USD) or quota.limit <= 0:
+                continue
+            needed = _amount(reservation, quota.unit)
+            if needed <= quota.limit:
+                continue
+            param = prompt_param if _amount(prompt_only, quota.unit) > quota.limit else completion_param
+            subject = f"{_describe(item.descriptor)} {_unit_window(quota)}"
+            error = invalid_argument(
+                f"This request can never fit the limit {subject} of {_shown(quota.unit, quota.limit)}: it "
+                f"reserves {_shown(quota.unit, needed)} (the prompt counted as a ceiling, plus max_tokens "
+                f"for each of n choices). Change `{param}` so that it fits.",
+                param,
+            )
+            error.metadata = {**error.metadata, "limit": subject, "limit_value": str(quota.limit)}
+            raise error
+
+
+def counts_usage(limits: list[ratelimit_pb2.DescriptorLimits]) -> bool:
+    """Whether any of ``limits`` counts tokens or spend (else a stream has nothing to outgrow)."""
+    usage_units = (quota_pb2.UNIT_TOKENS, quota_pb2.UNIT_COST_MICRO_USD)
+    return any(quota.unit in usage_units and quota.limit > 0 for item in limits for quota in item.quotas)
+
+
+def without_concurrency(limits: list[ratelimit_pb2.DescriptorLimits]) -> list[ratelimit_pb2.DescriptorLimits]:
+    """The same quotas without concurrency caps: a stream growing its reservation holds no new slot."""
+    result: list[ratelimit_pb2.DescriptorLimits] = []
+    for item in limits:
+        copy = ratelimit_pb2.DescriptorLimits()
+        copy.CopyFrom(item)
+        copy.ClearField("max_concurrent")
+        result.append(copy)
+    return result
+
+
+def stream_stopped(response: ratelimit_pb2.AcquireResponse, completion_tokens: int) -> GatewayError:
+    """The error that ends a stream whose answer outgrew its reservation and could not get more.
+
+    RESOURCE_EXHAUSTED like any refusal, but the message says the answer is incomplete, so a client
+    cannot take what it received for the whole answer.
+    """
+    refused = refusal(response)
+    refused.message = (
+        f"The answer was stopped after about {completion_tokens} tokens because continuing would exceed "
+        f"a limit; what was received is incomplete. {refused.message}"
+    )
+    refused.metadata = {**refused.metadata, "stream_stopped": "true"}
+    return refused

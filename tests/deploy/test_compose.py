@@ -90,6 +90,16 @@ def test_runs_the_mesh_and_its_stores() -> None:
     assert volume[0] in COMPOSE["volumes"], "postgres keeps its data in a named volume"
 
 
+def test_redis_keeps_the_counters_across_a_restart() -> None:
+    command = SERVICES["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=False))
+    assert options.get("--appendonly") == "yes", "budgets of days and months must survive a restart"
+    assert options.get("--appendfsync") in ("everysec", "always")
+    volume = SERVICES["redis"]["volumes"][0].split(":")
+    assert volume[1] == options.get("--dir", "/data")
+    assert volume[0] in COMPOSE["volumes"], "redis keeps its append-only file in a named volume"
+
+
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_every_service_has_a_healthcheck(service: str) -> None:
     healthcheck = SERVICES[service].get("healthcheck") or {}
@@ -130,7 +140,7 @@ def test_each_service_waits_for_what_it_needs() -> None:
         "edge": {"router"},
         "auth": {"postgres"},
         "metering": {"postgres"},
-        "ratelimit": {"redis"},
+        "ratelimit": {"redis", "metering"},
     }
     for service, dependencies in needs.items():
         assert dependencies <= set(SERVICES[service].get("depends_on") or {}), service

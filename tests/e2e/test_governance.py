@@ -267,12 +267,14 @@ def test_token_limit_reserves_the_estimate(gateway: Gateway) -> None:
 
     remaining, estimate = ask(MAX_TOKENS)
     assert remaining == limit - estimate
-    # A request whose estimate (prompt + max_tokens) does not fit is refused up front, and costs nothing.
-    with pytest.raises(openai.RateLimitError) as too_big:
+    # A request whose reservation (prompt ceiling + max_tokens) is larger than the whole window can
+    # never fit: it is a bad request naming the parameter (not "try again"), refused before anything
+    # is reserved (the next request below finds the same remaining tokens).
+    with pytest.raises(openai.BadRequestError) as too_big:
         client.chat.completions.create(model="mock:demo", messages=HELLO, max_tokens=limit)
-    assert too_big.value.status_code == 429
-    assert too_big.value.code == "rate_limit_exceeded"
-    assert too_big.value.response.headers["x-ratelimit-remaining-tokens"] == str(remaining)
+    assert too_big.value.status_code == 400
+    assert too_big.value.param == "max_tokens"
+    assert "can never fit" in too_big.value.message and "tokens/minute" in too_big.value.message
     admitted = 1
     while True:
         try:

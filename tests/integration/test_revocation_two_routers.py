@@ -79,7 +79,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         # The SQL-backed services start one after the other: each runs its migrations at start.
         auth = await _started(exits, build_auth(base, listen=LOOPBACK, secrets=AuthSecrets(admin_key=ADMIN_KEY)))
         metering = await _started(exits, build_metering(base, listen=LOOPBACK))
-        ratelimit = await _started(exits, build_ratelimit(base, listen=LOOPBACK))
+        # The rate limiter rebuilds its counters from this metering's ledger before it serves.
+        ledger = {"metering": {"listen": LOOPBACK, "address": metering}}
+        ratelimit = await _started(exits, build_ratelimit(_config(tmp_path, services=ledger), listen=LOOPBACK))
         providers = await _started(exits, build_providers(base, listen=LOOPBACK, env={}))
         addresses = {"auth": auth, "metering": metering, "ratelimit": ratelimit, "providers": providers}
         router_config = _config(

@@ -66,7 +66,9 @@ class Running:
 @pytest.fixture(params=["memory", "redis"])
 async def service(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    app = build(GatewayConfig(ratelimit=RateLimitConfig(redis_url=redis_url)), listen="127.0.0.1:0")
+    app = build(
+        GatewayConfig(ratelimit=RateLimitConfig(redis_url=redis_url, rebuild_from_ledger=False)), listen="127.0.0.1:0"
+    )
     running = Running(app, await app.start())
     yield running
     await running.close()
@@ -167,7 +169,9 @@ def _errors(operation: str) -> float:
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
 async def test_redis_down_follows_the_outage_policy(policy: Literal["fail_open", "fail_closed"]) -> None:
     config = GatewayConfig(
-        ratelimit=RateLimitConfig(redis_url=f"redis://127.0.0.1:{free_port()}/0", outage_policy=policy)
+        ratelimit=RateLimitConfig(
+            redis_url=f"redis://127.0.0.1:{free_port()}/0", outage_policy=policy, rebuild_from_ledger=False
+        )
     )
     port = free_port()
     app = build(config, listen=f"127.0.0.1:{port}")
@@ -212,7 +216,9 @@ async def test_redis_down_follows_the_outage_policy(policy: Literal["fail_open",
 async def test_redis_going_away_while_serving_degrades_without_crashing() -> None:
     limits = _limits(_RPM)
     with redis_server() as url:
-        config = GatewayConfig(ratelimit=RateLimitConfig(redis_url=url, outage_policy="fail_closed"))
+        config = GatewayConfig(
+            ratelimit=RateLimitConfig(redis_url=url, outage_policy="fail_closed", rebuild_from_ledger=False)
+        )
         app = build(config, listen="127.0.0.1:0")
         running = Running(app, await app.start())
         assert await running.status() == SERVING

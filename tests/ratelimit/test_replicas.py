@@ -45,6 +45,8 @@ def _spawn(port: int, redis_url: str) -> tuple[subprocess.Popen[bytes], Path]:
         # Needed as well while load_config rejects a LISTEN override without an ADDR one.
         "GATEWAY_RATELIMIT_ADDR": f"127.0.0.1:{port}",
         "REDIS_URL": redis_url,
+        # No metering here: these replicas test the counting, not rebuilding lost counters.
+        "GATEWAY_RATELIMIT_REBUILD_FROM_LEDGER": "false",
         "GATEWAY_LOG_LEVEL": "WARNING",
     }
     log = Path(tempfile.mkstemp(prefix="gw-ratelimit-", suffix=".log")[1])

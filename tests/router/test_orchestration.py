@@ -531,3 +531,16 @@ async def test_a_failing_deployment_is_tried_last_after_repeated_failures(rig: R
     rig.providers.attempts.clear()
     await rig.router.Chat(router_pb2.ChatRequest(completion=_request("fallback")), metadata=MD)
     assert rig.providers.attempts == ["p2:ok"]
+
+
+async def test_the_reservation_is_the_prompt_ceiling_plus_the_cap_priced_at_the_dearest_deployment(rig: Rig) -> None:
+    request = chat_pb2.ChatCompletionRequest(
+        model="fallback", n=2, messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="héllo")]
+    )
+    await rig.router.Chat(router_pb2.ChatRequest(completion=request), metadata=MD)
+
+    amounts = rig.ratelimit.acquired[-1].amounts
+    prompt = 8 + 8 + 6  # reply priming, one message, six UTF-8 bytes
+    assert amounts.tokens == prompt + 2 * 1024  # n choices of the default cap
+    # p1:fail-503 is free, p2:ok costs $2/$4 per million: the fallback must fit what was reserved.
+    assert amounts.cost_micro_usd == prompt * 2 + 2 * 1024 * 4

@@ -24,6 +24,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from gateway_common.db import alembic_lock, async_database_url
+from services.metering.descriptor_usage import DescriptorTotals, sum_by_descriptor
 from services.metering.ledger import (
     SUCCESSFUL_OUTCOME,
     Grouping,
@@ -233,6 +234,10 @@ class SqlLedgerStore:
             )
             for row in rows
         ]
+
+    async def sum_by_descriptor(self, start: datetime, end: datetime | None) -> list[DescriptorTotals]:
+        """See :class:`services.metering.descriptor_usage.DescriptorUsageStore`."""
+        return await sum_by_descriptor(self._engine, _events, start, end)
 
 
 def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from services.ratelimit.quotas import Amounts, Decision, Plan
+from services.ratelimit.quotas import Amounts, Decision, Plan, Unit, Window
 
 
 class BackendUnavailable(Exception):
     """The backend could not be reached (connection refused, reset, timed out); nothing is known
     about whether the operation took effect."""
+
+
+class CountersLost(Exception):
+    """The backend lost its counters (Redis restarted empty, or evicted the marker): nothing was
+    reserved, and nothing may be until they are rebuilt from the ledger."""
+
+
+class RestoredCounter(NamedTuple):
+    """A counter's value rebuilt from the ledger, for one window."""
+
+    descriptor_id: str
+    unit: Unit
+    window: Window
+    window_start_s: int
+    window_end_s: int
+    value: int
 
 
 class LimitStore(Protocol):
@@ -24,7 +40,8 @@ class LimitStore(Protocol):
         """Reserve the plan's amounts on every counter and slot, or on none.
 
         A reservation id that is still pending is not counted again (the answer is allowed, with
-        the current statuses). Raises :class:`BackendUnavailable`.
+        the current statuses). Raises :class:`BackendUnavailable`, and :class:`CountersLost` when
+        the store requires rebuilt counters and has none.
         """
         ...
 
@@ -47,4 +64,14 @@ class LimitStore(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+    async def counters_lost(self) -> bool:
+        """Whether the counters were never rebuilt since the store started empty (no marker).
+        Raises :class:`BackendUnavailable`."""
+        ...
+
+    async def restore(self, counters: Sequence[RestoredCounter]) -> bool:
+        """Raise each counter to at least its rebuilt value and set the marker, atomically; a store
+        another replica already rebuilt is left alone (False). Raises :class:`BackendUnavailable`."""
         ...

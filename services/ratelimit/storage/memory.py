@@ -23,6 +23,7 @@ from services.ratelimit.quotas import (
     admits,
     decide,
 )
+from services.ratelimit.storage.base import RestoredCounter
 
 _CounterKey = tuple[str, Unit, Window, int]
 """(descriptor id, unit, window, window start in epoch seconds)."""
@@ -59,6 +60,8 @@ class MemoryStore:
         self._reservations: dict[str, _Reservation] = {}
         # descriptor id -> reservation id -> expiry (ms)
         self._in_flight: dict[str, dict[str, int]] = {}
+        # A new process starts empty: its day and month counters come back from the ledger.
+        self._restored = False
 
     async def acquire(self, plan: Plan) -> Decision:
         """See :meth:`LimitStore.acquire`."""
@@ -126,6 +129,23 @@ class MemoryStore:
 
     async def ping(self) -> None:
         """Memory always answers."""
+
+    async def counters_lost(self) -> bool:
+        """See :meth:`LimitStore.counters_lost`: true until the first restore of this process."""
+        return not self._restored
+
+    async def restore(self, counters: Sequence[RestoredCounter]) -> bool:
+        """See :meth:`LimitStore.restore`."""
+        if self._restored:
+            return False
+        now_ms = self._now_ms()
+        for c in counters:
+            key = (c.descriptor_id, c.unit, c.window, c.window_start_s)
+            if c.window_end_s * 1000 <= now_ms or self._value(key, now_ms) >= c.value:
+                continue
+            self._counters[key] = _Count(c.value, (c.window_end_s + COUNTER_GRACE_S) * 1000)
+        self._restored = True
+        return True
 
     async def close(self) -> None:
         """Nothing to release."""

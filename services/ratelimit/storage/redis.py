@@ -11,6 +11,9 @@ Keys (``<p>`` is the prefix, ``<d>`` the escaped descriptor id, which contains n
 - ``<p>r:<reservation id>`` — a pending reservation (msgpack: amounts, counter keys, units, window
   ends, slot keys), expiring with the reservation's lease; a renewal moves that expiry and the slot
   entries' scores together.
+- ``<p>restored`` — the marker that the counters were rebuilt from the ledger. A Redis that restarted
+  empty has none, and (with ``require_marker``) Acquire then reserves nothing and says so, until the
+  day and month counters are rebuilt (:mod:`services.ratelimit.rebuild`).
 
 Counter keys are built inside the script (their window start comes from TIME), so the scripts need a
 single Redis server (or a proxy that routes undeclared keys); Redis Cluster is not supported.
@@ -19,6 +22,7 @@ Requires Redis >= 6.2 (SET ... KEEPTTL / PXAT).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -27,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.ratelimit.quotas import COUNTER_GRACE_S, Amounts, Decision, Outcome, Plan, decide
-from services.ratelimit.storage.base import BackendUnavailable
+from services.ratelimit.storage.base import BackendUnavailable, CountersLost, RestoredCounter
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -201,17 +205,52 @@ return missing
 """
 
 
+# Prepended to the Acquire script when the store requires rebuilt counters: without the marker,
+# answer LOST before reading or writing anything. MARKER is replaced by the key as a Lua string.
+_GUARD_LUA = """
+if redis.call('EXISTS', MARKER) == 0 then return {LOST, 0} end
+"""
+
+_LOST = 3
+"""What the guarded Acquire script answers when the counters are lost."""
+
+# KEYS[1] the marker. ARGV: the marker's value, then per counter (key, value, expire-at ms).
+# Raises each counter to at least its value and sets the marker, unless another replica set it first.
+_RESTORE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #ARGV, 3 do
+  local current = tonumber(redis.call('GET', ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > current then
+    redis.call('SET', ARGV[i], ARGV[i + 1], 'PXAT', ARGV[i + 2])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class RedisStore:
     """Counters in Redis; every method is one round trip. Connection failures become
-    :class:`BackendUnavailable`."""
+    :class:`BackendUnavailable`.
 
-    def __init__(self, client: Redis, prefix: str = "gw:rl:") -> None:
+    With ``require_marker``, Acquire raises :class:`CountersLost` while the counters are not rebuilt
+    (the service sets it; tests of the counting itself leave it off).
+    """
+
+    def __init__(self, client: Redis, prefix: str = "gw:rl:", *, require_marker: bool = False) -> None:
         self._client = client
         self._prefix = prefix
+        self._marker = f"{prefix}restored"
+        guard = _GUARD_LUA.replace("LOST", str(_LOST)).replace("MARKER", _lua_string(self._marker))
         # redis-py sends EVALSHA and loads the script on NOSCRIPT (e.g. after a Redis restart).
-        self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._acquire = client.register_script((guard if require_marker else "") + _ACQUIRE_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
+        self._restore = client.register_script(_RESTORE_LUA)
 
     async def acquire(self, plan: Plan) -> Decision:
         """See :meth:`LimitStore.acquire`."""
@@ -238,6 +277,8 @@ class RedisStore:
             reply = cast(list[int], await self._acquire(keys=keys, args=args))
         except _UNREACHABLE as exc:
             raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        if reply[0] == _LOST:
+            raise CountersLost("the rate limit counters in Redis are lost (no marker); rebuilding")
         nc = len(plan.counters)
         return decide(
             plan,
@@ -268,6 +309,24 @@ class RedisStore:
         except _UNREACHABLE as exc:
             raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         return [reservation_ids[i - 1] for i in missing]
+
+    async def counters_lost(self) -> bool:
+        """See :meth:`LimitStore.counters_lost`."""
+        try:
+            return not await self._client.exists(self._marker)
+        except _UNREACHABLE as exc:
+            raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def restore(self, counters: Sequence[RestoredCounter]) -> bool:
+        """See :meth:`LimitStore.restore`."""
+        args: list[str | int] = [str(int(time.time()))]
+        for c in counters:
+            key = f"{self._prefix}c:{c.descriptor_id}:{c.unit.value}:{c.window.value}:{c.window_start_s}"
+            args += [key, c.value, (c.window_end_s + COUNTER_GRACE_S) * 1000]
+        try:
+            return bool(await self._restore(keys=[self._marker], args=args))
+        except _UNREACHABLE as exc:
+            raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     async def ping(self) -> None:
         """See :meth:`LimitStore.ping`."""

@@ -45,6 +45,11 @@ class MeteringServiceStub:
                 request_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryUsageRequest.SerializeToString,
                 response_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryUsageResponse.FromString,
                 _registered_method=True)
+        self.SumUsageByDescriptor = channel.unary_unary(
+                '/gateway.metering.v1.MeteringService/SumUsageByDescriptor',
+                request_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorRequest.SerializeToString,
+                response_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
@@ -65,6 +70,14 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SumUsageByDescriptor(self, request, context):
+        """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
+        limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.QueryUsage,
                     request_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryUsageRequest.FromString,
                     response_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryUsageResponse.SerializeToString,
+            ),
+            'SumUsageByDescriptor': grpc.unary_unary_rpc_method_handler(
+                    servicer.SumUsageByDescriptor,
+                    request_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorRequest.FromString,
+                    response_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class MeteringService:
             '/gateway.metering.v1.MeteringService/QueryUsage',
             gateway_dot_metering_dot_v1_dot_metering__pb2.QueryUsageRequest.SerializeToString,
             gateway_dot_metering_dot_v1_dot_metering__pb2.QueryUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SumUsageByDescriptor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.metering.v1.MeteringService/SumUsageByDescriptor',
+            gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorRequest.SerializeToString,
+            gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class MeteringServiceStub:
     """RecordEvents appends usage events to the ledger; an event already recorded (same request id) is ignored."""
     QueryUsage: _grpc.UnaryUnaryMultiCallable[_metering_pb2.QueryUsageRequest, _metering_pb2.QueryUsageResponse]
     """QueryUsage sums the ledger over a period, grouped as asked."""
+    SumUsageByDescriptor: _grpc.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]
+    """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
+    limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+    """
 
 @_typing.type_check_only
 class MeteringServiceAsyncStub(MeteringServiceStub):
@@ -47,6 +51,10 @@ class MeteringServiceAsyncStub(MeteringServiceStub):
     """RecordEvents appends usage events to the ledger; an event already recorded (same request id) is ignored."""
     QueryUsage: _aio.UnaryUnaryMultiCallable[_metering_pb2.QueryUsageRequest, _metering_pb2.QueryUsageResponse]  # type: ignore[assignment]
     """QueryUsage sums the ledger over a period, grouped as asked."""
+    SumUsageByDescriptor: _aio.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]  # type: ignore[assignment]
+    """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
+    limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+    """
 
 class MeteringServiceServicer(metaclass=_abc_1.ABCMeta):
     """MeteringService keeps the usage ledger: one event per request."""
@@ -66,5 +74,15 @@ class MeteringServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metering_pb2.QueryUsageResponse, _abc.Awaitable[_metering_pb2.QueryUsageResponse]]:
         """QueryUsage sums the ledger over a period, grouped as asked."""
+
+    @_abc_1.abstractmethod
+    def SumUsageByDescriptor(
+        self,
+        request: _metering_pb2.SumUsageByDescriptorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metering_pb2.SumUsageByDescriptorResponse, _abc.Awaitable[_metering_pb2.SumUsageByDescriptorResponse]]:
+        """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
+        limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+        """
 
 def add_MeteringServiceServicer_to_server(servicer: MeteringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
