@@ -256,7 +256,8 @@ def test_the_default_lease_frees_a_dead_routers_slots_within_30_s() -> None:
 
 
 async def test_an_acquire_without_ttl_gets_the_configured_lease() -> None:
-    app = build(GatewayConfig(ratelimit=RateLimitConfig(lease_s=0.3)), listen="127.0.0.1:0")
+    # No metering behind this limiter: nothing to rebuild counters from.
+    app = build(GatewayConfig(ratelimit=RateLimitConfig(lease_s=0.3, rebuild_from_ledger=False)), listen="127.0.0.1:0")
     running = Running(app, await app.start())
     try:
         capped = pb.DescriptorLimits(descriptor=descriptor(key=uuid.uuid4().hex), max_concurrent=1)
