@@ -68,6 +68,9 @@ class Suite:
         if "DATABASE_URL" not in self.env:
             env["GATEWAY_METERING_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'metering.db'}"
             env["GATEWAY_AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'auth.db'}"
+        # The router's usage spool lives with the rest of the suite's data, so a restarted router
+        # ships what its predecessor left.
+        env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / "router-usage-spool.db")
         env.update(self.env)
         for name in SERVICES:
             address = f"{self.host}:{self.ports[name]}"

@@ -32,10 +32,11 @@ from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tok
 from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
-from services.router.metering_queue import MeteringQueue
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
 from services.router.route_health import RouteHealth
+from services.router.usage_intent import intent_event
+from services.router.usage_spool import UsageSpool
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class _Admission:
     prompt_estimate: int
     started: float
     received: timestamp_pb2.Timestamp
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """The usage event's identity in the ledger: the gateway's own, never the client's request id."""
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Orchestrator:
         auth: AuthCache,
         ratelimit: ratelimit_pb2_grpc.RateLimitServiceAsyncStub,
         providers: providers_pb2_grpc.ProviderServiceAsyncStub,
-        metering: MeteringQueue,
+        metering: UsageSpool,
         background: BackgroundTasks,
     ) -> None:
         self._config = config
@@ -183,7 +186,7 @@ class Orchestrator:
                 refused = quotas.refusal(decision)
                 metrics.REJECTIONS.labels(str(refused.reason)).inc()
                 raise refused
-        return _Admission(
+        admission = _Admission(
             principal,
             plan.model,
             candidates,
@@ -193,6 +196,34 @@ class Orchestrator:
             started,
             received,
         )
+        # On disk before any provider is called: a router killed from here on still meters the request.
+        intent = intent_event(
+            event_id=admission.event_id,
+            request_id=call.request_id,
+            principal=principal,
+            model=plan.model,
+            operation=scope,
+            prompt_tokens=prompt_tokens,
+            estimate=estimate,
+            received=received,
+        )
+        try:
+            await self._metering.admit(intent)
+        except BaseException as exc:
+            # Nothing was sent: return the reservation, and replace an intent that may have been
+            # written by an event without usage, so that it is never billed as a restart.
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            outcome = _Outcome(outcome=metering_pb2.OUTCOME_CANCELLED if cancelled else metering_pb2.OUTCOME_ERROR)
+            self._finish(admission, outcome, call, operation=scope, streamed=False)
+            if cancelled:
+                raise
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.DEPENDENCY_UNAVAILABLE,
+                "The gateway cannot record usage right now, so the request was not sent; try again.",
+                {"retryable": "true"},
+            ) from exc
+        return admission
 
     def _completion_budget(self, request: chat_pb2.ChatCompletionRequest) -> int:
         n = request.n if request.HasField("n") else 1
@@ -447,7 +478,7 @@ class Orchestrator:
     def _finish(
         self, admission: _Admission, outcome: _Outcome, call: CallContext, *, operation: str, streamed: bool
     ) -> None:
-        """Settle the reservation and queue the usage event, in the background."""
+        """Settle the reservation and spool the final usage event (replacing the intent), in the background."""
         candidate = outcome.candidate
         cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
         if admission.reserved.requests:
@@ -459,6 +490,7 @@ class Orchestrator:
             self._background.spawn(self._settle(admission.reservation_id, actual, call.request_id))
         latency = time.monotonic() - admission.started
         event = metering_pb2.UsageEvent(
+            event_id=admission.event_id,
             request_id=call.request_id,
             tenant_id=admission.principal.tenant_id,
             key_id=admission.principal.key_id,
@@ -482,7 +514,7 @@ class Orchestrator:
         if outcome.prompt_log is not None:
             event.prompt_log.request_json = _loggable(outcome.prompt_log.request_json)
             event.prompt_log.response_text = _loggable(outcome.prompt_log.response_text)
-        self._metering.put(event)
+        self._metering.complete(event)
         provider = candidate.provider if candidate else ""
         outcome_name = metering_pb2.Outcome.Name(event.outcome).removeprefix("OUTCOME_").lower()
         metrics.REQUESTS.labels(operation, admission.model, provider, outcome_name).inc()
