@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
-from gateway_common.errors import FieldViolation, GatewayError, invalid_argument
+from gateway_common.errors import FieldViolation, GatewayError, Reason, invalid_argument
 from services.metering import metrics
 from services.metering.ledger import (
     Grouping,
@@ -26,7 +26,7 @@ from services.metering.ledger import (
     resolve_period,
     unique_by_event_id,
 )
-from services.metering.storage import LedgerStore
+from services.metering.storage import LedgerStore, LedgerUnavailable
 
 _OUTCOMES: dict[int, Outcome] = {
     metering_pb2.OUTCOME_UNSPECIFIED: Outcome.UNSPECIFIED,
@@ -82,7 +82,13 @@ class MeteringServicer(metering_pb2_grpc.MeteringServiceServicer):
                 quarantined.append(QuarantinedEvent(event.event_id, event.SerializeToString(), describe(problems)))
             elif record is not None:
                 records.append(record)
-        result = await self._store.record(unique_by_event_id(records), quarantined)
+        try:
+            result = await self._store.record(unique_by_event_id(records), quarantined)
+        except LedgerUnavailable as exc:
+            # Retryable, and said so: the router keeps the batch and sends it again.
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE, Reason.DEPENDENCY_UNAVAILABLE, str(exc), {"retryable": "true"}
+            ) from exc
         if quarantined:
             metrics.QUARANTINED.labels("invalid").inc(len(quarantined))
         if result.quarantined > len(quarantined):

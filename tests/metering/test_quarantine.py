@@ -7,15 +7,20 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 from alembic import command
 from sqlalchemy import select, text
 
+from gateway.metering.v1 import metering_pb2
 from gateway_common.config import GatewayConfig, MeteringConfig
+from gateway_common.errors import GatewayError
 from services.metering.ledger import Outcome, QuarantinedEvent, UsageQuery, UsageRecord
 from services.metering.server import build
+from services.metering.servicer import MeteringServicer
 from services.metering.storage.sql import QuarantinedEventRow, SqlLedgerStore, alembic_config, create_engine
 from tests.metering.databases import create_postgres_database
+from tests.servers import free_port
 
 RECORD = UsageRecord(
     event_id="",
@@ -121,3 +126,18 @@ async def test_an_existing_ledger_keyed_by_request_id_gets_its_request_ids_as_ev
         assert result.recorded == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_ledger_database_that_cannot_be_reached_is_unavailable_not_internal() -> None:
+    # Nothing listens on this port: the store cannot connect, as while PostgreSQL restarts.
+    store = SqlLedgerStore(create_engine(f"postgresql://nobody@127.0.0.1:{free_port()}/ledger"))
+    servicer = MeteringServicer(store)
+    event = metering_pb2.UsageEvent(event_id="e1", request_id="r1", tenant_id="X")
+    try:
+        with pytest.raises(GatewayError) as caught:
+            await servicer.RecordEvents(metering_pb2.RecordEventsRequest(events=[event]), context=None)  # type: ignore[arg-type]
+    finally:
+        await store.close()
+
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.retryable

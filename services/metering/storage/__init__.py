@@ -8,6 +8,10 @@ from typing import Protocol
 from services.metering.ledger import QuarantinedEvent, RecordResult, UsageQuery, UsageRecord, UsageTotals
 
 
+class LedgerUnavailable(Exception):
+    """The backend cannot be reached or written right now; the same call may succeed later."""
+
+
 class LedgerStore(Protocol):
     """A usage ledger: one record per event id, summed on demand, and a quarantine for what it refused."""
 
@@ -24,7 +28,8 @@ class LedgerStore(Protocol):
     ) -> RecordResult:
         """Append ``records`` and their prompt logs, ignoring event ids already kept (a repeat's prompt
         log included), and keep ``quarantined`` aside; a record the backend itself refuses is
-        quarantined too, never the reason to refuse the others. Returns what was written."""
+        quarantined too, never the reason to refuse the others. Returns what was written; raises
+        :class:`LedgerUnavailable` when nothing could be written."""
         ...
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:

@@ -36,6 +36,7 @@ from services.metering.ledger import (
     UsageRecord,
     UsageTotals,
 )
+from services.metering.storage import LedgerUnavailable
 
 VERSION_TABLE = "alembic_version_metering"
 """Alembic's version table for this service; another service in the same database keeps its own."""
@@ -224,7 +225,16 @@ class SqlLedgerStore:
     ) -> RecordResult:
         """Insert ``records`` (and their prompt logs) and ``quarantined`` in one transaction, skipping
         event ids already kept. When the database refuses a value, the batch is redone one record per
-        savepoint so that only the records it refuses are quarantined."""
+        savepoint so that only the records it refuses are quarantined. A database that cannot be
+        reached (down, restarting) raises :class:`LedgerUnavailable`: nothing was written."""
+        try:
+            return await self._record(records, quarantined)
+        except (DBAPIError, OSError) as exc:
+            if isinstance(exc, DBAPIError) and refused_data(exc):
+                raise
+            raise LedgerUnavailable(f"the ledger database is unavailable: {str(exc).splitlines()[0]}") from exc
+
+    async def _record(self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedEvent]) -> RecordResult:
         recorded_at = self._clock()
         try:
             async with self._engine.begin() as connection:
