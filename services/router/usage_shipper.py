@@ -104,6 +104,17 @@ class UsageShipper:
             )
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._ship()
+                return
+            except Exception:
+                # The spool itself failed (disk full, I/O error): the events are still where they
+                # were, so start over after a pause rather than ending the shipper for good.
+                log.exception("usage shipper failed; restarting in %.0fs", self._max_backoff_s)
+                await self._sleep(self._max_backoff_s)
+
+    async def _ship(self) -> None:
         backoff = self._initial_backoff_s
         while True:
             batch = await self._spool.ready(self._batch_size, MAX_BATCH_BYTES)
