@@ -157,12 +157,16 @@ async def test_postgres_restarted_under_load_loses_nothing(postgres: Restartable
             send_load(gateway.suite.edge_url, gateway.key, ids, concurrency=10, on_done=halfway, done_after=100)
         )
         await asyncio.wait_for(halfway.wait(), 60)
-        await asyncio.to_thread(postgres.restart)
+        # Down for longer than the old metering queue's retries lasted (about 3 s).
+        await asyncio.to_thread(postgres.restart, 8.0)
         result = await load
         rows = await gateway.wait_for_ledger(prefix, len(result.served))
         assert gateway.suite.dead() == []
 
-    print(f"\nPostgreSQL restart: served {len(result.served)} / in ledger {len(rows)} / duplicates {duplicates(rows)}")
+    print(
+        f"\nPostgreSQL down 8s and restarted: served {len(result.served)} / in ledger {len(rows)} "
+        f"/ duplicates {duplicates(rows)}"
+    )
     assert len(result.served) == len(ids)
     assert {row.request_id for row in rows} == result.served
     assert duplicates(rows) == 0

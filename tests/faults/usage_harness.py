@@ -264,9 +264,12 @@ class RestartablePostgres:
             stderr=subprocess.PIPE,
         )
 
-    def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every connection is cut, the server comes back on the same port."""
-        self._ctl("-m", "fast", "restart")
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (``-m fast``: every connection is cut), keep it down ``down_s`` seconds
+        (the outage being simulated), start it again on the same port and wait until it accepts."""
+        self._ctl("-m", "fast", "stop")
+        time.sleep(down_s)
+        self._ctl("start")
         wait_until(self.accepts, "postgres after restart")
 
     def accepts(self) -> bool:
