@@ -193,12 +193,15 @@ class AuthConfig(_Strict):
 
 
 class MeteringConfig(_Strict):
-    """The metering service and the router's metering queue."""
+    """The metering service, and how a router ships usage to it through its local spool."""
 
     database_url: str = "sqlite+aiosqlite:///.gateway/metering.db"
     batch_size: Annotated[int, Field(gt=0)] = 200
     flush_interval_s: Annotated[float, Field(gt=0)] = 0.5
-    queue_limit: Annotated[int, Field(gt=0)] = 100_000
+    spool_path: Annotated[str, Field(min_length=1)] = ".gateway/usage-spool.db"
+    """The router's durable usage spool (a SQLite file, locked by one router process). Every router
+    needs its own, on storage that outlives the process (on Kubernetes, a volume that survives
+    container restarts). Unbounded on purpose: usage is never dropped, however long metering is down."""
 
 
 class RouterConfig(_Strict):
@@ -290,6 +293,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_MAX_BODY_BYTES": "edge.max_body_bytes",
     "GATEWAY_AUTH_DATABASE_URL": "auth.database_url",
     "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
+    "GATEWAY_METERING_SPOOL_PATH": "metering.spool_path",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
     "GATEWAY_INTERNAL_TLS": "tls.internal",

@@ -118,6 +118,9 @@ class Suite:
             env["GATEWAY_AUTH_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.data_dir / 'auth.db'}"
         if self._mints_tls():
             env["GATEWAY_TLS_DIR"] = str(self.tls_dir)
+        # The router's usage spool lives with the rest of the suite's data, so a restarted router
+        # ships what its predecessor left.
+        env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / "router-usage-spool.db")
         env.update(self.env)
         for name in SERVICES:
             address = f"{self.host}:{self.ports[name]}"

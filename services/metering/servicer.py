@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,19 +14,22 @@ from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common import identity
 from gateway_common.db import unavailable_on_outage
 from gateway_common.errors import FieldViolation, GatewayError, Reason, invalid_argument
+from services.metering import metrics
 from services.metering.descriptor_usage import DescriptorUsageServicer
 from services.metering.ledger import (
     Grouping,
     Outcome,
     PromptLog,
+    QuarantinedEvent,
     UsageQuery,
     UsageRecord,
     check_query,
     check_record,
+    describe,
     resolve_period,
-    unique_by_request_id,
+    unique_by_event_id,
 )
-from services.metering.storage import LedgerStore
+from services.metering.storage import LedgerStore, LedgerUnavailable
 
 _OUTCOMES: dict[int, Outcome] = {
     metering_pb2.OUTCOME_UNSPECIFIED: Outcome.UNSPECIFIED,
@@ -34,6 +38,8 @@ _OUTCOMES: dict[int, Outcome] = {
     metering_pb2.OUTCOME_CANCELLED: Outcome.CANCELLED,
     metering_pb2.OUTCOME_REJECTED: Outcome.REJECTED,
 }
+
+log = logging.getLogger(__name__)
 
 _GROUPINGS: dict[int, Grouping] = {
     metering_pb2.GROUP_BY_UNSPECIFIED: Grouping.NONE,
@@ -63,20 +69,41 @@ class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServic
         request: metering_pb2.RecordEventsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> metering_pb2.RecordEventsResponse:
-        """Validate the whole batch, then write it in one transaction; duplicates are not counted."""
+        """Record the valid events and quarantine the others; one bad event never costs the batch.
+
+        Duplicates are not counted. An error here means the ledger could not be written at all
+        (the database is down), and the caller keeps the batch to send it again.
+        """
         now = self._clock()
         records: list[UsageRecord] = []
-        violations: list[FieldViolation] = []
+        quarantined: list[QuarantinedEvent] = []
         for index, event in enumerate(request.events):
             record, problems = _to_record(index, event, now)
-            violations.extend(problems)
             if record is not None:
-                violations.extend(check_record(index, record))
+                problems.extend(check_record(index, record))
+            if problems:
+                quarantined.append(QuarantinedEvent(event.event_id, event.SerializeToString(), describe(problems)))
+            elif record is not None:
                 records.append(record)
-        if violations:
-            raise _invalid(violations)
-        recorded = await self._store.record(unique_by_request_id(records))
-        return metering_pb2.RecordEventsResponse(recorded=recorded)
+        try:
+            result = await self._store.record(unique_by_event_id(records), quarantined)
+        except LedgerUnavailable as exc:
+            # Retryable, and said so: the router keeps the batch and sends it again.
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE, Reason.DEPENDENCY_UNAVAILABLE, str(exc), {"retryable": "true"}
+            ) from exc
+        if quarantined:
+            metrics.QUARANTINED.labels("invalid").inc(len(quarantined))
+        if result.quarantined > len(quarantined):
+            metrics.QUARANTINED.labels("refused").inc(result.quarantined - len(quarantined))
+        if result.quarantined:
+            log.warning(
+                "%d of %d usage events quarantined",
+                result.quarantined,
+                len(request.events),
+                extra={"reasons": [q.reason for q in quarantined[:5]]},
+            )
+        return metering_pb2.RecordEventsResponse(recorded=result.recorded, quarantined=result.quarantined)
 
     async def QueryUsage(
         self,
@@ -141,6 +168,7 @@ def _to_record(
     if outcome is None or time is None:
         return None, violations
     record = UsageRecord(
+        event_id=event.event_id,
         request_id=event.request_id,
         tenant_id=event.tenant_id,
         key_id=event.key_id,
@@ -166,6 +194,7 @@ def _to_record(
             if event.HasField("prompt_log")
             else None
         ),
+        source=event.SerializeToString(),
     )
     return record, violations
 

@@ -33,10 +33,11 @@ from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.leases import Leases
-from services.router.metering_queue import MeteringQueue
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
 from services.router.route_health import RouteHealth
+from services.router.usage_intent import intent_event
+from services.router.usage_spool import UsageSpool
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class _Admission:
     limits: list[ratelimit_pb2.DescriptorLimits] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
     """Reservations added while a stream outgrew the first one; settled at zero with it."""
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """The usage event's identity in the ledger: the gateway's own, never the client's request id."""
 
 
 @dataclass
@@ -108,7 +111,7 @@ class Orchestrator:
         auth: AuthCache,
         ratelimit: ratelimit_pb2_grpc.RateLimitServiceAsyncStub,
         providers: providers_pb2_grpc.ProviderServiceAsyncStub,
-        metering: MeteringQueue,
+        metering: UsageSpool,
         background: BackgroundTasks,
         leases: Leases | None = None,
     ) -> None:
@@ -231,7 +234,7 @@ class Orchestrator:
                 self._leases.hold(reservation_id)
         elif response_headers:
             await on_headers(response_headers)
-        return _Admission(
+        admission = _Admission(
             principal,
             plan.model,
             candidates,
@@ -242,6 +245,34 @@ class Orchestrator:
             received,
             limits,
         )
+        # On disk before any provider is called: a router killed from here on still meters the request.
+        intent = intent_event(
+            event_id=admission.event_id,
+            request_id=call.request_id,
+            principal=principal,
+            model=plan.model,
+            operation=scope,
+            prompt_tokens=prompt_tokens,
+            estimate=estimate,
+            received=received,
+        )
+        try:
+            await self._metering.admit(intent)
+        except BaseException as exc:
+            # Nothing was sent: return the reservation, and replace an intent that may have been
+            # written by an event without usage, so that it is never billed as a restart.
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            outcome = _Outcome(outcome=metering_pb2.OUTCOME_CANCELLED if cancelled else metering_pb2.OUTCOME_ERROR)
+            self._finish(admission, outcome, call, operation=scope, streamed=False)
+            if cancelled:
+                raise
+            raise GatewayError(
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.DEPENDENCY_UNAVAILABLE,
+                "The gateway cannot record usage right now, so the request was not sent; try again.",
+                {"retryable": "true"},
+            ) from exc
+        return admission
 
     def _release_unused(self, reservation_id: str, call: CallContext) -> None:
         """Settle a reservation the request never used at zero (a no-op if it was never made)."""
@@ -567,7 +598,7 @@ class Orchestrator:
     def _finish(
         self, admission: _Admission, outcome: _Outcome, call: CallContext, *, operation: str, streamed: bool
     ) -> None:
-        """Settle the reservation and queue the usage event, in the background."""
+        """Settle the reservation and spool the final usage event (replacing the intent), in the background."""
         candidate = outcome.candidate
         cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
         if admission.reserved.requests:
@@ -582,6 +613,7 @@ class Orchestrator:
             self._background.spawn(self._settle(admission, actual, call.request_id))
         latency = time.monotonic() - admission.started
         event = metering_pb2.UsageEvent(
+            event_id=admission.event_id,
             request_id=call.request_id,
             tenant_id=admission.principal.tenant_id,
             key_id=admission.principal.key_id,
@@ -605,7 +637,7 @@ class Orchestrator:
         if outcome.prompt_log is not None:
             event.prompt_log.request_json = _loggable(outcome.prompt_log.request_json)
             event.prompt_log.response_text = _loggable(outcome.prompt_log.response_text)
-        self._metering.put(event)
+        self._metering.complete(event)
         provider = candidate.provider if candidate else ""
         outcome_name = metering_pb2.Outcome.Name(event.outcome).removeprefix("OUTCOME_").lower()
         model_label, provider_label = self._labels.model(admission.model), self._labels.provider(provider)

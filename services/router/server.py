@@ -1,7 +1,12 @@
 """Wires the router: one channel per downstream service, the orchestrator, the servicer.
 
+Start: the usage spool is opened (locked to this process; intents a dead predecessor left are
+recovered) and its shipper started before the router reports SERVING, so what the spool holds
+is shipped first.
+
 Shutdown order (ServiceApp): health NOT_SERVING, stop accepting and let in-flight calls finish,
-then stop renewing leases, drain settlements and the metering queue, then close the channels.
+then stop renewing leases, drain settlements, then ship what the spool holds within the grace
+time (the rest stays on disk for the next start), close the spool, then close the channels.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from gateway_common.tls import client_credentials
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.leases import Leases
-from services.router.metering_queue import MeteringQueue
 from services.router.orchestrator import Orchestrator
 from services.router.servicer import RouterServicer
+from services.router.usage_shipper import UsageShipper
+from services.router.usage_spool import UsageSpool
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
@@ -39,11 +45,12 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     auth_channel, ratelimit_channel, providers_channel, metering_channel = channels
     providers = providers_pb2_grpc.ProviderServiceStub(providers_channel)
     metering_stub = metering_pb2_grpc.MeteringServiceStub(metering_channel)
-    metering = MeteringQueue(
+    spool = UsageSpool(config.metering.spool_path)
+    shipper = UsageShipper(
+        spool,
         metering_stub,
         batch_size=config.metering.batch_size,
         flush_interval_s=config.metering.flush_interval_s,
-        queue_limit=config.metering.queue_limit,
     )
     background = BackgroundTasks()
     ratelimit = ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel)
@@ -53,7 +60,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         AuthCache(auth_pb2_grpc.AuthServiceStub(auth_channel), ttl_s=config.auth.cache_ttl_s),
         ratelimit,
         providers,
-        metering,
+        spool,
         background,
         leases,
     )
@@ -64,14 +71,20 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     )
 
     async def on_ready() -> None:
-        metering.start()
+        try:
+            await spool.open()
+        except BaseException:
+            await spool.close()
+            raise
+        shipper.start()
         leases.start()
 
     async def on_stop() -> None:
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
         await leases.stop()
         await background.drain()
-        await metering.drain()
+        await shipper.drain()
+        await spool.close()
         for channel in channels:
             await channel.close(None)
 

@@ -88,7 +88,23 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             tmp_path,
             services={name: {"listen": LOOPBACK, "address": address} for name, address in addresses.items()},
         )
-        routers = [await _started(exits, build_router(router_config, listen=LOOPBACK)) for _ in range(2)]
+        # Each router has a usage spool of its own: a spool is locked to one process.
+        routers = [
+            await _started(
+                exits,
+                build_router(
+                    router_config.model_copy(
+                        update={
+                            "metering": router_config.metering.model_copy(
+                                update={"spool_path": str(tmp_path / f"router-{index}-spool.db")}
+                            )
+                        }
+                    ),
+                    listen=LOOPBACK,
+                ),
+            )
+            for index in range(2)
+        ]
         yield Stack(
             auth=auth_pb2_grpc.AuthServiceStub(await _channel(exits, auth)),
             routers=[router_pb2_grpc.RouterServiceStub(await _channel(exits, r)) for r in routers],

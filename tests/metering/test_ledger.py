@@ -13,19 +13,22 @@ from services.metering.ledger import (
     Grouping,
     Outcome,
     PromptLog,
+    QuarantinedEvent,
+    RecordResult,
     UsageQuery,
     UsageRecord,
     UsageTotals,
     check_query,
     check_record,
     resolve_period,
-    unique_by_request_id,
+    unique_by_event_id,
 )
 from services.metering.servicer import MeteringServicer
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 RECORD = UsageRecord(
+    event_id="e1",
     request_id="r1",
     tenant_id="acme",
     key_id="k1",
@@ -52,10 +55,10 @@ def test_a_complete_record_passes() -> None:
 
 
 def test_every_problem_of_a_record_is_named_with_its_wire_path() -> None:
-    bad = replace(RECORD, request_id="", prompt_tokens=-1, latency_ms=-0.5, key_id="k\x00")
+    bad = replace(RECORD, event_id="", prompt_tokens=-1, latency_ms=-0.5, key_id="k\x00")
 
     assert [v.field for v in check_record(3, bad)] == [
-        "events[3].request_id",
+        "events[3].event_id",
         "events[3].key_id",
         "events[3].prompt_tokens",
         "events[3].latency",
@@ -75,10 +78,14 @@ def test_a_prompt_log_field_may_hold_up_to_the_limit_in_utf8_bytes_and_no_nul() 
     ]
 
 
-def test_the_first_of_repeated_request_ids_is_kept() -> None:
-    first, repeat, other = RECORD, replace(RECORD, cost_micro_usd=999), replace(RECORD, request_id="r2")
+def test_the_first_of_repeated_event_ids_is_kept_and_a_shared_request_id_is_no_repeat() -> None:
+    first, repeat, other = RECORD, replace(RECORD, cost_micro_usd=999), replace(RECORD, event_id="e2")
 
-    assert unique_by_request_id([first, repeat, other, repeat]) == [first, other]
+    assert unique_by_event_id([first, repeat, other, repeat]) == [first, other]
+
+
+def test_a_record_without_an_event_id_is_invalid_even_with_a_request_id() -> None:
+    assert [v.field for v in check_record(0, replace(RECORD, event_id=""))] == ["events[0].event_id"]
 
 
 def test_a_period_may_be_empty_but_not_reversed() -> None:
@@ -100,6 +107,7 @@ class _FakeStore:
 
     def __init__(self) -> None:
         self.records: list[UsageRecord] = []
+        self.quarantined: list[QuarantinedEvent] = []
         self.queries: list[UsageQuery] = []
 
     async def open(self) -> None:
@@ -108,9 +116,12 @@ class _FakeStore:
     async def close(self) -> None:
         pass
 
-    async def record(self, records: Sequence[UsageRecord]) -> int:
+    async def record(
+        self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedEvent] = ()
+    ) -> RecordResult:
         self.records.extend(records)
-        return len(records)
+        self.quarantined.extend(quarantined)
+        return RecordResult(len(records), len(quarantined))
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:
         self.queries.append(query)
@@ -120,10 +131,10 @@ class _FakeStore:
 async def test_the_servicer_dates_undated_events_and_open_queries_by_its_clock() -> None:
     store = _FakeStore()
     servicer = MeteringServicer(store, clock=lambda: NOW)
-    dated = metering_pb2.UsageEvent(request_id="dated", outcome=metering_pb2.OUTCOME_CANCELLED)
+    dated = metering_pb2.UsageEvent(event_id="dated", request_id="dated", outcome=metering_pb2.OUTCOME_CANCELLED)
     dated.time.FromDatetime(NOW - timedelta(minutes=5))
     dated.latency.FromMilliseconds(1500)
-    undated = metering_pb2.UsageEvent(request_id="undated")
+    undated = metering_pb2.UsageEvent(event_id="undated", request_id="undated")
 
     await servicer.RecordEvents(metering_pb2.RecordEventsRequest(events=[dated, undated]), context=None)  # type: ignore[arg-type]
     await servicer.QueryUsage(metering_pb2.QueryUsageRequest(group_by=metering_pb2.GROUP_BY_KEY), context=None)  # type: ignore[arg-type]
@@ -139,11 +150,11 @@ async def test_the_servicer_passes_a_prompt_log_only_when_the_event_has_one() ->
     store = _FakeStore()
     servicer = MeteringServicer(store, clock=lambda: NOW)
     logged = metering_pb2.UsageEvent(
-        request_id="logged", prompt_log=metering_pb2.PromptLog(request_json="{}", response_text="hi")
+        event_id="logged", request_id="logged", prompt_log=metering_pb2.PromptLog(request_json="{}", response_text="hi")
     )
-    empty = metering_pb2.UsageEvent(request_id="empty")
+    empty = metering_pb2.UsageEvent(event_id="empty", request_id="empty")
     empty.prompt_log.SetInParent()
-    plain = metering_pb2.UsageEvent(request_id="plain")
+    plain = metering_pb2.UsageEvent(event_id="plain", request_id="plain")
 
     await servicer.RecordEvents(metering_pb2.RecordEventsRequest(events=[logged, empty, plain]), context=None)  # type: ignore[arg-type]
 

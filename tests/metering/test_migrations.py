@@ -24,7 +24,7 @@ from services.metering.server import build
 from services.metering.storage.sql import VERSION_TABLE, SqlLedgerStore, alembic_config, create_engine, metadata
 from tests.metering.databases import create_postgres_database
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _config(url: str) -> GatewayConfig:
@@ -34,7 +34,9 @@ def _config(url: str) -> GatewayConfig:
 async def _record_one(port: int, request_id: str) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = metering_pb2_grpc.MeteringServiceStub(channel)
-        event = metering_pb2.UsageEvent(request_id=request_id, tenant_id="acme", outcome=metering_pb2.OUTCOME_SUCCESS)
+        event = metering_pb2.UsageEvent(
+            event_id=request_id, request_id=request_id, tenant_id="acme", outcome=metering_pb2.OUTCOME_SUCCESS
+        )
         response = await stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[event]))
         return response.recorded
 
@@ -133,6 +135,7 @@ async def test_migrations_match_the_models_and_go_both_ways_keeping_the_ledger(
     engine = create_engine(url)
     store = SqlLedgerStore(engine)
     record = UsageRecord(
+        event_id="e1",
         request_id="r1",
         tenant_id="acme",
         key_id="k1",
@@ -158,7 +161,7 @@ async def test_migrations_match_the_models_and_go_both_ways_keeping_the_ledger(
         await store.open()  # at head already: nothing to do, no error
         async with engine.connect() as connection:
             assert await connection.run_sync(_differences) == []
-        assert await store.record([record]) == 1
+        assert (await store.record([record])).recorded == 1
 
         # Back to the usage ledger alone (what a deployment before the prompt log has), then forward again.
         async with engine.begin() as connection:

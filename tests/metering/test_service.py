@@ -19,7 +19,7 @@ from gateway_common.config import GatewayConfig, MeteringConfig
 from gateway_common.errors import GatewayError
 from services.metering.ledger import MAX_PROMPT_LOG_FIELD_BYTES
 from services.metering.server import build
-from services.metering.storage.sql import PromptLogRow, UsageEventRow, create_engine
+from services.metering.storage.sql import PromptLogRow, QuarantinedEventRow, UsageEventRow, create_engine
 from tests.metering.databases import create_postgres_database
 
 
@@ -34,6 +34,22 @@ class Metering:
     async def record(self, *events: metering_pb2.UsageEvent) -> int:
         response = await self.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=events))
         return response.recorded
+
+    async def send(self, *events: metering_pb2.UsageEvent) -> tuple[int, int]:
+        """Recorded and quarantined counts of one batch."""
+        response = await self.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=events))
+        return response.recorded, response.quarantined
+
+    async def quarantined(self, *event_ids: str) -> dict[str, RowMapping]:
+        """The quarantine rows of ``event_ids``, by event id."""
+        engine = create_engine(self.database_url)
+        try:
+            async with engine.connect() as connection:
+                table = QuarantinedEventRow.__table__  # type: ignore[attr-defined]
+                result = await connection.execute(select(table).where(table.c.event_id.in_(event_ids)))
+                return {row["event_id"]: row for row in result.mappings().all()}
+        finally:
+            await engine.dispose()
 
     async def query(self, **fields: Any) -> list[metering_pb2.UsageRow]:
         response = await self.stub.QueryUsage(metering_pb2.QueryUsageRequest(**fields))
@@ -94,8 +110,9 @@ def event(
     outcome: int = metering_pb2.OUTCOME_SUCCESS,
     minutes: int = 0,
 ) -> metering_pb2.UsageEvent:
-    """An event of ``scope`` (request id, tenant and key prefixed with the scope's own prefix)."""
+    """An event of ``scope`` (event id = request id, tenant and key prefixed with the scope's own prefix)."""
     message = metering_pb2.UsageEvent(
+        event_id=scope.name(request_id),
         request_id=scope.name(request_id),
         tenant_id=scope.name(tenant),
         key_id=scope.name(key),
@@ -184,6 +201,7 @@ async def test_keeps_every_field_of_an_event(metering: Metering, scope: Scope) -
         await engine.dispose()
     stored, stored_unary = rows
     assert {k: stored[k] for k in stored if k not in ("time", "recorded_at")} == {
+        "event_id": scope.name("r1"),
         "request_id": scope.name("r1"),
         "tenant_id": scope.name("acme"),
         "key_id": scope.name("k1"),
@@ -311,18 +329,50 @@ async def test_an_empty_selection_is_one_zero_row_or_no_groups(metering: Meterin
     assert await metering.query(tenant_id=nobody, group_by=metering_pb2.GROUP_BY_MODEL) == []
 
 
-async def test_refuses_a_batch_with_a_bad_event_and_writes_none_of_it(metering: Metering, scope: Scope) -> None:
+async def test_quarantines_an_event_without_an_event_id_and_records_the_rest(metering: Metering, scope: Scope) -> None:
     good = event(scope, "good")
     nameless = event(scope, "nameless")
-    nameless.request_id = ""
+    nameless.event_id = ""
 
-    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[good, nameless])))
+    assert await metering.send(good, nameless) == (1, 1)
 
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in error.field_violations] == ["events[1].request_id"]
-    assert error.metadata["param"] == "events[1].request_id"
-    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [0]
-    assert await metering.record(good) == 1
+    # Never guessed from the client's request id, which is still there.
+    stored = (await metering.quarantined(""))[""]
+    assert metering_pb2.UsageEvent.FromString(stored["source"]) == nameless
+    assert "events[1].event_id: must not be empty" in stored["reason"]
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [1]
+
+
+async def test_forty_good_events_and_one_with_nul_in_its_model_record_forty_and_quarantine_one(
+    metering: Metering, scope: Scope
+) -> None:
+    good = [event(scope, f"x{i}", tenant="X") for i in range(40)]
+    bad = event(scope, "nul", tenant="Y", model="mock:a\x00b")
+
+    assert await metering.send(*good[:20], bad, *good[20:]) == (40, 1)
+
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("X"))] == [40]
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("Y"))] == [0]
+    stored = (await metering.quarantined(bad.event_id))[bad.event_id]
+    assert stored["reason"].startswith("events[20].model: must not contain NUL characters")
+    assert metering_pb2.UsageEvent.FromString(stored["source"]).model == "mock:a\x00b"
+    # The router re-sending the same batch (its acknowledgement was lost) changes nothing.
+    assert await metering.send(*good, bad) == (0, 1)
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("X"))] == [40]
+    assert len(await metering.quarantined(bad.event_id)) == 1
+
+
+async def test_twenty_requests_sharing_a_client_request_id_are_twenty_rows_and_a_replay_is_one(
+    metering: Metering, scope: Scope
+) -> None:
+    shared = [event(scope, "same") for _ in range(20)]
+    for index, message in enumerate(shared):
+        message.event_id = scope.name(f"event-{index}")
+
+    assert await metering.record(*shared) == 20
+    assert await metering.record(*shared, shared[0]) == 0
+
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [20]
 
 
 @pytest.mark.parametrize(
@@ -334,25 +384,28 @@ async def test_refuses_a_batch_with_a_bad_event_and_writes_none_of_it(metering: 
         ("attempts", -1, "events[0].attempts"),
         ("outcome", 99, "events[0].outcome"),
         ("model", "gpt\x00", "events[0].model"),
+        ("event_id", "e\x00", "events[0].event_id"),
     ],
 )
-async def test_names_the_bad_field(metering: Metering, scope: Scope, field: str, value: Any, violation: str) -> None:
+async def test_quarantines_a_bad_event_naming_the_field(
+    metering: Metering, scope: Scope, field: str, value: Any, violation: str
+) -> None:
     bad = event(scope, "bad")
     setattr(bad, field, value)
 
-    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[bad])))
+    assert await metering.send(bad) == (0, 1)
 
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in error.field_violations] == [violation]
+    stored = await metering.quarantined(bad.event_id.replace("\x00", "\ufffd"))
+    assert [row["reason"].split(":")[0] for row in stored.values()] == [violation]
 
 
-async def test_names_a_negative_duration(metering: Metering, scope: Scope) -> None:
+async def test_quarantines_a_negative_duration(metering: Metering, scope: Scope) -> None:
     bad = event(scope, "bad")
     bad.latency.FromMilliseconds(-3)
 
-    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[bad])))
+    assert await metering.send(bad) == (0, 1)
 
-    assert [v.field for v in error.field_violations] == ["events[0].latency"]
+    assert (await metering.quarantined(bad.event_id))[bad.event_id]["reason"].startswith("events[0].latency:")
 
 
 async def test_refuses_a_bad_query(metering: Metering, scope: Scope) -> None:
@@ -390,6 +443,7 @@ async def test_keeps_the_prompt_log_of_a_logged_call_and_none_for_others(meterin
     assert sorted(rows) == sorted([logged.request_id, empty.request_id])
     stored = rows[logged.request_id]
     assert {k: stored[k] for k in stored if k != "recorded_at"} == {
+        "event_id": scope.name("logged"),
         "request_id": scope.name("logged"),
         "tenant_id": scope.name("acme"),
         "key_id": scope.name("k2"),
@@ -436,17 +490,16 @@ async def test_ignores_the_prompt_log_of_an_event_it_already_has(metering: Meter
     "value",
     [pytest.param("a\x00b", id="nul"), pytest.param("x" * (MAX_PROMPT_LOG_FIELD_BYTES + 1), id="too-long")],
 )
-async def test_refuses_a_bad_prompt_log_and_writes_none_of_the_batch(
+async def test_quarantines_an_event_with_a_bad_prompt_log_and_records_the_rest(
     metering: Metering, scope: Scope, field: str, value: str
 ) -> None:
-    good = event(scope, "good")
+    good = _logged(event(scope, "good"), "{}", "fine")
     bad = event(scope, "bad")
     setattr(bad.prompt_log, field, value)
 
-    error = await _error(metering.stub.RecordEvents(metering_pb2.RecordEventsRequest(events=[good, bad])))
+    assert await metering.send(good, bad) == (1, 1)
 
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in error.field_violations] == [f"events[1].prompt_log.{field}"]
-    assert error.metadata["param"] == f"events[1].prompt_log.{field}"
-    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [0]
-    assert await _prompt_logs(metering, good.request_id, bad.request_id) == {}
+    reason = (await metering.quarantined(bad.event_id))[bad.event_id]["reason"]
+    assert reason.startswith(f"events[1].prompt_log.{field}:")
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("acme"))] == [1]
+    assert sorted(await _prompt_logs(metering, good.request_id, bad.request_id)) == [good.request_id]

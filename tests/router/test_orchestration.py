@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -187,7 +188,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     auth, ratelimit, providers, metering = FakeAuth(), FakeRateLimit(), FakeProviders(), FakeMetering()
     fakes = {
         "auth": ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, auth, "a"),
@@ -231,7 +232,7 @@ async def rig() -> AsyncIterator[Rig]:
                 },
             },
             "router": {"max_attempts": 3, "retry_backoff_s": 0.0},
-            "metering": {"flush_interval_s": 0.05},
+            "metering": {"flush_interval_s": 0.05, "spool_path": str(tmp_path / "usage-spool.db")},
         }
     )
     app = build(config)

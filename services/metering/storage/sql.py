@@ -8,6 +8,7 @@ replicas can migrate one PostgreSQL database side by side.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,10 +17,11 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, case, event, func, select, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, LargeBinary, Table, Text, case, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -29,10 +31,13 @@ from services.metering.ledger import (
     SUCCESSFUL_OUTCOME,
     Grouping,
     PromptLog,
+    QuarantinedEvent,
+    RecordResult,
     UsageQuery,
     UsageRecord,
     UsageTotals,
 )
+from services.metering.storage import LedgerUnavailable
 
 VERSION_TABLE = "alembic_version_metering"
 """Alembic's version table for this service; another service in the same database keeps its own."""
@@ -49,16 +54,20 @@ class MeteringModel(SQLModel, registry=registry()):
 
 
 class UsageEventRow(MeteringModel, table=True):
-    """One request's usage; ``request_id`` is the key, so a re-sent event is a no-op."""
+    """One request's usage; ``event_id`` (the router's, never the client's) is the key, so a re-sent
+    event is a no-op while two requests that share a client request id are two rows."""
 
     __tablename__ = "usage_events"
     __table_args__ = (
         Index("ix_usage_events_time", "time"),
         Index("ix_usage_events_tenant_id_time", "tenant_id", "time"),
         Index("ix_usage_events_key_id_time", "key_id", "time"),
+        Index("ix_usage_events_request_id", "request_id"),
     )
 
-    request_id: str = Field(primary_key=True)
+    event_id: str = Field(primary_key=True)
+    request_id: str
+    """The client's request id, for correlation only."""
     tenant_id: str
     key_id: str
     model: str
@@ -86,8 +95,10 @@ class PromptLogRow(MeteringModel, table=True):
 
     __tablename__ = "prompt_logs"
 
-    request_id: str = Field(primary_key=True)
-    """The request id of the usage event this log belongs to."""
+    event_id: str = Field(primary_key=True)
+    """The event id of the usage event this log belongs to."""
+    request_id: str
+    """The client's request id, for correlation only."""
     tenant_id: str
     key_id: str
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -96,9 +107,55 @@ class PromptLogRow(MeteringModel, table=True):
     response_text: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class QuarantinedEventRow(MeteringModel, table=True):
+    """An event the ledger could not record (invalid, or refused by the database), kept as sent.
+
+    ``digest`` (SHA-256 of the bytes) makes a re-sent bad event one row, as the ledger does for good ones.
+    """
+
+    __tablename__ = "quarantined_events"
+    __table_args__ = (Index("ix_quarantined_events_quarantined_at", "quarantined_at"),)
+
+    digest: str = Field(primary_key=True)
+    """Hex SHA-256 of ``source``."""
+    event_id: str
+    """The event's id, empty when it had none."""
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    """Why the event was not recorded."""
+    source: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    """The serialized ``UsageEvent`` exactly as received."""
+    quarantined_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """When it was first quarantined, UTC."""
+
+
 metadata = MeteringModel.metadata
 _events = cast(Table, UsageEventRow.__table__)  # type: ignore[attr-defined]
 _prompt_logs = cast(Table, PromptLogRow.__table__)  # type: ignore[attr-defined]
+_quarantine = cast(Table, QuarantinedEventRow.__table__)  # type: ignore[attr-defined]
+
+# SQLSTATE classes of errors caused by the values sent, not by the database's health: 22 (data
+# exception, e.g. NUL in text, a number out of range) and 23 (integrity constraint violation).
+_DATA_SQLSTATE_CLASSES = ("22", "23")
+
+
+_VALUE_ERRORS = (StatementError, OverflowError, ValueError)
+
+
+def refused_data(exc: Exception) -> bool:
+    """Whether ``exc`` is the database (or its driver) refusing the values of a statement, as
+    opposed to the database being unreachable or broken: only the former is worth quarantining
+    for, since the same values will never be accepted."""
+    if isinstance(exc, DataError | IntegrityError | OverflowError | ValueError):
+        # OverflowError and ValueError: the driver could not bind a value (sqlite3 raises them raw
+        # for an integer beyond 64 bits, for example), so no database would take it.
+        return True
+    if isinstance(exc, DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in _DATA_SQLSTATE_CLASSES
+    # A StatementError that is not a DBAPIError wraps a Python error raised while compiling or
+    # binding values: the values are at fault.
+    return isinstance(exc, StatementError)
+
 
 _GROUP_COLUMNS: dict[Grouping, str] = {
     Grouping.TENANT: "tenant_id",
@@ -164,36 +221,43 @@ class SqlLedgerStore:
         """Close every pooled connection."""
         await self._engine.dispose()
 
-    async def record(self, records: Sequence[UsageRecord]) -> int:
-        """Insert ``records`` and their prompt logs in one transaction, skipping request ids already kept;
-        returns how many were new."""
-        if not records:
-            return 0
+    async def record(
+        self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedEvent] = ()
+    ) -> RecordResult:
+        """Insert ``records`` (and their prompt logs) and ``quarantined`` in one transaction, skipping
+        event ids already kept. When the database refuses a value, the batch is redone one record per
+        savepoint so that only the records it refuses are quarantined. A database that cannot be
+        reached (down, restarting) raises :class:`LedgerUnavailable`: nothing was written."""
+        try:
+            return await self._record(records, quarantined)
+        except (DBAPIError, OSError) as exc:
+            if isinstance(exc, DBAPIError) and refused_data(exc):
+                raise
+            raise LedgerUnavailable(f"the ledger database is unavailable: {str(exc).splitlines()[0]}") from exc
+
+    async def _record(self, records: Sequence[UsageRecord], quarantined: Sequence[QuarantinedEvent]) -> RecordResult:
         recorded_at = self._clock()
-        rows = [_row(record, recorded_at) for record in records]
+        try:
+            async with self._engine.begin() as connection:
+                new = await _insert(connection, records, recorded_at)
+                await _insert_quarantined(connection, quarantined, recorded_at)
+            return RecordResult(recorded=new, quarantined=len(quarantined))
+        except _VALUE_ERRORS as exc:
+            if not refused_data(exc):
+                raise
         async with self._engine.begin() as connection:
-            insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-            statement = (
-                insert(_events)
-                .on_conflict_do_nothing(index_elements=[_events.c.request_id])
-                .returning(_events.c.request_id)
-            )
-            # RETURNING yields only the rows actually inserted, which counts new events exactly on
-            # both backends (rowcount is unreliable for batched executes).
-            result = await connection.execute(statement, rows)
-            new = set(result.scalars().all())
-            # A repeat is ignored whole: a re-sent event that now carries a log must not attach it to
-            # the event kept, so only the events just inserted contribute logs.
-            logs = [
-                _prompt_log_row(record, record.prompt_log, recorded_at)
-                for record in records
-                if record.prompt_log is not None and record.request_id in new
-            ]
-            if logs:
-                await connection.execute(
-                    insert(_prompt_logs).on_conflict_do_nothing(index_elements=[_prompt_logs.c.request_id]), logs
-                )
-            return len(new)
+            new = 0
+            refused: list[QuarantinedEvent] = []
+            for record in records:
+                try:
+                    async with connection.begin_nested():
+                        new += await _insert(connection, [record], recorded_at)
+                except _VALUE_ERRORS as exc:
+                    if not refused_data(exc):
+                        raise
+                    refused.append(QuarantinedEvent(record.event_id, record.source, _refusal(exc)))
+            await _insert_quarantined(connection, [*quarantined, *refused], recorded_at)
+        return RecordResult(recorded=new, quarantined=len(quarantined) + len(refused))
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:
         """Sum the selected rows in SQL, one row per group, ordered by group."""
@@ -240,8 +304,67 @@ class SqlLedgerStore:
         return await sum_by_descriptor(self._engine, _events, start, end)
 
 
+def _dialect_insert(connection: AsyncConnection) -> Callable[..., Any]:
+    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+async def _insert(connection: AsyncConnection, records: Sequence[UsageRecord], recorded_at: datetime) -> int:
+    """Insert the records new to the ledger and their prompt logs; returns how many were new."""
+    if not records:
+        return 0
+    insert = _dialect_insert(connection)
+    statement = (
+        insert(_events).on_conflict_do_nothing(index_elements=[_events.c.event_id]).returning(_events.c.event_id)
+    )
+    # RETURNING yields only the rows actually inserted, which counts new events exactly on
+    # both backends (rowcount is unreliable for batched executes).
+    result = await connection.execute(statement, [_row(record, recorded_at) for record in records])
+    new = set(result.scalars().all())
+    # A repeat is ignored whole: a re-sent event that now carries a log must not attach it to
+    # the event kept, so only the events just inserted contribute logs.
+    logs = [
+        _prompt_log_row(record, record.prompt_log, recorded_at)
+        for record in records
+        if record.prompt_log is not None and record.event_id in new
+    ]
+    if logs:
+        await connection.execute(
+            insert(_prompt_logs).on_conflict_do_nothing(index_elements=[_prompt_logs.c.event_id]), logs
+        )
+    return len(new)
+
+
+async def _insert_quarantined(
+    connection: AsyncConnection, events: Sequence[QuarantinedEvent], quarantined_at: datetime
+) -> None:
+    if not events:
+        return
+    rows = [
+        {
+            "digest": hashlib.sha256(event.source).hexdigest(),
+            # The id is kept for lookups; a NUL in it (one reason to be here) is not storable.
+            "event_id": event.event_id.replace("\x00", "\ufffd"),
+            "reason": event.reason.replace("\x00", "\ufffd"),
+            "source": event.source,
+            "quarantined_at": quarantined_at.astimezone(UTC),
+        }
+        for event in events
+    ]
+    insert = _dialect_insert(connection)
+    await connection.execute(insert(_quarantine).on_conflict_do_nothing(index_elements=[_quarantine.c.digest]), rows)
+
+
+def _refusal(exc: Exception) -> str:
+    # The driver's first line names the problem ("invalid byte sequence ... 0x00"); the rest
+    # repeats the statement and its parameters, which the quarantine already holds as bytes.
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    lines = str(cause).splitlines() or [""]
+    return f"database refused the event: {type(cause).__name__}: {lines[0]}"[:1000]
+
+
 def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:
     return {
+        "event_id": record.event_id,
         "request_id": record.request_id,
         "tenant_id": record.tenant_id,
         "key_id": record.key_id,
@@ -266,6 +389,7 @@ def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:
 
 def _prompt_log_row(record: UsageRecord, log: PromptLog, recorded_at: datetime) -> dict[str, Any]:
     return {
+        "event_id": record.event_id,
         "request_id": record.request_id,
         "tenant_id": record.tenant_id,
         "key_id": record.key_id,

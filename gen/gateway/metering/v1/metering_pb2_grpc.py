@@ -57,7 +57,8 @@ class MeteringServiceServicer:
     """
 
     def RecordEvents(self, request, context):
-        """RecordEvents appends usage events to the ledger; an event already recorded (same request id) is ignored.
+        """RecordEvents appends usage events to the ledger; an event already recorded (same event id) is
+        ignored, and an invalid one is quarantined (kept aside with its reason) without refusing the rest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

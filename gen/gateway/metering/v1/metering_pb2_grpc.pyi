@@ -34,7 +34,9 @@ class MeteringServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MeteringServiceAsyncStub: ...
     RecordEvents: _grpc.UnaryUnaryMultiCallable[_metering_pb2.RecordEventsRequest, _metering_pb2.RecordEventsResponse]
-    """RecordEvents appends usage events to the ledger; an event already recorded (same request id) is ignored."""
+    """RecordEvents appends usage events to the ledger; an event already recorded (same event id) is
+    ignored, and an invalid one is quarantined (kept aside with its reason) without refusing the rest.
+    """
     QueryUsage: _grpc.UnaryUnaryMultiCallable[_metering_pb2.QueryUsageRequest, _metering_pb2.QueryUsageResponse]
     """QueryUsage sums the ledger over a period, grouped as asked."""
     SumUsageByDescriptor: _grpc.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]
@@ -48,7 +50,9 @@ class MeteringServiceAsyncStub(MeteringServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordEvents: _aio.UnaryUnaryMultiCallable[_metering_pb2.RecordEventsRequest, _metering_pb2.RecordEventsResponse]  # type: ignore[assignment]
-    """RecordEvents appends usage events to the ledger; an event already recorded (same request id) is ignored."""
+    """RecordEvents appends usage events to the ledger; an event already recorded (same event id) is
+    ignored, and an invalid one is quarantined (kept aside with its reason) without refusing the rest.
+    """
     QueryUsage: _aio.UnaryUnaryMultiCallable[_metering_pb2.QueryUsageRequest, _metering_pb2.QueryUsageResponse]  # type: ignore[assignment]
     """QueryUsage sums the ledger over a period, grouped as asked."""
     SumUsageByDescriptor: _aio.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]  # type: ignore[assignment]
@@ -65,7 +69,9 @@ class MeteringServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metering_pb2.RecordEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metering_pb2.RecordEventsResponse, _abc.Awaitable[_metering_pb2.RecordEventsResponse]]:
-        """RecordEvents appends usage events to the ledger; an event already recorded (same request id) is ignored."""
+        """RecordEvents appends usage events to the ledger; an event already recorded (same event id) is
+        ignored, and an invalid one is quarantined (kept aside with its reason) without refusing the rest.
+        """
 
     @_abc_1.abstractmethod
     def QueryUsage(
