@@ -204,7 +204,13 @@ class CancelSuite:
         address, stops it afterwards."""
         port = free_port()
         address = f"127.0.0.1:{port}"
-        env = {**self.suite.process_env(), "GATEWAY_ROUTER_LISTEN": address, "GATEWAY_ROUTER_ADDR": address}
+        env = {
+            **self.suite.process_env(),
+            "GATEWAY_ROUTER_LISTEN": address,
+            "GATEWAY_ROUTER_ADDR": address,
+            # Every router owns its usage spool; two cannot share one file.
+            "GATEWAY_METERING_SPOOL_PATH": str(self.suite.data_dir / "router-2-usage-spool.db"),
+        }
         log = (self.suite.log_dir / "router-2.log").open("ab")
         process = subprocess.Popen([sys.executable, "-m", "services.router"], env=env, stdout=log, stderr=log)
         log.close()

@@ -42,6 +42,7 @@ def _event(
     tenant: str, key: str, model: str, at_s: int, prompt: int, completion: int, cost: int
 ) -> metering_pb2.UsageEvent:
     return metering_pb2.UsageEvent(
+        event_id=uuid.uuid4().hex,
         request_id=uuid.uuid4().hex,
         tenant_id=tenant,
         key_id=key,

@@ -35,7 +35,10 @@ class CountingStub:
 
 @pytest.fixture
 async def stub() -> AsyncIterator[CountingStub]:
-    app = build(GatewayConfig(ratelimit=RateLimitConfig(lease_s=LEASE_S)), listen="127.0.0.1:0")
+    # No metering behind this limiter: nothing to rebuild counters from.
+    app = build(
+        GatewayConfig(ratelimit=RateLimitConfig(lease_s=LEASE_S, rebuild_from_ledger=False)), listen="127.0.0.1:0"
+    )
     port = await app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
