@@ -495,16 +495,23 @@ class GatewayOptions(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
     max_cost_usd: _builtins.float
     """Refuse the request before calling a provider when its estimated cost exceeds this, in USD."""
+    client_id: _builtins.str
+    """The calling client's own identifier (Governed LLM Gateway's `client_id`): names the caller of
+    an anonymous request (where the deployment allows requests without a key) and is recorded for
+    correlation; it never grants access by itself.
+    """
     def __init__(
         self,
         *,
         max_cost_usd: _builtins.float | None = ...,
+        client_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "client_id", b"client_id", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
     _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
