@@ -30,6 +30,12 @@ def open_channel(
     options: list[tuple[str, object]] = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.keepalive_time_ms", 30_000),
+        # gRPC's reconnect backoff grows to 120 s: a restarted downstream would keep failing every
+        # call fast for up to two minutes after it came back. Internal peers are on the same
+        # network, so retry the connection within a second.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1_000),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,

@@ -55,11 +55,16 @@ router:
   attempt_timeout_s: 10
 limits:
   requests_per_minute: 100000
-metering:
+{limits}metering:
   flush_interval_s: 0.1
 """
 
-_MODULES = {"router": "services.router", "metering": "services.metering", "edge": "edge"}
+_MODULES = {
+    "router": "services.router",
+    "metering": "services.metering",
+    "ratelimit": "services.ratelimit",
+    "edge": "edge",
+}
 
 
 @dataclass(frozen=True)
@@ -151,13 +156,14 @@ def _sqlite_time(value: str) -> float:
 
 
 @contextmanager
-def usage_suite(data: Path, metering_url: str | None = None) -> Iterator[UsageSuite]:
-    """The suite on free ports in ``data``, its ledger on SQLite or at ``metering_url``."""
+def usage_suite(data: Path, metering_url: str | None = None, limits: str = "") -> Iterator[UsageSuite]:
+    """The suite on free ports in ``data``, its ledger on SQLite or at ``metering_url``; ``limits``
+    adds YAML lines (indented by two spaces) to the default limits."""
     data.mkdir(parents=True, exist_ok=True)
     upstream = FakeUpstream(free_port())
     upstream.start()
     config = data / "gateway.yaml"
-    config.write_text(CONFIG.format(upstream=upstream.base_url))
+    config.write_text(CONFIG.format(upstream=upstream.base_url, limits=limits))
     key = f"gw-{secrets.token_urlsafe(32)}"
     url = metering_url or f"sqlite+aiosqlite:///{data / 'metering.db'}"
     env = {
