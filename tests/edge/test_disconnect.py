@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from starlette.requests import Request
 
 from edge.disconnect import ClientDisconnected, unless_disconnected
+from tests.edge.router_stub import edge_with_router_stub
 
 
 class FakeCall:
@@ -78,3 +80,44 @@ async def test_a_cancelled_handler_cancels_the_call() -> None:
     with pytest.raises(asyncio.CancelledError):
         await racing
     assert call.cancelled
+
+
+def test_a_client_that_leaves_while_uploading_is_no_bug(caplog: pytest.LogCaptureFixture) -> None:
+    """A body cut short by the client's disconnect is not an "unhandled error" 500: nothing answers it,
+    nothing reaches the router."""
+    with edge_with_router_stub() as (client, router):
+        app = client.app
+        sent: list[dict[str, Any]] = []
+        incoming = iter(
+            [
+                {"type": "http.request", "body": b'{"model": "mock:x", "messa', "more_body": True},
+                {"type": "http.disconnect"},
+            ]
+        )
+
+        async def receive() -> dict[str, Any]:
+            return next(incoming)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer gw-k")],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8080),
+            "state": {},
+        }
+        with caplog.at_level(logging.ERROR):
+            client.portal.call(app, scope, receive, send)  # type: ignore[union-attr,arg-type]
+        assert sent == [], "nobody is there to answer"
+        assert not [r for r in caplog.records if "unhandled" in r.getMessage()]
+        assert sum(router.calls.values()) == 0
