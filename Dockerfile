@@ -19,12 +19,13 @@ COPY . .
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
-    && mkdir -p /app/.gateway /certs \
-    && chown gateway:gateway /app/.gateway /certs
+    && mkdir -p /app/.gateway /certs /var/lib/gateway/spool \
+    && chown gateway:gateway /app/.gateway /certs /var/lib/gateway/spool
 
 # The code stays root-owned and read-only to the service; only .gateway (embedded-default files
-# such as the demo key and SQLite databases) is writable, and /certs, which compose's one-shot certs
-# service fills (a fresh named volume takes the owner of the image's mount point).
+# such as the demo key and SQLite databases) is writable, /certs, which compose's one-shot certs
+# service fills, and /var/lib/gateway/spool, the routers' usage spools (a fresh named volume takes
+# the owner of the image's mount point).
 USER gateway
 
 EXPOSE 8080 50051 50052 50053 50054 50055

@@ -201,7 +201,9 @@ class MeteringConfig(_Strict):
     spool_path: Annotated[str, Field(min_length=1)] = ".gateway/usage-spool.db"
     """The router's durable usage spool (a SQLite file, locked by one router process). Every router
     needs its own, on storage that outlives the process (on Kubernetes, a volume that survives
-    container restarts). Unbounded on purpose: usage is never dropped, however long metering is down."""
+    container restarts). Unbounded on purpose: usage is never dropped, however long metering is down.
+    ``{hostname}`` in the name gives replicas sharing one volume a file each, and makes every router
+    take over the spools that replicas which are gone left there (see ``services.router.spool_adoption``)."""
 
 
 class RouterConfig(_Strict):

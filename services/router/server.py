@@ -11,6 +11,9 @@ time (the rest stays on disk for the next start), close the spool, then close th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from gateway.auth.v1 import auth_pb2_grpc
 from gateway.metering.v1 import metering_pb2_grpc
 from gateway.providers.v1 import providers_pb2_grpc
@@ -25,6 +28,7 @@ from services.router.background import BackgroundTasks
 from services.router.leases import Leases
 from services.router.orchestrator import Orchestrator
 from services.router.servicer import RouterServicer
+from services.router.spool_adoption import PLACEHOLDER, keep_adopting, spool_path
 from services.router.usage_shipper import UsageShipper
 from services.router.usage_spool import UsageSpool
 
@@ -45,7 +49,8 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     auth_channel, ratelimit_channel, providers_channel, metering_channel = channels
     providers = providers_pb2_grpc.ProviderServiceStub(providers_channel)
     metering_stub = metering_pb2_grpc.MeteringServiceStub(metering_channel)
-    spool = UsageSpool(config.metering.spool_path)
+    spool = UsageSpool(spool_path(config.metering.spool_path))
+    adoption: asyncio.Task[None] | None = None
     shipper = UsageShipper(
         spool,
         metering_stub,
@@ -78,10 +83,17 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
             raise
         shipper.start()
         leases.start()
+        if PLACEHOLDER in config.metering.spool_path:
+            nonlocal adoption
+            adoption = asyncio.create_task(keep_adopting(spool, config.metering.spool_path), name="spool-adoption")
 
     async def on_stop() -> None:
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
         await leases.stop()
+        if adoption is not None:
+            adoption.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adoption
         await background.drain()
         await shipper.drain()
         await spool.close()

@@ -125,6 +125,20 @@ class UsageSpool:
         """
         await self._submit(_upsert(event.event_id, _INTENT, event.SerializeToString(), overwrite=False))
 
+    async def put_ready(self, events: list[metering_pb2.UsageEvent]) -> None:
+        """Write final ``events`` (replacing any row with the same event id); returns once on disk.
+
+        For events taken over from another spool: the ledger is idempotent by event id, so an event
+        that was already shipped from there is recorded once.
+        """
+
+        def run(connection: sqlite3.Connection) -> None:
+            for event in events:
+                _upsert(event.event_id, _READY, event.SerializeToString(), overwrite=True)(connection)
+
+        await self._submit(run)
+        self._notify()
+
     def complete(self, event: metering_pb2.UsageEvent) -> None:
         """Replace the request's intent with its final ``event``, without waiting for the write.
 

@@ -300,3 +300,16 @@ def test_every_process_mounts_only_its_own_certificate_read_only(service: str) -
     assert SERVICES[service]["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
     tls = load_config(env=_interpolated(service, host={})).tls
     assert (tls.internal, tls.dir) == ("on", "/certs")
+
+
+def test_router_spools_outlive_their_containers() -> None:
+    """Each router replica spools usage on a volume that outlives the container, one file per host
+    name, so a replica that is re-created (another host name) leaves its file for the others to adopt."""
+    router = SERVICES["router"]
+    spool = _environment("router")["GATEWAY_METERING_SPOOL_PATH"]
+    assert spool is not None and "{hostname}" in spool
+    mounts = [v for v in router["volumes"] if isinstance(v, str) and v.startswith("router-spool:")]
+    assert mounts == [f"router-spool:{Path(spool).parent}"]
+    assert "router-spool" in COMPOSE["volumes"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert str(Path(spool).parent) in dockerfile, "the image creates the mount point owned by the service user"
