@@ -2,11 +2,15 @@
 router's and the auth service's RPCs, grpc-gateway style.
 
 Request JSON (protobuf JSON mapping; both snake_case and lowerCamelCase field names are accepted)
-is parsed into the RPC's request message, path parameters and query parameters fill its fields,
-and the response is the response message as JSON with its proto field names. Server-streaming
-RPCs answer newline-delimited JSON, one ``{"result": …}`` per message. Errors are the
-``google.rpc.Status`` as JSON (``{"code", "message", "details"}``) with the HTTP status from the
-same table as the OpenAI routes.
+is parsed into the RPC's request message (or into its ``body`` field), path parameters and query
+parameters fill its fields (by proto name or JSON name, so ``?from=`` sets a field declared with
+``json_name = "from"``), and the response is the response message (or its ``response_body`` field)
+as JSON with its proto field names, every field present and numbers as numbers
+(``edge/proto_json.py``). Server-streaming RPCs answer newline-delimited JSON: one message per
+line when the rule names a ``response_body``, else one ``{"result": …}`` per message. Errors are
+OpenAI's error body (``{"error": {"message", "type", "param", "code"}}``) with the HTTP status,
+from the same table as the OpenAI routes (``edge/errors.py``); a stream that fails after its first
+line ends with one ``{"error": …}`` line instead.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from google.protobuf import descriptor, json_format, message, message_factory
 
 from edge.body import BodyTooLarge, read_json
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
-from edge.errors import error_headers, http_status
+from edge.errors import error_headers, error_json, http_status
 from edge.openai_api import call_metadata, ratelimit_headers
+from edge.proto_json import to_json
 from edge.state import EdgeState
 from gateway.auth.v1 import auth_pb2
 from gateway.router.v1 import router_pb2
@@ -38,27 +43,24 @@ _SERVICES = (
 )
 
 
-def _status_json(error: GatewayError) -> bytes:
-    status = json_format.MessageToDict(error.to_status_proto(), preserving_proto_field_name=True)
-    return json.dumps(status, ensure_ascii=False).encode()
-
-
 def _error(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
     code = 413 if isinstance(error, BodyTooLarge) else http_status(error)
     return Response(
-        _status_json(error),
+        error_json(error),
         status_code=code,
         media_type="application/json",
         headers={**(headers or {}), **error_headers(error)},
     )
 
 
-def _to_json(msg: message.Message) -> Any:
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+def _field(msg: message.Message, name: str) -> Any:
+    """The field ``name`` names, by proto name or JSON name; None when there is none."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    return fields.get(name) or next((f for f in fields.values() if f.json_name == name), None)
 
 
 def _set_scalar(msg: message.Message, name: str, raw: str, where: str) -> None:
-    field = msg.DESCRIPTOR.fields_by_name.get(name)
+    field = _field(msg, name)
     scalar_message = (
         field is not None
         and field.message_type is not None
@@ -89,6 +91,13 @@ def _route(
     path = f"/{method.containing_service.full_name}/{method.name}"
     streaming = method.server_streaming
 
+    def render(response: message.Message) -> Any:
+        return to_json(getattr(response, rule.response_body) if rule.response_body else response)
+
+    def line(response: message.Message) -> bytes:
+        value = render(response) if rule.response_body else {"result": render(response)}
+        return json.dumps(value, ensure_ascii=False).encode() + b"\n"
+
     async def parse(request: Request, state: EdgeState) -> message.Message:
         msg = request_class()
         if rule.body:
@@ -96,6 +105,9 @@ def _route(
             if not isinstance(body, dict):
                 raise invalid_argument("The request body must be a JSON object.", "body")
             target = msg if rule.body == "*" else getattr(msg, rule.body)
+            if target is not msg:
+                # An empty body still selects the body field (it says which form of request this is).
+                target.SetInParent()
             try:
                 json_format.ParseDict(body, target, ignore_unknown_fields=False)
             except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
@@ -131,7 +143,7 @@ def _route(
             except grpc.aio.AioRpcError as exc:
                 return _error(GatewayError.from_rpc_error(exc), ratelimit_headers(exc.initial_metadata()))
             return Response(
-                json.dumps(_to_json(response), ensure_ascii=False).encode(),
+                json.dumps(render(response), ensure_ascii=False).encode(),
                 media_type="application/json",
                 headers=ratelimit_headers(await call.initial_metadata()),
             )
@@ -151,11 +163,11 @@ def _route(
         async def lines() -> AsyncIterator[bytes]:
             try:
                 if first is not None:
-                    yield json.dumps({"result": _to_json(first)}, ensure_ascii=False).encode() + b"\n"
+                    yield line(first)
                 async for item in items:
-                    yield json.dumps({"result": _to_json(item)}, ensure_ascii=False).encode() + b"\n"
+                    yield line(item)
             except grpc.aio.AioRpcError as exc:
-                yield b'{"error":' + _status_json(GatewayError.from_rpc_error(exc)) + b"}\n"
+                yield error_json(GatewayError.from_rpc_error(exc)) + b"\n"
             finally:
                 stream.cancel()
 

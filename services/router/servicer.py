@@ -15,7 +15,7 @@ from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
-from services.router import policy
+from services.router import policy, unified
 from services.router.auth_cache import bearer_token
 from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
 
@@ -54,16 +54,31 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._upstream_models_at = 0.0
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
-        completion = await self._orchestrator.chat(request.completion, _call_context(context), _header_sink(context))
+        """Answers in the form asked: canonical for canonical, unified for unified."""
+        is_unified = request.HasField("unified")
+        unified.one_form(request.HasField("completion"), is_unified)
+        if is_unified:
+            unified.refuse_stream_flag(request.unified)
+        canonical = unified.to_canonical(request.unified) if is_unified else request.completion
+        completion = await self._orchestrator.chat(canonical, _call_context(context), _header_sink(context))
+        if is_unified:
+            return router_pb2.ChatResponse(unified=unified.from_completion(completion))
         return router_pb2.ChatResponse(completion=completion)
 
     async def StreamChat(
         self, request: router_pb2.StreamChatRequest, context: Context
     ) -> AsyncIterator[router_pb2.StreamChatResponse]:
-        stream = self._orchestrator.stream_chat(request.completion, _call_context(context), _header_sink(context))
+        """Streams in the form asked: canonical chunks for canonical, unified chunks for unified."""
+        is_unified = request.HasField("unified")
+        unified.one_form(request.HasField("completion"), is_unified)
+        canonical = unified.to_canonical(request.unified) if is_unified else request.completion
+        stream = self._orchestrator.stream_chat(canonical, _call_context(context), _header_sink(context))
         try:
             async for chunk in stream:
-                yield router_pb2.StreamChatResponse(chunk=chunk)
+                if is_unified:
+                    yield router_pb2.StreamChatResponse(unified=unified.from_chunk(chunk))
+                else:
+                    yield router_pb2.StreamChatResponse(chunk=chunk)
         finally:
             await stream.aclose()
 

@@ -67,9 +67,7 @@ async def test_a_nul_in_the_model_is_refused_everywhere_before_any_quota(gateway
             assert response.status_code == 400, response.text
             assert response.json()["error"]["param"] == "model"
         # The native API transcodes without judging; the router refuses it.
-        native = await http.post(
-            "/v1/chat", json={"completion": {"model": NUL_MODEL, "messages": [{"role": "ROLE_USER", "text": "hi"}]}}
-        )
+        native = await http.post("/v1/chat", json={"model": NUL_MODEL, "messages": [{"role": "user", "content": "hi"}]})
         assert native.status_code == 400, native.text
         assert "model" in native.text
 

@@ -262,15 +262,45 @@ def test_native_chat_route(gateway: Gateway) -> None:
     response = httpx.post(
         f"{gateway.url}/v1/chat",
         headers={"Authorization": f"Bearer {gateway.key}"},
-        json={"completion": {"model": "mock:demo", "messages": [{"role": "ROLE_USER", "text": "Hi"}]}},
+        json={"model": "mock:demo", "messages": [{"role": "user", "content": "Hi"}]},
     )
     assert response.status_code == 200, response.text
-    completion = response.json()["completion"]
-    assert completion["choices"][0]["message"]["text"]
+    completion = response.json()
+    assert completion["message"]["role"] == "assistant" and completion["message"]["content"]
     assert completion["provider"] == "mock"
-    missing = httpx.post(f"{gateway.url}/v1/chat", json={"completion": {"model": "mock:demo"}})
+    missing = httpx.post(f"{gateway.url}/v1/chat", json={"model": "mock:demo"})
     assert missing.status_code == 401
-    assert missing.json()["code"] == 16
+    assert missing.json()["error"]["code"] == "missing_api_key"
+
+
+def test_native_stream_ends_with_a_finish_reason_or_an_error_line(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.key}"}
+    body = {"model": "mock:demo", "messages": [{"role": "user", "content": "Hi"}]}
+    good = httpx.post(f"{gateway.url}/v1/chat:stream", headers=headers, json=body, timeout=30)
+    assert good.status_code == 200, good.text
+    chunks = [json.loads(line) for line in good.text.splitlines()]
+    assert "".join(c["delta"].get("content", "") for c in chunks)
+    assert any(c.get("finish_reason") == "stop" for c in chunks)
+    assert chunks[-1]["usage"]["total_tokens"] > 0 and "error" not in chunks[-1]
+    broken = httpx.post(
+        f"{gateway.url}/v1/chat:stream", headers=headers, json={**body, "model": "mock:stream-break"}, timeout=30
+    )
+    lines = [json.loads(line) for line in broken.text.splitlines()]
+    assert set(lines[-1]) == {"error"}, lines
+    assert not any(c.get("finish_reason") for c in lines[:-1])
+
+
+def test_native_usage_reads_rfc3339_from_and_to(gateway: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {gateway.key}"}
+    empty = httpx.get(
+        f"{gateway.url}/v1/usage",
+        params={"from": "2024-01-01T00:00:00Z", "to": "2024-12-31T23:59:59Z", "group_by": "GROUP_BY_MODEL"},
+        headers=headers,
+    )
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == {"rows": []}
+    bad = httpx.get(f"{gateway.url}/v1/usage", params={"to": "yesterday"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "to"
 
 
 def test_provider_without_its_key_answers_503_naming_the_variable(gateway: Gateway) -> None:
@@ -303,9 +333,9 @@ def test_usage_route_reports_the_tenants_ledger(gateway: Gateway) -> None:
             headers=headers,
         )
         assert response.status_code == 200, response.text
-        return list(response.json().get("rows", []))
+        return list(response.json()["rows"])
 
     # Metering records off the critical path: poll until both requests are in the ledger.
-    _wait_for(lambda: any(r["group"] == "mock:demo" and int(str(r["requests"])) >= 2 for r in rows()), "the ledger")
+    _wait_for(lambda: any(r["group"] == "mock:demo" and r["requests"] >= 2 for r in rows()), "the ledger")
     other = httpx.get(f"{gateway.url}/v1/usage", params={"tenant_id": "acme"}, headers=headers)
     assert other.status_code == 403

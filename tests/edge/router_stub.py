@@ -14,9 +14,11 @@ from typing import Any
 
 import grpc
 from fastapi.testclient import TestClient
+from google.protobuf import struct_pb2
 
 from edge.app import create_app
 from gateway.chat.v1 import chat_pb2
+from gateway.metering.v1 import metering_pb2
 from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.config import GatewayConfig
 
@@ -27,6 +29,7 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
+        self.usage_requests: list[router_pb2.GetUsageRequest] = []
 
     def _seen(self, name: str, context: Any) -> None:
         self.calls[name] += 1
@@ -34,6 +37,18 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
 
     def Chat(self, request: router_pb2.ChatRequest, context: Any) -> router_pb2.ChatResponse:
         self._seen("Chat", context)
+        if request.HasField("unified"):
+            return router_pb2.ChatResponse(
+                unified=router_pb2.UnifiedChatResponse(
+                    id="c1",
+                    model=request.unified.model,
+                    provider="stub",
+                    created=1795645428,
+                    finish_reason="stop",
+                    usage=router_pb2.UnifiedUsage(prompt_tokens=3, completion_tokens=1, total_tokens=4),
+                    message=router_pb2.UnifiedMessage(role="assistant", content=struct_pb2.Value(string_value="ok")),
+                )
+            )
         completion = chat_pb2.ChatCompletion(id="c1", model=request.completion.model, provider="stub")
         completion.choices.add(index=0, message=chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, text="ok"))
         return router_pb2.ChatResponse(completion=completion)
@@ -42,6 +57,17 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
         self, request: router_pb2.StreamChatRequest, context: Any
     ) -> Iterator[router_pb2.StreamChatResponse]:
         self._seen("StreamChat", context)
+        if request.HasField("unified"):
+            first = router_pb2.UnifiedChatChunk(id="c1", model=request.unified.model, provider="stub")
+            first.delta.content = "ok"
+            yield router_pb2.StreamChatResponse(unified=first)
+            if request.unified.model == "break":
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the upstream stream broke")
+            last = router_pb2.UnifiedChatChunk(id="c1", model=request.unified.model, provider="stub")
+            last.delta.SetInParent()
+            last.finish_reason = "stop"
+            yield router_pb2.StreamChatResponse(unified=last)
+            return
         chunk = chat_pb2.ChatCompletionChunk(id="c1", model=request.completion.model, provider="stub")
         chunk.choices.add(index=0, delta=chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, content="ok"))
         yield router_pb2.StreamChatResponse(chunk=chunk)
@@ -56,6 +82,14 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
     def ListModels(self, request: router_pb2.ListModelsRequest, context: Any) -> router_pb2.ListModelsResponse:
         self._seen("ListModels", context)
         return router_pb2.ListModelsResponse(models=[chat_pb2.Model(id="mock:x", owned_by="mock")])
+
+    def GetUsage(self, request: router_pb2.GetUsageRequest, context: Any) -> router_pb2.GetUsageResponse:
+        self._seen("GetUsage", context)
+        self.usage_requests.append(request)
+        if request.tenant_id == "empty":
+            return router_pb2.GetUsageResponse()
+        row = metering_pb2.UsageRow(requests=2, prompt_tokens=30, completion_tokens=12, cost_micro_usd=3_000_000_000)
+        return router_pb2.GetUsageResponse(rows=[row])
 
 
 @contextmanager

@@ -55,7 +55,7 @@ def _leave_embed(gw: CancelSuite, tenant: str, model: str) -> None:
 
 def _leave_native(route: str) -> Callable[[CancelSuite, str, str], None]:
     def leave(gw: CancelSuite, tenant: str, model: str) -> None:
-        body = {"completion": {"model": model, "messages": [{"role": "ROLE_USER", "text": "hi"}]}}
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
         headers = {"Authorization": f"Bearer {gw.keys[tenant]}"}
         with httpx.Client(timeout=LEAVE_AFTER_S) as client, pytest.raises(httpx.ReadTimeout):
             with client.stream("POST", f"{gw.url}{route}", json=body, headers=headers) as response:

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from gateway.chat.v1 import chat_pb2 as gateway_dot_chat_dot_v1_dot_chat__pb2
 from gateway.metering.v1 import metering_pb2 as gateway_dot_metering_dot_v1_dot_metering__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egateway/router/v1/router.proto\x12\x11gateway.router.v1\x1a\x1agateway/chat/v1/chat.proto\x1a\"gateway/metering/v1/metering.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\x0b\x43hatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\"C\n\x0c\x43hatResponse\x12\x33\n\ncompletion\x18\x01 \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\"O\n\x11StreamChatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\"I\n\x12StreamChatResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\"D\n\x0c\x45mbedRequest\x12\x34\n\tembedding\x18\x01 \x01(\x0b\x32!.gateway.chat.v1.EmbeddingRequest\"F\n\rEmbedResponse\x12\x35\n\tembedding\x18\x01 \x01(\x0b\x32\".gateway.chat.v1.EmbeddingResponse\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.gateway.chat.v1.Model\"\xc2\x01\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x08group_by\x18\x05 \x01(\x0e\x32\x1c.gateway.metering.v1.GroupBy\"?\n\x10GetUsageResponse\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.gateway.metering.v1.UsageRow2\xa7\x04\n\rRouterService\x12\\\n\x04\x43hat\x12\x1e.gateway.router.v1.ChatRequest\x1a\x1f.gateway.router.v1.ChatResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/chat:\x01*\x12w\n\nStreamChat\x12$.gateway.router.v1.StreamChatRequest\x1a%.gateway.router.v1.StreamChatResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/chat:stream:\x01*0\x01\x12`\n\x05\x45mbed\x12\x1f.gateway.router.v1.EmbedRequest\x1a .gateway.router.v1.EmbedResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/embed:\x01*\x12u\n\nListModels\x12$.gateway.router.v1.ListModelsRequest\x1a%.gateway.router.v1.ListModelsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/catalog/models\x12\x66\n\x08GetUsage\x12\".gateway.router.v1.GetUsageRequest\x1a#.gateway.router.v1.GetUsageResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egateway/router/v1/router.proto\x12\x11gateway.router.v1\x1a\x1agateway/chat/v1/chat.proto\x1a\"gateway/metering/v1/metering.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x0b\x43hatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12\x36\n\x07unified\x18\x02 \x01(\x0b\x32%.gateway.router.v1.UnifiedChatRequest\"|\n\x0c\x43hatResponse\x12\x33\n\ncompletion\x18\x01 \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\x12\x37\n\x07unified\x18\x02 \x01(\x0b\x32&.gateway.router.v1.UnifiedChatResponse\"\x87\x01\n\x11StreamChatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12\x36\n\x07unified\x18\x02 \x01(\x0b\x32%.gateway.router.v1.UnifiedChatRequest\"\x7f\n\x12StreamChatResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\x12\x34\n\x07unified\x18\x02 \x01(\x0b\x32#.gateway.router.v1.UnifiedChatChunk\"\x8f\x01\n\x0eUnifiedMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\'\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\x04name\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x19\n\x0ctool_call_id\x18\x04 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x0f\n\r_tool_call_id\"\xe4\x03\n\x12UnifiedChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32!.gateway.router.v1.UnifiedMessage\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x1d\n\x10presence_penalty\x18\t \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\n \x01(\x01H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\x0b \x01(\x05H\x05\x88\x01\x01\x12)\n\x08metadata\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x0cmax_cost_usd\x18\r \x01(\x01H\x06\x88\x01\x01\x12\x0e\n\x06stream\x18\x0e \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seedB\x0f\n\r_max_cost_usd\"V\n\x0cUnifiedUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xce\x01\n\x13UnifiedChatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12.\n\x05usage\x18\x04 \x01(\x0b\x32\x1f.gateway.router.v1.UnifiedUsage\x12\x32\n\x07message\x18\x05 \x01(\x0b\x32!.gateway.router.v1.UnifiedMessage\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x0f\n\x07\x63reated\x18\x07 \x01(\r\"L\n\x0cUnifiedDelta\x12\x11\n\x04role\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_roleB\n\n\x08_content\"\xcd\x01\n\x10UnifiedChatChunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12.\n\x05\x64\x65lta\x18\x04 \x01(\x0b\x32\x1f.gateway.router.v1.UnifiedDelta\x12\x1a\n\rfinish_reason\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\x05usage\x18\x06 \x01(\x0b\x32\x1f.gateway.router.v1.UnifiedUsageB\x10\n\x0e_finish_reason\"D\n\x0c\x45mbedRequest\x12\x34\n\tembedding\x18\x01 \x01(\x0b\x32!.gateway.chat.v1.EmbeddingRequest\"F\n\rEmbedResponse\x12\x35\n\tembedding\x18\x01 \x01(\x0b\x32\".gateway.chat.v1.EmbeddingResponse\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.gateway.chat.v1.Model\"\xcc\x01\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x66rom\x12\x30\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02to\x12.\n\x08group_by\x18\x05 \x01(\x0e\x32\x1c.gateway.metering.v1.GroupBy\"?\n\x10GetUsageResponse\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.gateway.metering.v1.UsageRow2\xc6\x04\n\rRouterService\x12k\n\x04\x43hat\x12\x1e.gateway.router.v1.ChatRequest\x1a\x1f.gateway.router.v1.ChatResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x08/v1/chat:\x07unifiedb\x07unified\x12\x86\x01\n\nStreamChat\x12$.gateway.router.v1.StreamChatRequest\x1a%.gateway.router.v1.StreamChatResponse\")\x82\xd3\xe4\x93\x02#\"\x0f/v1/chat:stream:\x07unifiedb\x07unified0\x01\x12`\n\x05\x45mbed\x12\x1f.gateway.router.v1.EmbedRequest\x1a .gateway.router.v1.EmbedResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/embed:\x01*\x12u\n\nListModels\x12$.gateway.router.v1.ListModelsRequest\x1a%.gateway.router.v1.ListModelsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/catalog/models\x12\x66\n\x08GetUsage\x12\".gateway.router.v1.GetUsageRequest\x1a#.gateway.router.v1.GetUsageResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +37,47 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.router.v1.router_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['Chat']._loaded_options = None
-  _globals['_ROUTERSERVICE'].methods_by_name['Chat']._serialized_options = b'\202\323\344\223\002\r\"\010/v1/chat:\001*'
+  _globals['_ROUTERSERVICE'].methods_by_name['Chat']._serialized_options = b'\202\323\344\223\002\034\"\010/v1/chat:\007unifiedb\007unified'
   _globals['_ROUTERSERVICE'].methods_by_name['StreamChat']._loaded_options = None
-  _globals['_ROUTERSERVICE'].methods_by_name['StreamChat']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/chat:stream:\001*'
+  _globals['_ROUTERSERVICE'].methods_by_name['StreamChat']._serialized_options = b'\202\323\344\223\002#\"\017/v1/chat:stream:\007unifiedb\007unified'
   _globals['_ROUTERSERVICE'].methods_by_name['Embed']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['Embed']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/embed:\001*'
   _globals['_ROUTERSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/catalog/models'
   _globals['_ROUTERSERVICE'].methods_by_name['GetUsage']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['GetUsage']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/usage'
-  _globals['_CHATREQUEST']._serialized_start=180
-  _globals['_CHATREQUEST']._serialized_end=253
-  _globals['_CHATRESPONSE']._serialized_start=255
-  _globals['_CHATRESPONSE']._serialized_end=322
-  _globals['_STREAMCHATREQUEST']._serialized_start=324
-  _globals['_STREAMCHATREQUEST']._serialized_end=403
-  _globals['_STREAMCHATRESPONSE']._serialized_start=405
-  _globals['_STREAMCHATRESPONSE']._serialized_end=478
-  _globals['_EMBEDREQUEST']._serialized_start=480
-  _globals['_EMBEDREQUEST']._serialized_end=548
-  _globals['_EMBEDRESPONSE']._serialized_start=550
-  _globals['_EMBEDRESPONSE']._serialized_end=620
-  _globals['_LISTMODELSREQUEST']._serialized_start=622
-  _globals['_LISTMODELSREQUEST']._serialized_end=641
-  _globals['_LISTMODELSRESPONSE']._serialized_start=643
-  _globals['_LISTMODELSRESPONSE']._serialized_end=703
-  _globals['_GETUSAGEREQUEST']._serialized_start=706
-  _globals['_GETUSAGEREQUEST']._serialized_end=900
-  _globals['_GETUSAGERESPONSE']._serialized_start=902
-  _globals['_GETUSAGERESPONSE']._serialized_end=965
-  _globals['_ROUTERSERVICE']._serialized_start=968
-  _globals['_ROUTERSERVICE']._serialized_end=1519
+  _globals['_CHATREQUEST']._serialized_start=211
+  _globals['_CHATREQUEST']._serialized_end=340
+  _globals['_CHATRESPONSE']._serialized_start=342
+  _globals['_CHATRESPONSE']._serialized_end=466
+  _globals['_STREAMCHATREQUEST']._serialized_start=469
+  _globals['_STREAMCHATREQUEST']._serialized_end=604
+  _globals['_STREAMCHATRESPONSE']._serialized_start=606
+  _globals['_STREAMCHATRESPONSE']._serialized_end=733
+  _globals['_UNIFIEDMESSAGE']._serialized_start=736
+  _globals['_UNIFIEDMESSAGE']._serialized_end=879
+  _globals['_UNIFIEDCHATREQUEST']._serialized_start=882
+  _globals['_UNIFIEDCHATREQUEST']._serialized_end=1366
+  _globals['_UNIFIEDUSAGE']._serialized_start=1368
+  _globals['_UNIFIEDUSAGE']._serialized_end=1454
+  _globals['_UNIFIEDCHATRESPONSE']._serialized_start=1457
+  _globals['_UNIFIEDCHATRESPONSE']._serialized_end=1663
+  _globals['_UNIFIEDDELTA']._serialized_start=1665
+  _globals['_UNIFIEDDELTA']._serialized_end=1741
+  _globals['_UNIFIEDCHATCHUNK']._serialized_start=1744
+  _globals['_UNIFIEDCHATCHUNK']._serialized_end=1949
+  _globals['_EMBEDREQUEST']._serialized_start=1951
+  _globals['_EMBEDREQUEST']._serialized_end=2019
+  _globals['_EMBEDRESPONSE']._serialized_start=2021
+  _globals['_EMBEDRESPONSE']._serialized_end=2091
+  _globals['_LISTMODELSREQUEST']._serialized_start=2093
+  _globals['_LISTMODELSREQUEST']._serialized_end=2112
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2114
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2174
+  _globals['_GETUSAGEREQUEST']._serialized_start=2177
+  _globals['_GETUSAGEREQUEST']._serialized_end=2381
+  _globals['_GETUSAGERESPONSE']._serialized_start=2383
+  _globals['_GETUSAGERESPONSE']._serialized_end=2446
+  _globals['_ROUTERSERVICE']._serialized_start=2449
+  _globals['_ROUTERSERVICE']._serialized_end=3031
 # @@protoc_insertion_point(module_scope)

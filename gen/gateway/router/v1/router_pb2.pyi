@@ -8,6 +8,7 @@ from gateway.chat.v1 import chat_pb2 as _chat_pb2
 from gateway.metering.v1 import metering_pb2 as _metering_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
@@ -23,23 +24,29 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ChatRequest(_message.Message):
-    """ChatRequest asks for a completion."""
+    """ChatRequest asks for a completion, in exactly one of two forms."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPLETION_FIELD_NUMBER: _builtins.int
+    UNIFIED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def completion(self) -> _chat_pb2.ChatCompletionRequest:
-        """The canonical request."""
+        """The canonical request (what the OpenAI-compatible routes send). The answer is `completion`."""
+
+    @_builtins.property
+    def unified(self) -> Global___UnifiedChatRequest:
+        """The unified request (the JSON body of POST /v1/chat). The answer is `unified`."""
 
     def __init__(
         self,
         *,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
+        unified: Global___UnifiedChatRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -47,23 +54,29 @@ Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
 
 @_typing.final
 class ChatResponse(_message.Message):
-    """ChatResponse is the completion."""
+    """ChatResponse is the completion, in the form the request was given in."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPLETION_FIELD_NUMBER: _builtins.int
+    UNIFIED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def completion(self) -> _chat_pb2.ChatCompletion:
-        """The canonical completion."""
+        """The canonical completion, answering a canonical request."""
+
+    @_builtins.property
+    def unified(self) -> Global___UnifiedChatResponse:
+        """The unified completion, answering a unified request (the JSON body POST /v1/chat answers)."""
 
     def __init__(
         self,
         *,
         completion: _chat_pb2.ChatCompletion | None = ...,
+        unified: Global___UnifiedChatResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -71,23 +84,29 @@ Global___ChatResponse: _TypeAlias = ChatResponse  # noqa: Y015
 
 @_typing.final
 class StreamChatRequest(_message.Message):
-    """StreamChatRequest asks for a streamed completion."""
+    """StreamChatRequest asks for a streamed completion, in exactly one of two forms."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPLETION_FIELD_NUMBER: _builtins.int
+    UNIFIED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def completion(self) -> _chat_pb2.ChatCompletionRequest:
-        """The canonical request."""
+        """The canonical request. The chunks are `chunk`."""
+
+    @_builtins.property
+    def unified(self) -> Global___UnifiedChatRequest:
+        """The unified request (the JSON body of POST /v1/chat:stream). The chunks are `unified`."""
 
     def __init__(
         self,
         *,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
+        unified: Global___UnifiedChatRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -95,27 +114,352 @@ Global___StreamChatRequest: _TypeAlias = StreamChatRequest  # noqa: Y015
 
 @_typing.final
 class StreamChatResponse(_message.Message):
-    """StreamChatResponse is one chunk of a streamed completion."""
+    """StreamChatResponse is one chunk of a streamed completion, in the form the request was given in."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
+    UNIFIED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunk(self) -> _chat_pb2.ChatCompletionChunk:
-        """The canonical chunk."""
+        """The canonical chunk, answering a canonical request."""
+
+    @_builtins.property
+    def unified(self) -> Global___UnifiedChatChunk:
+        """The unified chunk, answering a unified request (one line of POST /v1/chat:stream)."""
 
     def __init__(
         self,
         *,
         chunk: _chat_pb2.ChatCompletionChunk | None = ...,
+        unified: Global___UnifiedChatChunk | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "unified", b"unified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "unified", b"unified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamChatResponse: _TypeAlias = StreamChatResponse  # noqa: Y015
+
+@_typing.final
+class UnifiedMessage(_message.Message):
+    """UnifiedMessage is one message of the unified API; as JSON it reads like OpenAI's
+    ({"role": "user", "content": "Hello"}).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """Who wrote it: "system", "developer", "user", "assistant" or "tool"."""
+    name: _builtins.str
+    """An optional name of the participant."""
+    tool_call_id: _builtins.str
+    """For a tool message, the id of the tool call it answers."""
+    @_builtins.property
+    def content(self) -> _struct_pb2.Value:
+        """The content: a string, a list of parts ({"type": "text", "text": "…"}, {"type": "image_url", …}),
+        or null (an assistant message that only calls tools).
+        """
+
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        content: _struct_pb2.Value | None = ...,
+        name: _builtins.str | None = ...,
+        tool_call_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_tool_call_id", b"_tool_call_id", "content", b"content", "name", b"name", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_tool_call_id", b"_tool_call_id", "content", b"content", "name", b"name", "role", b"role", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__tool_call_id: _TypeAlias = _typing.Literal["tool_call_id"]  # noqa: Y015
+    _WhichOneofArgType__tool_call_id: _TypeAlias = _typing.Literal["_tool_call_id", b"_tool_call_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tool_call_id) -> _WhichOneofReturnType__tool_call_id | None: ...
+
+Global___UnifiedMessage: _TypeAlias = UnifiedMessage  # noqa: Y015
+
+@_typing.final
+class UnifiedChatRequest(_message.Message):
+    """UnifiedChatRequest is the request of the unified chat API (GPT Gateway MVP's /v1/chat body)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    PRESENCE_PENALTY_FIELD_NUMBER: _builtins.int
+    FREQUENCY_PENALTY_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model: "provider:model", an alias, or empty for the configured default."""
+    client_id: _builtins.str
+    """The calling client's own identifier, carried as the canonical gateway.client_id."""
+    temperature: _builtins.float
+    """Sampling temperature, 0 to 2."""
+    top_p: _builtins.float
+    """Nucleus sampling probability mass, 0 to 1."""
+    max_tokens: _builtins.int
+    """The maximum number of tokens to generate."""
+    user: _builtins.str
+    """An id of the end user, for abuse monitoring."""
+    presence_penalty: _builtins.float
+    """Presence penalty, -2 to 2."""
+    frequency_penalty: _builtins.float
+    """Frequency penalty, -2 to 2."""
+    seed: _builtins.int
+    """A seed for best-effort deterministic sampling."""
+    max_cost_usd: _builtins.float
+    """Refuse the request before calling a provider when its estimated cost exceeds this, in USD."""
+    stream: _builtins.bool
+    """Must be false or absent: Chat answers in one piece; StreamChat (POST /v1/chat:stream) streams."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnifiedMessage]:
+        """The conversation so far."""
+
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sequences where the model stops."""
+
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """Free-form key/value pairs about the request, passed on to the provider as OpenAI's `metadata`."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        messages: _abc.Iterable[Global___UnifiedMessage] | None = ...,
+        client_id: _builtins.str = ...,
+        temperature: _builtins.float | None = ...,
+        top_p: _builtins.float | None = ...,
+        max_tokens: _builtins.int | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
+        user: _builtins.str = ...,
+        presence_penalty: _builtins.float | None = ...,
+        frequency_penalty: _builtins.float | None = ...,
+        seed: _builtins.int | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+        max_cost_usd: _builtins.float | None = ...,
+        stream: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_cost_usd", b"_max_cost_usd", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "frequency_penalty", b"frequency_penalty", "max_cost_usd", b"max_cost_usd", "max_tokens", b"max_tokens", "metadata", b"metadata", "presence_penalty", b"presence_penalty", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_cost_usd", b"_max_cost_usd", "_max_tokens", b"_max_tokens", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "client_id", b"client_id", "frequency_penalty", b"frequency_penalty", "max_cost_usd", b"max_cost_usd", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "presence_penalty", b"presence_penalty", "seed", b"seed", "stop", b"stop", "stream", b"stream", "temperature", b"temperature", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
+    _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
+    _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__presence_penalty: _TypeAlias = _typing.Literal["presence_penalty"]  # noqa: Y015
+    _WhichOneofArgType__presence_penalty: _TypeAlias = _typing.Literal["_presence_penalty", b"_presence_penalty"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__frequency_penalty) -> _WhichOneofReturnType__frequency_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_cost_usd) -> _WhichOneofReturnType__max_cost_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__presence_penalty) -> _WhichOneofReturnType__presence_penalty | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
+
+Global___UnifiedChatRequest: _TypeAlias = UnifiedChatRequest  # noqa: Y015
+
+@_typing.final
+class UnifiedUsage(_message.Message):
+    """UnifiedUsage is the token count of one request, as numbers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    prompt_tokens: _builtins.int
+    """Tokens in the prompt."""
+    completion_tokens: _builtins.int
+    """Tokens generated."""
+    total_tokens: _builtins.int
+    """The sum of prompt and completion tokens."""
+    def __init__(
+        self,
+        *,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnifiedUsage: _TypeAlias = UnifiedUsage  # noqa: Y015
+
+@_typing.final
+class UnifiedChatResponse(_message.Message):
+    """UnifiedChatResponse is the answer of the unified chat API:
+    {"id", "model", "provider", "usage", "message", "finish_reason", "created"}.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the completion."""
+    model: _builtins.str
+    """The model that produced it, "provider:model" (it can be sent back as a request's model)."""
+    provider: _builtins.str
+    """The provider (config name) that served the request."""
+    finish_reason: _builtins.str
+    """Why generation stopped: "stop", "length", "tool_calls", "content_filter" or "function_call"."""
+    created: _builtins.int
+    """When it was created, in Unix seconds (unsigned 32 bits: a JSON number, valid until 2106)."""
+    @_builtins.property
+    def usage(self) -> Global___UnifiedUsage:
+        """The token usage."""
+
+    @_builtins.property
+    def message(self) -> Global___UnifiedMessage:
+        """The generated message (role "assistant")."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        usage: Global___UnifiedUsage | None = ...,
+        message: Global___UnifiedMessage | None = ...,
+        finish_reason: _builtins.str = ...,
+        created: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "finish_reason", b"finish_reason", "id", b"id", "message", b"message", "model", b"model", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnifiedChatResponse: _TypeAlias = UnifiedChatResponse  # noqa: Y015
+
+@_typing.final
+class UnifiedDelta(_message.Message):
+    """UnifiedDelta is what a unified stream chunk adds to the message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """The role ("assistant"), in the first chunk only."""
+    content: _builtins.str
+    """The next piece of text."""
+    def __init__(
+        self,
+        *,
+        role: _builtins.str | None = ...,
+        content: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_role", b"_role", "content", b"content", "role", b"role"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_role", b"_role", "content", b"content", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
+    _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
+    _WhichOneofReturnType__role: _TypeAlias = _typing.Literal["role"]  # noqa: Y015
+    _WhichOneofArgType__role: _TypeAlias = _typing.Literal["_role", b"_role"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__content) -> _WhichOneofReturnType__content | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__role) -> _WhichOneofReturnType__role | None: ...
+
+Global___UnifiedDelta: _TypeAlias = UnifiedDelta  # noqa: Y015
+
+@_typing.final
+class UnifiedChatChunk(_message.Message):
+    """UnifiedChatChunk is one chunk of a unified stream:
+    {"id", "model", "provider", "delta", "finish_reason"?, "usage"?}.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the completion; the same in every chunk."""
+    model: _builtins.str
+    """The model that produces it, "provider:model"."""
+    provider: _builtins.str
+    """The provider (config name) that serves the request."""
+    finish_reason: _builtins.str
+    """Why generation stopped, in the chunk that ends the message only."""
+    @_builtins.property
+    def delta(self) -> Global___UnifiedDelta:
+        """What this chunk adds."""
+
+    @_builtins.property
+    def usage(self) -> Global___UnifiedUsage:
+        """The usage of the whole request, in the final chunk only."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        delta: Global___UnifiedDelta | None = ...,
+        finish_reason: _builtins.str | None = ...,
+        usage: Global___UnifiedUsage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_finish_reason", b"_finish_reason", "delta", b"delta", "finish_reason", b"finish_reason", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_finish_reason", b"_finish_reason", "delta", b"delta", "finish_reason", b"finish_reason", "id", b"id", "model", b"model", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__finish_reason: _TypeAlias = _typing.Literal["finish_reason"]  # noqa: Y015
+    _WhichOneofArgType__finish_reason: _TypeAlias = _typing.Literal["_finish_reason", b"_finish_reason"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__finish_reason) -> _WhichOneofReturnType__finish_reason | None: ...
+
+Global___UnifiedChatChunk: _TypeAlias = UnifiedChatChunk  # noqa: Y015
 
 @_typing.final
 class EmbedRequest(_message.Message):
@@ -225,11 +569,13 @@ class GetUsageRequest(_message.Message):
     """How to group the sums."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Events at or after this time; unset for the beginning."""
+        """Events at or after this time (RFC 3339); unset for the beginning. Also read as the query
+        parameter "from" (its JSON name).
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """Events before this time; unset for now."""
+        """Events before this time (RFC 3339); unset for now. Also read as the query parameter "to"."""
 
     def __init__(
         self,

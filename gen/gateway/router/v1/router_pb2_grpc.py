@@ -69,14 +69,16 @@ class RouterServiceServicer:
     """
 
     def Chat(self, request, context):
-        """Chat authenticates, limits, routes and runs a completion.
+        """Chat authenticates, limits, routes and runs a completion. Over HTTP, POST /v1/chat takes the
+        unified request as its body and answers the unified response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamChat(self, request, context):
-        """StreamChat does the same as Chat, streaming the answer chunk by chunk.
+        """StreamChat does the same as Chat, streaming the answer chunk by chunk. Over HTTP,
+        POST /v1/chat:stream answers newline-delimited unified chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,9 +36,13 @@ class RouterServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RouterServiceAsyncStub: ...
     Chat: _grpc.UnaryUnaryMultiCallable[_router_pb2.ChatRequest, _router_pb2.ChatResponse]
-    """Chat authenticates, limits, routes and runs a completion."""
+    """Chat authenticates, limits, routes and runs a completion. Over HTTP, POST /v1/chat takes the
+    unified request as its body and answers the unified response.
+    """
     StreamChat: _grpc.UnaryStreamMultiCallable[_router_pb2.StreamChatRequest, _router_pb2.StreamChatResponse]
-    """StreamChat does the same as Chat, streaming the answer chunk by chunk."""
+    """StreamChat does the same as Chat, streaming the answer chunk by chunk. Over HTTP,
+    POST /v1/chat:stream answers newline-delimited unified chunks.
+    """
     Embed: _grpc.UnaryUnaryMultiCallable[_router_pb2.EmbedRequest, _router_pb2.EmbedResponse]
     """Embed authenticates, limits, routes and runs an embeddings request."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]
@@ -54,9 +58,13 @@ class RouterServiceAsyncStub(RouterServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryUnaryMultiCallable[_router_pb2.ChatRequest, _router_pb2.ChatResponse]  # type: ignore[assignment]
-    """Chat authenticates, limits, routes and runs a completion."""
+    """Chat authenticates, limits, routes and runs a completion. Over HTTP, POST /v1/chat takes the
+    unified request as its body and answers the unified response.
+    """
     StreamChat: _aio.UnaryStreamMultiCallable[_router_pb2.StreamChatRequest, _router_pb2.StreamChatResponse]  # type: ignore[assignment]
-    """StreamChat does the same as Chat, streaming the answer chunk by chunk."""
+    """StreamChat does the same as Chat, streaming the answer chunk by chunk. Over HTTP,
+    POST /v1/chat:stream answers newline-delimited unified chunks.
+    """
     Embed: _aio.UnaryUnaryMultiCallable[_router_pb2.EmbedRequest, _router_pb2.EmbedResponse]  # type: ignore[assignment]
     """Embed authenticates, limits, routes and runs an embeddings request."""
     ListModels: _aio.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -75,7 +83,9 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_pb2.ChatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.ChatResponse, _abc.Awaitable[_router_pb2.ChatResponse]]:
-        """Chat authenticates, limits, routes and runs a completion."""
+        """Chat authenticates, limits, routes and runs a completion. Over HTTP, POST /v1/chat takes the
+        unified request as its body and answers the unified response.
+        """
 
     @_abc_1.abstractmethod
     def StreamChat(
@@ -83,7 +93,9 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_pb2.StreamChatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_router_pb2.StreamChatResponse], _abc.AsyncIterator[_router_pb2.StreamChatResponse]]:
-        """StreamChat does the same as Chat, streaming the answer chunk by chunk."""
+        """StreamChat does the same as Chat, streaming the answer chunk by chunk. Over HTTP,
+        POST /v1/chat:stream answers newline-delimited unified chunks.
+        """
 
     @_abc_1.abstractmethod
     def Embed(
