@@ -1,4 +1,4 @@
-"""``gateway``: administer tenants and API keys through the auth service, and check a config file.
+"""``gateway``: administer tenants, API keys and route overrides through the auth service, and check a config file.
 
     gateway keys create --tenant acme --rpm 60 --tpm 100000 --budget-usd 50/month
     gateway keys list [--tenant acme] [--all]
@@ -7,6 +7,9 @@
     gateway tenants create acme --name "Acme" --rpm 600 --key-rpm 60 --deny-models 'openai:gpt-4*'
     gateway tenants list
     gateway tenants update acme --budget-usd 500/month
+    gateway routes set gpt-4o openai-eu [--upstream-model gpt-4o-2024-08-06]
+    gateway routes list
+    gateway routes delete gpt-4o
     gateway check-config gateway.yaml
 
 Admin calls need a key with the ``admin`` scope: ``--admin-key`` or ``GATEWAY_ADMIN_KEY``. The
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     common = _common_options()
     parser = argparse.ArgumentParser(prog="gateway", description="Administer LLM Gateway.", parents=[common])
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{keys,tenants,check-config}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{keys,tenants,routes,check-config}")
 
     keys = groups.add_parser("keys", help="create, list, update and revoke API keys")
     key_commands = keys.add_subparsers(dest="command", required=True)
@@ -243,6 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
     tenant_list = tenant_commands.add_parser("list", parents=[common], help="list tenants")
     tenant_list.set_defaults(handler=_tenants_list)
+
+    routes = groups.add_parser("routes", help="set, list and delete route overrides (model id -> provider)")
+    route_commands = routes.add_subparsers(dest="command", required=True)
+    route_set = route_commands.add_parser(
+        "set", parents=[common], help="route a model id to a provider (every router follows within seconds)"
+    )
+    route_set.add_argument("model", help="the model id clients send, e.g. gpt-4o")
+    route_set.add_argument("provider", help="a provider of the configuration, e.g. openai-eu")
+    route_set.add_argument("--upstream-model", default="", help="the name sent upstream (default: the model id)")
+    route_set.set_defaults(handler=_routes_set)
+    route_list = route_commands.add_parser("list", parents=[common], help="list route overrides")
+    route_list.set_defaults(handler=_routes_list)
+    route_delete = route_commands.add_parser("delete", parents=[common], help="remove a route override")
+    route_delete.add_argument("model")
+    route_delete.set_defaults(handler=_routes_delete)
 
     check = groups.add_parser("check-config", parents=[common], help="check a configuration file offline")
     check.add_argument("file", nargs="?", help="the file (default: $GATEWAY_CONFIG, else built-in defaults)")
@@ -497,6 +515,45 @@ async def _tenants_update(admin: Admin, args: argparse.Namespace) -> None:
         _print_json(response)
     else:
         print(format_tenants([response.tenant]))
+
+
+def format_routes(routes: Sequence[auth_pb2.Route]) -> str:
+    """The route overrides as a table."""
+    rows = [("MODEL", "PROVIDER", "UPSTREAM MODEL", "UPDATED")]
+    rows += [(r.model, r.provider, r.upstream_model or r.model, _time(r.update_time)) for r in routes]
+    return _table(rows)
+
+
+def _route_text(route: auth_pb2.Route) -> str:
+    upstream = f" as {route.upstream_model}" if route.upstream_model else ""
+    return f"{route.model} -> {route.provider}{upstream}"
+
+
+async def _routes_set(admin: Admin, args: argparse.Namespace) -> None:
+    request = auth_pb2.SetRouteRequest(model=args.model, provider=args.provider, upstream_model=args.upstream_model)
+    response = await admin.stub.SetRoute(request, **admin.options)
+    if args.json:
+        _print_json(response)
+    else:
+        print(f"Route set: {_route_text(response.route)} (every router follows within seconds).")
+
+
+async def _routes_list(admin: Admin, args: argparse.Namespace) -> None:
+    response = await admin.stub.ListRoutes(auth_pb2.ListRoutesRequest(), **admin.options)
+    if args.json:
+        _print_json(response)
+    elif not response.routes:
+        print("No route overrides.")
+    else:
+        print(format_routes(response.routes))
+
+
+async def _routes_delete(admin: Admin, args: argparse.Namespace) -> None:
+    response = await admin.stub.DeleteRoute(auth_pb2.DeleteRouteRequest(model=args.model), **admin.options)
+    if args.json:
+        _print_json(response)
+    else:
+        print(f"Route deleted: {_route_text(response.route)}.")
 
 
 Handler = Callable[[Admin, argparse.Namespace], Awaitable[None]]

@@ -218,6 +218,39 @@ class RouterConfig(_Strict):
     """How long a failing deployment stays at the back of the order."""
 
 
+DEFAULT_MODEL_PREFIXES: dict[str, str] = {
+    "gpt-": "openai",
+    "o1": "openai",
+    "o3": "openai",
+    "o4": "openai",
+    "chatgpt-": "openai",
+    "text-embedding-": "openai",
+    "claude-": "anthropic",
+    "gemini-": "gemini",
+}
+"""Bare model ids that route themselves, by the prefix their vendor gives them."""
+
+
+class RoutingConfig(_Strict):
+    """How bare model ids (no ``provider:``) find a provider, after route overrides and aliases."""
+
+    prefixes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODEL_PREFIXES))
+    """Model id prefix -> provider name; the longest matching prefix wins. Replaces the default table."""
+    override_refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How often each router reloads the route overrides stored by auth (one call per interval)."""
+    mock_mode: bool = False
+    """Serve every model from the mock provider (still authenticated, limited and metered);
+    ``MOCK_MODE=true`` in the environment sets it."""
+
+    @field_validator("prefixes")
+    @classmethod
+    def _non_empty_prefixes(cls, value: dict[str, str]) -> dict[str, str]:
+        for prefix in value:
+            if not prefix or ":" in prefix:
+                raise ValueError(f"prefix {prefix!r} must be non-empty and contain no ':'")
+        return value
+
+
 class TlsConfig(_Strict):
     """Service identity on internal gRPC: one CA, and one certificate per process naming its service.
 
@@ -259,6 +292,7 @@ class GatewayConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     metering: MeteringConfig = MeteringConfig()
     router: RouterConfig = RouterConfig()
+    routing: RoutingConfig = RoutingConfig()
     tls: TlsConfig = TlsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -280,6 +314,11 @@ class GatewayConfig(_Strict):
                         f"models.{alias}.deployments.{i}.provider: unknown provider "
                         f"{deployment.provider!r} (known: {', '.join(sorted(known))})"
                     )
+        for prefix, provider in self.routing.prefixes.items():
+            if provider not in known:
+                raise ValueError(
+                    f"routing.prefixes.{prefix}: unknown provider {provider!r} (known: {', '.join(sorted(known))})"
+                )
         return self
 
 
@@ -305,6 +344,9 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_TLS_KEY": "tls.key_file",
     "GATEWAY_RATELIMIT_LEASE_S": "ratelimit.lease_s",
     "GATEWAY_RATELIMIT_REBUILD_FROM_LEDGER": "ratelimit.rebuild_from_ledger",
+    # MOCK_MODE is Unified Model Gateway's own name for it; its users set it unchanged.
+    "MOCK_MODE": "routing.mock_mode",
+    "GATEWAY_MOCK_MODE": "routing.mock_mode",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

@@ -26,11 +26,24 @@ _PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 
 ROUTER, EDGE, CLI, RATELIMIT = "router", "edge", "cli", "ratelimit"
 
-_AUTH_ADMIN = ("CreateTenant", "ListTenants", "UpdateTenant", "CreateKey", "ListKeys", "UpdateKey", "RevokeKey")
+_AUTH_ADMIN = (
+    "CreateTenant",
+    "ListTenants",
+    "UpdateTenant",
+    "CreateKey",
+    "ListKeys",
+    "UpdateKey",
+    "RevokeKey",
+    "SetRoute",
+    "ListRoutes",
+    "DeleteRoute",
+)
 
 ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "gateway.auth.v1.AuthService": {
         "Authenticate": frozenset({ROUTER}),
+        # Each router refreshes its cached route overrides from here every few seconds.
+        "GetRouteTable": frozenset({ROUTER}),
         **{rpc: frozenset({EDGE, CLI}) for rpc in _AUTH_ADMIN},
     },
     "gateway.ratelimit.v1.RateLimitService": {

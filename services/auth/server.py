@@ -17,15 +17,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.auth.v1 import auth_pb2_grpc
-from gateway_common.config import ConfigError, GatewayConfig
+from gateway_common.config import ConfigError, GatewayConfig, effective_providers
 from gateway_common.db import async_database_url
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
 
 from .accounts import Accounts, Clock, utc_now
 from .bootstrap import bootstrap
+from .routes import Routes
 from .servicer import SERVICE_NAME, AuthServicer
 from .settings import AuthSecrets
 from .storage.migrate import startup_lock, upgrade
+from .storage.routes import SqlRouteStore
 from .storage.sql import SqlStore
 
 _CONNECT_TIMEOUT_S = 3.0
@@ -64,7 +66,8 @@ def build(
         url, pool_pre_ping=postgres, connect_args={"timeout": _CONNECT_TIMEOUT_S} if postgres else {}
     )
     store = SqlStore(engine)
-    servicer = AuthServicer(Accounts(store, clock), cache_ttl_seconds=math.ceil(config.auth.cache_ttl_s))
+    routes = Routes(SqlRouteStore(engine), effective_providers(config), clock)
+    servicer = AuthServicer(Accounts(store, clock), cache_ttl_seconds=math.ceil(config.auth.cache_ttl_s), routes=routes)
     server = GrpcServer(
         listen or config.services.auth.listen,
         [ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, SERVICE_NAME)],

@@ -17,6 +17,7 @@ from gateway_common.grpc_server import metadata_value
 from . import convert
 from .accounts import Accounts, missing_api_key
 from .model import KeyChanges, Limits, Policy, Principal, TenantChanges
+from .routes import Route, Routes
 from .validation import check_key_id, check_name, check_patterns, check_scopes, check_tenant_id
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
@@ -37,9 +38,10 @@ def bearer_key(context: Context) -> str:
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """Translates AuthService calls to :class:`Accounts`."""
 
-    def __init__(self, accounts: Accounts, cache_ttl_seconds: int) -> None:
+    def __init__(self, accounts: Accounts, cache_ttl_seconds: int, routes: Routes) -> None:
         self._accounts = accounts
         self._cache_ttl_seconds = cache_ttl_seconds
+        self._routes = routes
 
     async def _admin(self, context: Context) -> Principal:
         return await self._accounts.authorize_admin(bearer_key(context))
@@ -130,3 +132,31 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         await self._admin(context)
         key = await self._accounts.revoke_key(check_key_id(request.key_id))
         return auth_pb2.RevokeKeyResponse(key=convert.key_to_proto(key))
+
+    async def SetRoute(self, request: auth_pb2.SetRouteRequest, context: Context) -> auth_pb2.SetRouteResponse:
+        """Create or replace the route override for a model id."""
+        await self._admin(context)
+        route = await self._routes.set(request.model, request.provider, request.upstream_model)
+        return auth_pb2.SetRouteResponse(route=_route_to_proto(route))
+
+    async def ListRoutes(self, request: auth_pb2.ListRoutesRequest, context: Context) -> auth_pb2.ListRoutesResponse:
+        """List every route override."""
+        await self._admin(context)
+        return auth_pb2.ListRoutesResponse(routes=[_route_to_proto(r) for r in await self._routes.list()])
+
+    async def DeleteRoute(self, request: auth_pb2.DeleteRouteRequest, context: Context) -> auth_pb2.DeleteRouteResponse:
+        """Remove the route override for a model id."""
+        await self._admin(context)
+        return auth_pb2.DeleteRouteResponse(route=_route_to_proto(await self._routes.delete(request.model)))
+
+    async def GetRouteTable(
+        self, request: auth_pb2.GetRouteTableRequest, context: Context
+    ) -> auth_pb2.GetRouteTableResponse:
+        """The whole route table for a router's cache; the service identity (router) is the only check."""
+        return auth_pb2.GetRouteTableResponse(routes=[_route_to_proto(r) for r in await self._routes.list()])
+
+
+def _route_to_proto(route: Route) -> auth_pb2.Route:
+    message = auth_pb2.Route(model=route.model, provider=route.provider, upstream_model=route.upstream_model)
+    message.update_time.FromDatetime(route.update_time)
+    return message

@@ -114,6 +114,7 @@ class Orchestrator:
         metering: UsageSpool,
         background: BackgroundTasks,
         leases: Leases | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self._config = config
         self._auth = auth
@@ -123,7 +124,8 @@ class Orchestrator:
         self._background = background
         # None: reservations get the service's default lease and nothing renews them.
         self._leases = leases
-        self.planner = Planner(config)
+        # None: the config alone (no route overrides); the server passes one reading auth's table.
+        self.planner = planner or Planner(config)
         self._labels = metrics.MetricLabels(config)
         self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)

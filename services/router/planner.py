@@ -1,14 +1,23 @@
 """Turns the model a client names into the ordered deployments to try.
 
-A name is an alias from the config (its deployments, in order of preference), or
-``provider:model`` for any model of a known provider, or empty for the configured default.
+A name resolves, first match wins:
+
+1. a **route override** stored by an admin (``gateway routes set gpt-4o openai-eu``), for bare ids:
+   the operator's run-time decision is the newest one, so it beats the file;
+2. an **alias** from the config (its deployments, in order of preference);
+3. ``provider:model`` for any model of a known provider;
+4. a bare id whose **prefix** is in ``routing.prefixes`` (``gpt-`` -> openai, ``claude-`` ->
+   anthropic, ``gemini-`` -> gemini…; the longest prefix wins);
+5. empty: the configured default, resolved the same way.
+
+With ``routing.mock_mode`` every name, known or not, is then served by the mock provider.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -33,6 +42,19 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class RouteOverride:
+    """A stored override: the provider that serves a bare model id, and the name sent upstream."""
+
+    provider: str
+    upstream_model: str = ""
+    """Empty: the model id itself."""
+
+
+def _no_overrides() -> Mapping[str, RouteOverride]:
+    return {}
+
+
+@dataclass(frozen=True)
 class Plan:
     """The requested model (resolved from the default when empty) and its candidates in order."""
 
@@ -53,10 +75,21 @@ def model_not_found(model: str) -> GatewayError:
 class Planner:
     """Resolves model names against the configuration."""
 
-    def __init__(self, config: GatewayConfig, rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        rng: Callable[[], float] = random.random,
+        overrides: Callable[[], Mapping[str, RouteOverride]] = _no_overrides,
+    ) -> None:
+        """``overrides`` returns the current route-override table (a router's cache of auth's; the
+        planner only reads it, so a refresh swaps the whole table at once)."""
         self._config = config
         self._random = rng
+        self._overrides = overrides
+        self._mock_mode = config.routing.mock_mode
         self._providers = set(effective_providers(config))
+        # Longest first, so "gpt-4o-eu" can be routed apart from "gpt-".
+        self._prefixes = sorted(config.routing.prefixes.items(), key=lambda item: len(item[0]), reverse=True)
         self._prices: dict[tuple[str, str], tuple[float, float]] = {}
         for model in config.models.values():
             for d in model.deployments:
@@ -68,8 +101,26 @@ class Planner:
         return self._config.default_model
 
     def plan(self, requested: str) -> Plan:
-        """The candidates for ``requested``; NOT_FOUND when nothing can serve it."""
+        """The candidates for ``requested``; NOT_FOUND when nothing can serve it (never in mock mode)."""
         name = requested or self._config.default_model
+        if not self._mock_mode:
+            return self._resolve(name)
+        try:
+            upstreams = [c.model for c in self._resolve(name).candidates]
+        except GatewayError:
+            upstreams = [name]
+        # Mock mode stands in for every upstream: the same model names, answered by the mock, for free.
+        return Plan(name, tuple(Candidate("mock", model) for model in dict.fromkeys(upstreams)))
+
+    def _candidate(self, provider: str, model: str) -> Candidate:
+        price_in, price_out = self._prices.get((provider, model), (0.0, 0.0))
+        return Candidate(provider, model, price_in, price_out)
+
+    def _resolve(self, name: str) -> Plan:
+        override = self._overrides().get(name)
+        # An override naming a provider the config no longer has is skipped, not a dead end.
+        if override is not None and override.provider in self._providers:
+            return Plan(name, (self._candidate(override.provider, override.upstream_model or name),))
         alias = self._config.models.get(name)
         if alias is not None:
             deployments = list(alias.deployments)
@@ -85,10 +136,14 @@ class Planner:
                 ),
             )
         provider, sep, upstream = name.partition(":")
-        if not sep or not upstream or provider not in self._providers:
-            raise model_not_found(name)
-        price_in, price_out = self._prices.get((provider, upstream), (0.0, 0.0))
-        return Plan(name, (Candidate(provider, upstream, price_in, price_out),))
+        if sep:
+            if not upstream or provider not in self._providers:
+                raise model_not_found(name)
+            return Plan(name, (self._candidate(provider, upstream),))
+        for prefix, prefixed in self._prefixes:
+            if name.startswith(prefix):
+                return Plan(name, (self._candidate(prefixed, name),))
+        raise model_not_found(name)
 
     def catalog(self) -> list[tuple[str, str, str]]:
         """Models to list: (id, provider, owned_by) for the default, every alias and every deployment."""
@@ -99,6 +154,8 @@ class Planner:
             for d in model.deployments:
                 ident = f"{d.provider}:{d.model}"
                 seen.setdefault(ident, (ident, d.provider, d.provider))
+        for routed, override in sorted(self._overrides().items()):
+            seen.setdefault(routed, (routed, override.provider, override.provider))
         default = self._config.default_model
         seen.setdefault(default, (default, default_provider, default_provider or "llm-gateway"))
         return list(seen.values())

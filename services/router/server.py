@@ -27,6 +27,8 @@ from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.leases import Leases
 from services.router.orchestrator import Orchestrator
+from services.router.planner import Planner
+from services.router.routes import RouteTable
 from services.router.servicer import RouterServicer
 from services.router.spool_adoption import PLACEHOLDER, keep_adopting, spool_path
 from services.router.usage_shipper import UsageShipper
@@ -60,14 +62,17 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     background = BackgroundTasks()
     ratelimit = ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel)
     leases = Leases(ratelimit, config.ratelimit.lease_s)
+    auth_stub = auth_pb2_grpc.AuthServiceStub(auth_channel)
+    routes = RouteTable(auth_stub, config.routing.override_refresh_s)
     orchestrator = Orchestrator(
         config,
-        AuthCache(auth_pb2_grpc.AuthServiceStub(auth_channel), ttl_s=config.auth.cache_ttl_s),
+        AuthCache(auth_stub, ttl_s=config.auth.cache_ttl_s),
         ratelimit,
         providers,
         spool,
         background,
         leases,
+        planner=Planner(config, overrides=routes.current),
     )
     servicer = RouterServicer(orchestrator, providers, metering_stub)
     server = GrpcServer(
@@ -83,12 +88,14 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
             raise
         shipper.start()
         leases.start()
+        await routes.start()
         if PLACEHOLDER in config.metering.spool_path:
             nonlocal adoption
             adoption = asyncio.create_task(keep_adopting(spool, config.metering.spool_path), name="spool-adoption")
 
     async def on_stop() -> None:
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
+        await routes.stop()
         await leases.stop()
         if adoption is not None:
             adoption.cancel()

@@ -57,7 +57,7 @@ async def test_serving_only_after_migrations_and_bootstrap(database_url: str, tm
         async with engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version_auth"))).scalar_one()
         await engine.dispose()
-        assert version == "0001"
+        assert version == "0002"
 
 
 async def test_bootstrap_from_environment(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -483,5 +483,5 @@ async def test_replicas_starting_together_migrate_and_bootstrap_once(postgres_ur
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version_auth"))).all()
         keys = (await conn.execute(text("SELECT tenant_id FROM auth_api_keys ORDER BY tenant_id"))).all()
     await engine.dispose()
-    assert [v[0] for v in versions] == ["0001"]
+    assert [v[0] for v in versions] == ["0002"]
     assert [k[0] for k in keys] == ["acme", "admin"]

@@ -82,3 +82,15 @@ class KeyRow(AuthBase, table=True):
     create_time: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     expire_time: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
     revoke_time: datetime | None = Field(default=None, sa_column=Column(UtcDateTime(), nullable=True))
+
+
+class RouteRow(AuthBase, table=True):
+    """One route override: a model id served by a named provider."""
+
+    __tablename__ = "auth_routes"
+
+    model: str = Field(sa_column=Column(String(200), primary_key=True))
+    provider: str = Field(sa_column=Column(String(63), nullable=False))
+    upstream_model: str = Field(sa_column=Column(String(200), nullable=False))
+    """Empty: the model id itself goes upstream."""
+    update_time: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))

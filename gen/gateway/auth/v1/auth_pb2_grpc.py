@@ -75,6 +75,26 @@ class AuthServiceStub:
                 request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.RevokeKeyResponse.FromString,
                 _registered_method=True)
+        self.SetRoute = channel.unary_unary(
+                '/gateway.auth.v1.AuthService/SetRoute',
+                request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.SetRouteRequest.SerializeToString,
+                response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.SetRouteResponse.FromString,
+                _registered_method=True)
+        self.ListRoutes = channel.unary_unary(
+                '/gateway.auth.v1.AuthService/ListRoutes',
+                request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.ListRoutesRequest.SerializeToString,
+                response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
+        self.DeleteRoute = channel.unary_unary(
+                '/gateway.auth.v1.AuthService/DeleteRoute',
+                request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.DeleteRouteRequest.SerializeToString,
+                response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.DeleteRouteResponse.FromString,
+                _registered_method=True)
+        self.GetRouteTable = channel.unary_unary(
+                '/gateway.auth.v1.AuthService/GetRouteTable',
+                request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableRequest.SerializeToString,
+                response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -137,6 +157,34 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRoute(self, request, context):
+        """SetRoute stores a route override: a model id served by a named provider. Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoutes(self, request, context):
+        """ListRoutes lists the route overrides. Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRoute(self, request, context):
+        """DeleteRoute removes a route override. Needs an admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRouteTable(self, request, context):
+        """GetRouteTable returns every route override for a router's cache; internal (service identity, no key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +227,26 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.RevokeKeyRequest.FromString,
                     response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'SetRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRoute,
+                    request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.SetRouteRequest.FromString,
+                    response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.SetRouteResponse.SerializeToString,
+            ),
+            'ListRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutes,
+                    request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.ListRoutesRequest.FromString,
+                    response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'DeleteRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRoute,
+                    request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.DeleteRouteRequest.FromString,
+                    response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.DeleteRouteResponse.SerializeToString,
+            ),
+            'GetRouteTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRouteTable,
+                    request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableRequest.FromString,
+                    response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +466,114 @@ class AuthService:
             '/gateway.auth.v1.AuthService/RevokeKey',
             gateway_dot_auth_dot_v1_dot_auth__pb2.RevokeKeyRequest.SerializeToString,
             gateway_dot_auth_dot_v1_dot_auth__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.auth.v1.AuthService/SetRoute',
+            gateway_dot_auth_dot_v1_dot_auth__pb2.SetRouteRequest.SerializeToString,
+            gateway_dot_auth_dot_v1_dot_auth__pb2.SetRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.auth.v1.AuthService/ListRoutes',
+            gateway_dot_auth_dot_v1_dot_auth__pb2.ListRoutesRequest.SerializeToString,
+            gateway_dot_auth_dot_v1_dot_auth__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.auth.v1.AuthService/DeleteRoute',
+            gateway_dot_auth_dot_v1_dot_auth__pb2.DeleteRouteRequest.SerializeToString,
+            gateway_dot_auth_dot_v1_dot_auth__pb2.DeleteRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRouteTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.auth.v1.AuthService/GetRouteTable',
+            gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableRequest.SerializeToString,
+            gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableResponse.FromString,
             options,
             channel_credentials,
             insecure,

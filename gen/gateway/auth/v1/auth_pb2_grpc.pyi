@@ -49,6 +49,14 @@ class AuthServiceStub:
     """UpdateKey replaces a key's limits, budget, scopes or allowed models. Needs an admin key."""
     RevokeKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeKeyRequest, _auth_pb2.RevokeKeyResponse]
     """RevokeKey revokes a key for good. Needs an admin key."""
+    SetRoute: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetRouteRequest, _auth_pb2.SetRouteResponse]
+    """SetRoute stores a route override: a model id served by a named provider. Needs an admin key."""
+    ListRoutes: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListRoutesRequest, _auth_pb2.ListRoutesResponse]
+    """ListRoutes lists the route overrides. Needs an admin key."""
+    DeleteRoute: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DeleteRouteRequest, _auth_pb2.DeleteRouteResponse]
+    """DeleteRoute removes a route override. Needs an admin key."""
+    GetRouteTable: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetRouteTableRequest, _auth_pb2.GetRouteTableResponse]
+    """GetRouteTable returns every route override for a router's cache; internal (service identity, no key)."""
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -71,6 +79,14 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """UpdateKey replaces a key's limits, budget, scopes or allowed models. Needs an admin key."""
     RevokeKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeKeyRequest, _auth_pb2.RevokeKeyResponse]  # type: ignore[assignment]
     """RevokeKey revokes a key for good. Needs an admin key."""
+    SetRoute: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetRouteRequest, _auth_pb2.SetRouteResponse]  # type: ignore[assignment]
+    """SetRoute stores a route override: a model id served by a named provider. Needs an admin key."""
+    ListRoutes: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListRoutesRequest, _auth_pb2.ListRoutesResponse]  # type: ignore[assignment]
+    """ListRoutes lists the route overrides. Needs an admin key."""
+    DeleteRoute: _aio.UnaryUnaryMultiCallable[_auth_pb2.DeleteRouteRequest, _auth_pb2.DeleteRouteResponse]  # type: ignore[assignment]
+    """DeleteRoute removes a route override. Needs an admin key."""
+    GetRouteTable: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetRouteTableRequest, _auth_pb2.GetRouteTableResponse]  # type: ignore[assignment]
+    """GetRouteTable returns every route override for a router's cache; internal (service identity, no key)."""
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService resolves API keys to principals and administers tenants and keys."""
@@ -138,5 +154,37 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RevokeKeyResponse, _abc.Awaitable[_auth_pb2.RevokeKeyResponse]]:
         """RevokeKey revokes a key for good. Needs an admin key."""
+
+    @_abc_1.abstractmethod
+    def SetRoute(
+        self,
+        request: _auth_pb2.SetRouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.SetRouteResponse, _abc.Awaitable[_auth_pb2.SetRouteResponse]]:
+        """SetRoute stores a route override: a model id served by a named provider. Needs an admin key."""
+
+    @_abc_1.abstractmethod
+    def ListRoutes(
+        self,
+        request: _auth_pb2.ListRoutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListRoutesResponse, _abc.Awaitable[_auth_pb2.ListRoutesResponse]]:
+        """ListRoutes lists the route overrides. Needs an admin key."""
+
+    @_abc_1.abstractmethod
+    def DeleteRoute(
+        self,
+        request: _auth_pb2.DeleteRouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.DeleteRouteResponse, _abc.Awaitable[_auth_pb2.DeleteRouteResponse]]:
+        """DeleteRoute removes a route override. Needs an admin key."""
+
+    @_abc_1.abstractmethod
+    def GetRouteTable(
+        self,
+        request: _auth_pb2.GetRouteTableRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetRouteTableResponse, _abc.Awaitable[_auth_pb2.GetRouteTableResponse]]:
+        """GetRouteTable returns every route override for a router's cache; internal (service identity, no key)."""
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
