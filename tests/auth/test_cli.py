@@ -26,6 +26,13 @@ async def auth(tmp_path: Path) -> AsyncIterator[RunningAuth]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def plaintext_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run auth in-process without TLS: the CLI must not pick up the certificates a
+    `make up` left in the working directory (.gateway/tls)."""
+    monkeypatch.setenv("GATEWAY_INTERNAL_TLS", "off")
+
+
 async def gateway(
     auth: RunningAuth, capsys: pytest.CaptureFixture[str], *argv: str, admin_key: str = ADMIN
 ) -> tuple[int, str, str]:
