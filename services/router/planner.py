@@ -9,12 +9,13 @@ from __future__ import annotations
 import fnmatch
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
+from services.router.price_table import UNPRICED, Price, PriceTable
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class Candidate:
 
     provider: str
     model: str
-    input_usd_per_million: float = 0.0
-    output_usd_per_million: float = 0.0
+    # Not part of the identity: the same deployment is the same route whatever alias priced it.
+    price: Price = field(default=UNPRICED, compare=False)
 
     @property
     def id(self) -> str:
@@ -57,10 +58,20 @@ class Planner:
         self._config = config
         self._random = rng
         self._providers = set(effective_providers(config))
-        self._prices: dict[tuple[str, str], tuple[float, float]] = {}
+        self.prices = PriceTable(config)
+        # A provider:model named directly takes the price the config gives that deployment first.
+        self._overrides: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         for model in config.models.values():
             for d in model.deployments:
-                self._prices.setdefault((d.provider, d.model), (d.input_usd_per_million, d.output_usd_per_million))
+                if d.input_usd_per_million is not None or d.output_usd_per_million is not None:
+                    self._overrides.setdefault(
+                        (d.provider, d.model), (d.input_usd_per_million, d.output_usd_per_million)
+                    )
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The configuration plans are made from."""
+        return self._config
 
     @property
     def default_model(self) -> str:
@@ -80,15 +91,19 @@ class Planner:
             return Plan(
                 name,
                 tuple(
-                    Candidate(d.provider, d.model, d.input_usd_per_million, d.output_usd_per_million)
+                    Candidate(
+                        d.provider,
+                        d.model,
+                        self.prices.price(d.provider, d.model, d.input_usd_per_million, d.output_usd_per_million),
+                    )
                     for d in deployments
                 ),
             )
         provider, sep, upstream = name.partition(":")
         if not sep or not upstream or provider not in self._providers:
             raise model_not_found(name)
-        price_in, price_out = self._prices.get((provider, upstream), (0.0, 0.0))
-        return Plan(name, (Candidate(provider, upstream, price_in, price_out),))
+        price_in, price_out = self._overrides.get((provider, upstream), (None, None))
+        return Plan(name, (Candidate(provider, upstream, self.prices.price(provider, upstream, price_in, price_out)),))
 
     def catalog(self) -> list[tuple[str, str, str]]:
         """Models to list: (id, provider, owned_by) for the default, every alias and every deployment."""

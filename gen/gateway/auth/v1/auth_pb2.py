@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agateway/auth/v1/auth.proto\x12\x0fgateway.auth.v1\x1a\x1cgateway/quota/v1/quota.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x06Policy\x12\x13\n\x0b\x64\x65ny_models\x18\x01 \x03(\t\x12\x16\n\x0e\x64\x65ny_providers\x18\x02 \x03(\t\x12\x1e\n\x11max_prompt_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0blog_prompts\x18\x04 \x01(\x08\x42\x14\n\x12_max_prompt_tokens\"s\n\x06Limits\x12\'\n\x06quotas\x18\x01 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12$\n\x17max_concurrent_requests\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x1a\n\x18_max_concurrent_requests\"\x82\x02\n\tPrincipal\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\x10\n\x08key_name\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x06 \x03(\t\x12+\n\nkey_limits\x18\x07 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12.\n\rtenant_limits\x18\x08 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12\'\n\x06policy\x18\t \x01(\x0b\x32\x17.gateway.auth.v1.Policy\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"`\n\x14\x41uthenticateResponse\x12-\n\tprincipal\x18\x01 \x01(\x0b\x32\x1a.gateway.auth.v1.Principal\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\x02 \x01(\x05\"\xe3\x01\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\'\n\x06limits\x18\x03 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12-\n\x0ckey_defaults\x18\x04 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12\'\n\x06policy\x18\x05 \x01(\x0b\x32\x17.gateway.auth.v1.Policy\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x06 \x03(\t\x12\'\n\x06limits\x18\x07 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x13\x43reateTenantRequest\x12\'\n\x06tenant\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.Tenant\"?\n\x14\x43reateTenantResponse\x12\'\n\x06tenant\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.Tenant\"\x14\n\x12ListTenantsRequest\"?\n\x13ListTenantsResponse\x12(\n\x07tenants\x18\x01 \x03(\x0b\x32\x17.gateway.auth.v1.Tenant\"\xdf\x01\n\x13UpdateTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x01(\x0b\x32\x17.gateway.auth.v1.LimitsH\x00\x88\x01\x01\x12\x32\n\x0ckey_defaults\x18\x03 \x01(\x0b\x32\x17.gateway.auth.v1.LimitsH\x01\x88\x01\x01\x12,\n\x06policy\x18\x04 \x01(\x0b\x32\x17.gateway.auth.v1.PolicyH\x02\x88\x01\x01\x42\t\n\x07_limitsB\x0f\n\r_key_defaultsB\t\n\x07_policy\"?\n\x14UpdateTenantResponse\x12\'\n\x06tenant\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.Tenant\"\xb5\x01\n\x10\x43reateKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\'\n\x06limits\x18\x05 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x11\x43reateKeyResponse\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"=\n\x0fListKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"9\n\x10ListKeysResponse\x12%\n\x04keys\x18\x01 \x03(\x0b\x32\x17.gateway.auth.v1.ApiKey\"\x83\x01\n\x10UpdateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x01(\x0b\x32\x17.gateway.auth.v1.LimitsH\x00\x88\x01\x01\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\tB\t\n\x07_limits\"9\n\x11UpdateKeyResponse\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"9\n\x11RevokeKeyResponse\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.ApiKey2\xb1\x07\n\x0b\x41uthService\x12[\n\x0c\x41uthenticate\x12$.gateway.auth.v1.AuthenticateRequest\x1a%.gateway.auth.v1.AuthenticateResponse\x12y\n\x0c\x43reateTenant\x12$.gateway.auth.v1.CreateTenantRequest\x1a%.gateway.auth.v1.CreateTenantResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/admin/v1/tenants:\x01*\x12s\n\x0bListTenants\x12#.gateway.auth.v1.ListTenantsRequest\x1a$.gateway.auth.v1.ListTenantsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/admin/v1/tenants\x12\x85\x01\n\x0cUpdateTenant\x12$.gateway.auth.v1.UpdateTenantRequest\x1a%.gateway.auth.v1.UpdateTenantResponse\"(\x82\xd3\xe4\x93\x02\"2\x1d/admin/v1/tenants/{tenant_id}:\x01*\x12m\n\tCreateKey\x12!.gateway.auth.v1.CreateKeyRequest\x1a\".gateway.auth.v1.CreateKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/admin/v1/keys:\x01*\x12g\n\x08ListKeys\x12 .gateway.auth.v1.ListKeysRequest\x1a!.gateway.auth.v1.ListKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12v\n\tUpdateKey\x12!.gateway.auth.v1.UpdateKeyRequest\x1a\".gateway.auth.v1.UpdateKeyResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x32\x17/admin/v1/keys/{key_id}:\x01*\x12}\n\tRevokeKey\x12!.gateway.auth.v1.RevokeKeyRequest\x1a\".gateway.auth.v1.RevokeKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/admin/v1/keys/{key_id}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agateway/auth/v1/auth.proto\x12\x0fgateway.auth.v1\x1a\x1cgateway/quota/v1/quota.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x06Policy\x12\x13\n\x0b\x64\x65ny_models\x18\x01 \x03(\t\x12\x16\n\x0e\x64\x65ny_providers\x18\x02 \x03(\t\x12\x1e\n\x11max_prompt_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0blog_prompts\x18\x04 \x01(\x08\x12\x17\n\x0frefuse_unpriced\x18\x05 \x01(\x08\x42\x14\n\x12_max_prompt_tokens\"s\n\x06Limits\x12\'\n\x06quotas\x18\x01 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12$\n\x17max_concurrent_requests\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x1a\n\x18_max_concurrent_requests\"\x82\x02\n\tPrincipal\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\x10\n\x08key_name\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x06 \x03(\t\x12+\n\nkey_limits\x18\x07 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12.\n\rtenant_limits\x18\x08 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12\'\n\x06policy\x18\t \x01(\x0b\x32\x17.gateway.auth.v1.Policy\"&\n\x13\x41uthenticateRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\"`\n\x14\x41uthenticateResponse\x12-\n\tprincipal\x18\x01 \x01(\x0b\x32\x1a.gateway.auth.v1.Principal\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\x02 \x01(\x05\"\xe3\x01\n\x06Tenant\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\'\n\x06limits\x18\x03 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12-\n\x0ckey_defaults\x18\x04 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12\'\n\x06policy\x18\x05 \x01(\x0b\x32\x17.gateway.auth.v1.Policy\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x06 \x03(\t\x12\'\n\x06limits\x18\x07 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x13\x43reateTenantRequest\x12\'\n\x06tenant\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.Tenant\"?\n\x14\x43reateTenantResponse\x12\'\n\x06tenant\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.Tenant\"\x14\n\x12ListTenantsRequest\"?\n\x13ListTenantsResponse\x12(\n\x07tenants\x18\x01 \x03(\x0b\x32\x17.gateway.auth.v1.Tenant\"\xdf\x01\n\x13UpdateTenantRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x01(\x0b\x32\x17.gateway.auth.v1.LimitsH\x00\x88\x01\x01\x12\x32\n\x0ckey_defaults\x18\x03 \x01(\x0b\x32\x17.gateway.auth.v1.LimitsH\x01\x88\x01\x01\x12,\n\x06policy\x18\x04 \x01(\x0b\x32\x17.gateway.auth.v1.PolicyH\x02\x88\x01\x01\x42\t\n\x07_limitsB\x0f\n\r_key_defaultsB\t\n\x07_policy\"?\n\x14UpdateTenantResponse\x12\'\n\x06tenant\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.Tenant\"\xb5\x01\n\x10\x43reateKeyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\'\n\x06limits\x18\x05 \x01(\x0b\x32\x17.gateway.auth.v1.Limits\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x11\x43reateKeyResponse\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"=\n\x0fListKeysRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"9\n\x10ListKeysResponse\x12%\n\x04keys\x18\x01 \x03(\x0b\x32\x17.gateway.auth.v1.ApiKey\"\x83\x01\n\x10UpdateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x01(\x0b\x32\x17.gateway.auth.v1.LimitsH\x00\x88\x01\x01\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\tB\t\n\x07_limits\"9\n\x11UpdateKeyResponse\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"9\n\x11RevokeKeyResponse\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.gateway.auth.v1.ApiKey2\xb1\x07\n\x0b\x41uthService\x12[\n\x0c\x41uthenticate\x12$.gateway.auth.v1.AuthenticateRequest\x1a%.gateway.auth.v1.AuthenticateResponse\x12y\n\x0c\x43reateTenant\x12$.gateway.auth.v1.CreateTenantRequest\x1a%.gateway.auth.v1.CreateTenantResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/admin/v1/tenants:\x01*\x12s\n\x0bListTenants\x12#.gateway.auth.v1.ListTenantsRequest\x1a$.gateway.auth.v1.ListTenantsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/admin/v1/tenants\x12\x85\x01\n\x0cUpdateTenant\x12$.gateway.auth.v1.UpdateTenantRequest\x1a%.gateway.auth.v1.UpdateTenantResponse\"(\x82\xd3\xe4\x93\x02\"2\x1d/admin/v1/tenants/{tenant_id}:\x01*\x12m\n\tCreateKey\x12!.gateway.auth.v1.CreateKeyRequest\x1a\".gateway.auth.v1.CreateKeyResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/admin/v1/keys:\x01*\x12g\n\x08ListKeys\x12 .gateway.auth.v1.ListKeysRequest\x1a!.gateway.auth.v1.ListKeysResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/admin/v1/keys\x12v\n\tUpdateKey\x12!.gateway.auth.v1.UpdateKeyRequest\x1a\".gateway.auth.v1.UpdateKeyResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x32\x17/admin/v1/keys/{key_id}:\x01*\x12}\n\tRevokeKey\x12!.gateway.auth.v1.RevokeKeyRequest\x1a\".gateway.auth.v1.RevokeKeyResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/admin/v1/keys/{key_id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,47 +49,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['RevokeKey']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['RevokeKey']._serialized_options = b'\202\323\344\223\002#\"\036/admin/v1/keys/{key_id}:revoke:\001*'
   _globals['_POLICY']._serialized_start=141
-  _globals['_POLICY']._serialized_end=269
-  _globals['_LIMITS']._serialized_start=271
-  _globals['_LIMITS']._serialized_end=386
-  _globals['_PRINCIPAL']._serialized_start=389
-  _globals['_PRINCIPAL']._serialized_end=647
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=649
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=687
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=689
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=785
-  _globals['_TENANT']._serialized_start=788
-  _globals['_TENANT']._serialized_end=1015
-  _globals['_APIKEY']._serialized_start=1018
-  _globals['_APIKEY']._serialized_end=1319
-  _globals['_CREATETENANTREQUEST']._serialized_start=1321
-  _globals['_CREATETENANTREQUEST']._serialized_end=1383
-  _globals['_CREATETENANTRESPONSE']._serialized_start=1385
-  _globals['_CREATETENANTRESPONSE']._serialized_end=1448
-  _globals['_LISTTENANTSREQUEST']._serialized_start=1450
-  _globals['_LISTTENANTSREQUEST']._serialized_end=1470
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=1472
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=1535
-  _globals['_UPDATETENANTREQUEST']._serialized_start=1538
-  _globals['_UPDATETENANTREQUEST']._serialized_end=1761
-  _globals['_UPDATETENANTRESPONSE']._serialized_start=1763
-  _globals['_UPDATETENANTRESPONSE']._serialized_end=1826
-  _globals['_CREATEKEYREQUEST']._serialized_start=1829
-  _globals['_CREATEKEYREQUEST']._serialized_end=2010
-  _globals['_CREATEKEYRESPONSE']._serialized_start=2012
-  _globals['_CREATEKEYRESPONSE']._serialized_end=2085
-  _globals['_LISTKEYSREQUEST']._serialized_start=2087
-  _globals['_LISTKEYSREQUEST']._serialized_end=2148
-  _globals['_LISTKEYSRESPONSE']._serialized_start=2150
-  _globals['_LISTKEYSRESPONSE']._serialized_end=2207
-  _globals['_UPDATEKEYREQUEST']._serialized_start=2210
-  _globals['_UPDATEKEYREQUEST']._serialized_end=2341
-  _globals['_UPDATEKEYRESPONSE']._serialized_start=2343
-  _globals['_UPDATEKEYRESPONSE']._serialized_end=2400
-  _globals['_REVOKEKEYREQUEST']._serialized_start=2402
-  _globals['_REVOKEKEYREQUEST']._serialized_end=2436
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=2438
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=2495
-  _globals['_AUTHSERVICE']._serialized_start=2498
-  _globals['_AUTHSERVICE']._serialized_end=3443
+  _globals['_POLICY']._serialized_end=294
+  _globals['_LIMITS']._serialized_start=296
+  _globals['_LIMITS']._serialized_end=411
+  _globals['_PRINCIPAL']._serialized_start=414
+  _globals['_PRINCIPAL']._serialized_end=672
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=674
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=712
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=714
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=810
+  _globals['_TENANT']._serialized_start=813
+  _globals['_TENANT']._serialized_end=1040
+  _globals['_APIKEY']._serialized_start=1043
+  _globals['_APIKEY']._serialized_end=1344
+  _globals['_CREATETENANTREQUEST']._serialized_start=1346
+  _globals['_CREATETENANTREQUEST']._serialized_end=1408
+  _globals['_CREATETENANTRESPONSE']._serialized_start=1410
+  _globals['_CREATETENANTRESPONSE']._serialized_end=1473
+  _globals['_LISTTENANTSREQUEST']._serialized_start=1475
+  _globals['_LISTTENANTSREQUEST']._serialized_end=1495
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=1497
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=1560
+  _globals['_UPDATETENANTREQUEST']._serialized_start=1563
+  _globals['_UPDATETENANTREQUEST']._serialized_end=1786
+  _globals['_UPDATETENANTRESPONSE']._serialized_start=1788
+  _globals['_UPDATETENANTRESPONSE']._serialized_end=1851
+  _globals['_CREATEKEYREQUEST']._serialized_start=1854
+  _globals['_CREATEKEYREQUEST']._serialized_end=2035
+  _globals['_CREATEKEYRESPONSE']._serialized_start=2037
+  _globals['_CREATEKEYRESPONSE']._serialized_end=2110
+  _globals['_LISTKEYSREQUEST']._serialized_start=2112
+  _globals['_LISTKEYSREQUEST']._serialized_end=2173
+  _globals['_LISTKEYSRESPONSE']._serialized_start=2175
+  _globals['_LISTKEYSRESPONSE']._serialized_end=2232
+  _globals['_UPDATEKEYREQUEST']._serialized_start=2235
+  _globals['_UPDATEKEYREQUEST']._serialized_end=2366
+  _globals['_UPDATEKEYRESPONSE']._serialized_start=2368
+  _globals['_UPDATEKEYRESPONSE']._serialized_end=2425
+  _globals['_REVOKEKEYREQUEST']._serialized_start=2427
+  _globals['_REVOKEKEYREQUEST']._serialized_end=2461
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=2463
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=2520
+  _globals['_AUTHSERVICE']._serialized_start=2523
+  _globals['_AUTHSERVICE']._serialized_end=3468
 # @@protoc_insertion_point(module_scope)

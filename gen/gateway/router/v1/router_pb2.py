@@ -28,7 +28,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egateway/router/v1/router.proto\x12\x11gateway.router.v1\x1a\x1agateway/chat/v1/chat.proto\x1a\"gateway/metering/v1/metering.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\x0b\x43hatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\"C\n\x0c\x43hatResponse\x12\x33\n\ncompletion\x18\x01 \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\"O\n\x11StreamChatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\"I\n\x12StreamChatResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\"D\n\x0c\x45mbedRequest\x12\x34\n\tembedding\x18\x01 \x01(\x0b\x32!.gateway.chat.v1.EmbeddingRequest\"F\n\rEmbedResponse\x12\x35\n\tembedding\x18\x01 \x01(\x0b\x32\".gateway.chat.v1.EmbeddingResponse\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.gateway.chat.v1.Model\"\xc2\x01\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x08group_by\x18\x05 \x01(\x0e\x32\x1c.gateway.metering.v1.GroupBy\"?\n\x10GetUsageResponse\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.gateway.metering.v1.UsageRow2\xa7\x04\n\rRouterService\x12\\\n\x04\x43hat\x12\x1e.gateway.router.v1.ChatRequest\x1a\x1f.gateway.router.v1.ChatResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/chat:\x01*\x12w\n\nStreamChat\x12$.gateway.router.v1.StreamChatRequest\x1a%.gateway.router.v1.StreamChatResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/chat:stream:\x01*0\x01\x12`\n\x05\x45mbed\x12\x1f.gateway.router.v1.EmbedRequest\x1a .gateway.router.v1.EmbedResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/embed:\x01*\x12u\n\nListModels\x12$.gateway.router.v1.ListModelsRequest\x1a%.gateway.router.v1.ListModelsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/catalog/models\x12\x66\n\x08GetUsage\x12\".gateway.router.v1.GetUsageRequest\x1a#.gateway.router.v1.GetUsageResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egateway/router/v1/router.proto\x12\x11gateway.router.v1\x1a\x1agateway/chat/v1/chat.proto\x1a\"gateway/metering/v1/metering.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\x0b\x43hatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\"C\n\x0c\x43hatResponse\x12\x33\n\ncompletion\x18\x01 \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\"O\n\x11StreamChatRequest\x12:\n\ncompletion\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\"I\n\x12StreamChatResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\"D\n\x0c\x45mbedRequest\x12\x34\n\tembedding\x18\x01 \x01(\x0b\x32!.gateway.chat.v1.EmbeddingRequest\"F\n\rEmbedResponse\x12\x35\n\tembedding\x18\x01 \x01(\x0b\x32\".gateway.chat.v1.EmbeddingResponse\"%\n\x11ListModelsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.gateway.chat.v1.Model\"\xc2\x01\n\x0fGetUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x08group_by\x18\x05 \x01(\x0e\x32\x1c.gateway.metering.v1.GroupBy\"?\n\x10GetUsageResponse\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.gateway.metering.v1.UsageRow2\xa7\x04\n\rRouterService\x12\\\n\x04\x43hat\x12\x1e.gateway.router.v1.ChatRequest\x1a\x1f.gateway.router.v1.ChatResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/chat:\x01*\x12w\n\nStreamChat\x12$.gateway.router.v1.StreamChatRequest\x1a%.gateway.router.v1.StreamChatResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/chat:stream:\x01*0\x01\x12`\n\x05\x45mbed\x12\x1f.gateway.router.v1.EmbedRequest\x1a .gateway.router.v1.EmbedResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/embed:\x01*\x12u\n\nListModels\x12$.gateway.router.v1.ListModelsRequest\x1a%.gateway.router.v1.ListModelsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/catalog/models\x12\x66\n\x08GetUsage\x12\".gateway.router.v1.GetUsageRequest\x1a#.gateway.router.v1.GetUsageResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,13 +58,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_start=550
   _globals['_EMBEDRESPONSE']._serialized_end=620
   _globals['_LISTMODELSREQUEST']._serialized_start=622
-  _globals['_LISTMODELSREQUEST']._serialized_end=641
-  _globals['_LISTMODELSRESPONSE']._serialized_start=643
-  _globals['_LISTMODELSRESPONSE']._serialized_end=703
-  _globals['_GETUSAGEREQUEST']._serialized_start=706
-  _globals['_GETUSAGEREQUEST']._serialized_end=900
-  _globals['_GETUSAGERESPONSE']._serialized_start=902
-  _globals['_GETUSAGERESPONSE']._serialized_end=965
-  _globals['_ROUTERSERVICE']._serialized_start=968
-  _globals['_ROUTERSERVICE']._serialized_end=1519
+  _globals['_LISTMODELSREQUEST']._serialized_end=659
+  _globals['_LISTMODELSRESPONSE']._serialized_start=661
+  _globals['_LISTMODELSRESPONSE']._serialized_end=721
+  _globals['_GETUSAGEREQUEST']._serialized_start=724
+  _globals['_GETUSAGEREQUEST']._serialized_end=918
+  _globals['_GETUSAGERESPONSE']._serialized_start=920
+  _globals['_GETUSAGERESPONSE']._serialized_end=983
+  _globals['_ROUTERSERVICE']._serialized_start=986
+  _globals['_ROUTERSERVICE']._serialized_end=1537
 # @@protoc_insertion_point(module_scope)
