@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -114,22 +115,44 @@ def dataset_price(provider: ProviderConfig, model: str, when: datetime | None = 
     return None
 
 
+# Clients may name any provider:model; remembering every name would let them grow the table forever.
+_CACHE_SIZE = 4096
+
+
 class PriceTable:
-    """Prices of deployments by (provider, upstream model), resolved once and remembered."""
+    """Prices of deployments by (provider, upstream model), resolved once and remembered.
+
+    The configured deployments are resolved at start, so a missing price is logged then, once;
+    a name a client makes up is resolved on first use and kept in a bounded cache.
+    """
 
     def __init__(self, config: GatewayConfig) -> None:
         self._providers = effective_providers(config)
-        self._cache: dict[tuple[str, str], Price] = {}
+        self._configured: dict[tuple[str, str], Price] = {}
+        self._cache: OrderedDict[tuple[str, str], Price] = OrderedDict()
+        # Worth a warning: a deployment the config names without a price, which the dataset lacks.
+        unpriced_in_config: dict[tuple[str, str], bool] = {}
+        for model in config.models.values():
+            for d in model.deployments:
+                key = (d.provider, d.model)
+                bare = d.input_usd_per_million is None and d.output_usd_per_million is None
+                unpriced_in_config[key] = unpriced_in_config.get(key, False) or bare
+        for (provider, name), warn in unpriced_in_config.items():
+            self._configured[(provider, name)] = self._resolve(provider, name, configured=warn)
 
     def price(
         self, provider: str, model: str, input_override: float | None = None, output_override: float | None = None
     ) -> Price:
         """The price of ``provider:model``; the overrides (the config's, per million tokens) win."""
         key = (provider, model)
-        resolved = self._cache.get(key)
+        resolved = self._configured.get(key) or self._cache.get(key)
         if resolved is None:
-            resolved = self._resolve(provider, model)
+            resolved = self._resolve(provider, model, configured=False)
             self._cache[key] = resolved
+            if len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        elif key in self._cache:
+            self._cache.move_to_end(key)
         if input_override is None and output_override is None:
             return resolved
         return Price(
@@ -142,7 +165,7 @@ class PriceTable:
             dataset_model=resolved.dataset_model,
         )
 
-    def _resolve(self, provider: str, model: str) -> Price:
+    def _resolve(self, provider: str, model: str, *, configured: bool) -> Price:
         config = self._providers.get(provider)
         if config is None:
             return UNPRICED
@@ -150,7 +173,9 @@ class PriceTable:
             return FREE
         found = dataset_price(config, model)
         if found is None:
-            log.warning(
+            # Each request's log line says priced=false too; a made-up name is not worth a warning.
+            log.log(
+                logging.WARNING if configured else logging.DEBUG,
                 "no price known for %s:%s: its usage is recorded at $0 and budgets cannot count it",
                 provider,
                 model,

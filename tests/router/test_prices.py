@@ -149,3 +149,39 @@ def test_refuse_unpriced_refuses_budgeted_requests_naming_the_model() -> None:
     mixed = PLANNER.plan("mixed").candidates
     kept = policy.priced_candidates(_principal(True), "mixed", mixed, budgeted=True)
     assert [c.id for c in kept] == ["openai:gpt-4o-mini"]
+
+
+def test_made_up_names_do_not_grow_the_table_forever(caplog: pytest.LogCaptureFixture) -> None:
+    from services.router import price_table
+
+    table = price_table.PriceTable(CONFIG)
+    # The configured deployment without a price was reported once, at start.
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "no price known for local:llama: its usage is recorded at $0 and budgets cannot count it"
+    ]
+    for i in range(price_table._CACHE_SIZE + 50):
+        assert not table.price("local", f"made-up-{i}").priced
+    assert len(table._cache) == price_table._CACHE_SIZE
+    assert table.price("openai", "gpt-4o-mini").priced
+
+
+def test_the_dataset_loads_without_the_network() -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter whose sockets all refuse: the bundled data must load and price anyway.
+    script = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise OSError('network used')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "socket.getaddrinfo = refuse\n"
+        "from gateway_common.config import GatewayConfig\n"
+        "from services.router.planner import Planner\n"
+        "(c,) = Planner(GatewayConfig()).plan('openai:gpt-4o-mini').candidates\n"
+        "print(c.price.per_million())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(0.15, 0.6)"
