@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 
 from genai_prices import Usage
 from genai_prices.data_snapshot import get_snapshot
@@ -54,14 +55,33 @@ class Price:
         cached_tokens = min(cached_tokens, prompt_tokens)
         input_part = output_part = Decimal(0)
         if self.dataset is not None and (self.input_usd_per_million is None or self.output_usd_per_million is None):
-            usage = Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens, cache_read_tokens=cached_tokens)
-            calculated = self.dataset.calc_price(usage)
-            input_part, output_part = calculated["input_price"], calculated["output_price"]
+            linear = self._linear
+            if linear is not None and not cached_tokens:
+                # The same arithmetic the dataset does for flat prices, without its ~0.1 ms per call
+                # (a stream prices itself on every chunk).
+                input_part = linear[0] * prompt_tokens / _MILLION
+                output_part = linear[1] * completion_tokens / _MILLION
+            else:
+                usage = Usage(
+                    input_tokens=prompt_tokens, output_tokens=completion_tokens, cache_read_tokens=cached_tokens
+                )
+                calculated = self.dataset.calc_price(usage)
+                input_part, output_part = calculated["input_price"], calculated["output_price"]
         if self.input_usd_per_million is not None:
             input_part = self.input_usd_per_million * prompt_tokens / _MILLION
         if self.output_usd_per_million is not None:
             output_part = self.output_usd_per_million * completion_tokens / _MILLION
         return input_part + output_part
+
+    @cached_property
+    def _linear(self) -> tuple[Decimal, Decimal] | None:
+        """The dataset's (input, output) per million when both are flat (no tiers), else None."""
+        if self.dataset is None:
+            return None
+        input_price, output_price = self.dataset.input_mtok, self.dataset.output_mtok
+        if isinstance(input_price, Decimal | None) and isinstance(output_price, Decimal | None):
+            return input_price or Decimal(0), output_price or Decimal(0)
+        return None
 
     def cost_micro_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
         """The cost in micro-USD, rounded up (a ceiling, like every reservation)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from genai_prices import Usage
 
 from gateway.auth.v1 import auth_pb2
 from gateway.quota.v1 import quota_pb2
@@ -185,3 +186,12 @@ def test_the_dataset_loads_without_the_network() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(0.15, 0.6)"
+
+
+@pytest.mark.parametrize("model", ["openai:gpt-4o-mini", "gemini:gemini-2.0-flash", "openai:text-embedding-3-small"])
+def test_flat_prices_cost_what_the_dataset_says(model: str) -> None:
+    price = _only(model).price
+    assert price.dataset is not None
+    for prompt, completion in ((0, 0), (1, 1), (9, 6), (12_345, 678), (2_000_000, 1_000_000)):
+        expected = price.dataset.calc_price(Usage(input_tokens=prompt, output_tokens=completion))
+        assert price.cost_usd(prompt, completion) == expected["input_price"] + expected["output_price"]
