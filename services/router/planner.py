@@ -60,11 +60,11 @@ class Planner:
         self._providers = set(effective_providers(config))
         self.prices = PriceTable(config)
         # A provider:model named directly takes the price the config gives that deployment first.
-        self._overrides: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        self._price_overrides: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         for model in config.models.values():
             for d in model.deployments:
                 if d.input_usd_per_million is not None or d.output_usd_per_million is not None:
-                    self._overrides.setdefault(
+                    self._price_overrides.setdefault(
                         (d.provider, d.model), (d.input_usd_per_million, d.output_usd_per_million)
                     )
 
@@ -102,7 +102,7 @@ class Planner:
         provider, sep, upstream = name.partition(":")
         if not sep or not upstream or provider not in self._providers:
             raise model_not_found(name)
-        price_in, price_out = self._overrides.get((provider, upstream), (None, None))
+        price_in, price_out = self._price_overrides.get((provider, upstream), (None, None))
         return Plan(name, (Candidate(provider, upstream, self.prices.price(provider, upstream, price_in, price_out)),))
 
     def catalog(self) -> list[tuple[str, str, str]]:
