@@ -181,9 +181,11 @@ async def create_embeddings(request: Request) -> Response:
     )
 
 
-async def _models(request: Request) -> list[chat_pb2.Model]:
+async def _models(request: Request, model_id: str = "") -> list[chat_pb2.Model]:
     state: EdgeState = request.app.state.edge
-    response = await state.router.ListModels(router_pb2.ListModelsRequest(), metadata=call_metadata(request))
+    response = await state.router.ListModels(
+        router_pb2.ListModelsRequest(model_id=model_id), metadata=call_metadata(request)
+    )
     return list(response.models)
 
 
@@ -202,9 +204,9 @@ async def list_models(request: Request) -> Response:
 
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(request: Request, model_id: str) -> Response:
-    """OpenAI ``GET /v1/models/{model}``."""
+    """OpenAI ``GET /v1/models/{model}``: the router answers for exactly what chat would admit."""
     try:
-        models = await _models(request)
+        models = await _models(request, model_id)
     except grpc.aio.AioRpcError as exc:
         return rpc_error_response(exc)
     for model in models:

@@ -114,8 +114,11 @@ class Deployment(_Strict):
 
     provider: str
     model: str
-    input_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
-    output_usd_per_million: Annotated[float, Field(ge=0)] = 0.0
+    input_usd_per_million: Annotated[float, Field(ge=0)] | None = None
+    """Overrides the built-in price table (genai-prices) for input tokens; unset to use it."""
+    output_usd_per_million: Annotated[float, Field(ge=0)] | None = None
+    """Overrides the built-in price table for output tokens; unset to use it. A deployment that
+    neither sets nor finds a price is unpriced: it costs $0 and budgets cannot count it."""
     weight: Annotated[int, Field(ge=1)] = 1
     max_output_tokens: Annotated[int, Field(gt=0)] | None = None
     """The most tokens this deployment can answer with; a request without max_tokens reserves (and

@@ -114,5 +114,21 @@ def embedding_response_to_openai(response: chat_pb2.EmbeddingResponse, encoding_
 
 
 def model_to_openai(model: chat_pb2.Model) -> Json:
-    """A model as OpenAI's ``model`` object."""
-    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+    """A model as OpenAI's ``model`` object, with the gateway's price of it as an extension.
+
+    ``pricing`` is null for an unpriced model (its usage costs $0 and budgets cannot count it).
+    """
+    pricing: Json | None = None
+    if not model.unpriced and model.HasField("input_usd_per_million"):
+        pricing = {
+            "input_usd_per_million": model.input_usd_per_million,
+            "output_usd_per_million": model.output_usd_per_million,
+        }
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "priced": not model.unpriced,
+        "pricing": pricing,
+    }

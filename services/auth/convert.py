@@ -67,6 +67,7 @@ def policy_from_proto(message: auth_pb2.Policy, field: str) -> Policy:
         deny_providers=tuple(message.deny_providers),
         max_prompt_tokens=message.max_prompt_tokens if message.HasField("max_prompt_tokens") else None,
         log_prompts=message.log_prompts,
+        refuse_unpriced=message.refuse_unpriced,
     )
     return check_policy(policy, field)
 
@@ -74,7 +75,10 @@ def policy_from_proto(message: auth_pb2.Policy, field: str) -> Policy:
 def policy_to_proto(policy: Policy) -> auth_pb2.Policy:
     """The wire form of ``policy``."""
     message = auth_pb2.Policy(
-        deny_models=policy.deny_models, deny_providers=policy.deny_providers, log_prompts=policy.log_prompts
+        deny_models=policy.deny_models,
+        deny_providers=policy.deny_providers,
+        log_prompts=policy.log_prompts,
+        refuse_unpriced=policy.refuse_unpriced,
     )
     if policy.max_prompt_tokens is not None:
         message.max_prompt_tokens = policy.max_prompt_tokens

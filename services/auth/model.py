@@ -73,6 +73,8 @@ class Policy:
     deny_providers: tuple[str, ...] = ()
     max_prompt_tokens: int | None = None
     log_prompts: bool = False
+    refuse_unpriced: bool = False
+    """With a budget set, refuse deployments that have no known price (see auth.proto Policy)."""
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class _Outcome:
     attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens the upstream served from its cache (priced as cache reads where known)."""
     usage_estimated: bool = False
     outcome: int = metering_pb2.OUTCOME_ERROR
     error_code: str = ""
@@ -150,10 +152,21 @@ class Orchestrator:
         """The caller's principal (cached briefly)."""
         return await self._auth.authenticate(call.api_key, call.request_id)
 
+    def usable_candidates(self, principal: auth_pb2.Principal, model: str) -> tuple[Candidate, ...]:
+        """The deployments ``principal`` may use for ``model``, by the checks admission makes before
+        the request's own content (plan, allowlist, deny lists, unpriced policy); raises as admission
+        would (NOT_FOUND, PERMISSION_DENIED). A request's own ``max_cost_usd`` is not known here."""
+        plan = self.planner.plan(model)
+        candidates = policy.allowed_candidates(principal, plan)
+        limits = quotas.descriptor_limits(
+            principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
+        )
+        return policy.priced_candidates(principal, plan.model, candidates, policy.has_budget(limits, None))
+
     def may_use(self, principal: auth_pb2.Principal, model: str) -> bool:
         """Whether ``principal`` may use ``model``: the same checks admission makes (plan, allowlist, policy)."""
         try:
-            policy.allowed_candidates(principal, self.planner.plan(model))
+            self.usable_candidates(principal, model)
         except GatewayError:
             return False
         return True
@@ -177,6 +190,12 @@ class Orchestrator:
         validate()
         plan = self.planner.plan(model)
         candidates = self._health.order(policy.allowed_candidates(principal, plan))
+        limits = quotas.descriptor_limits(
+            principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
+        )
+        candidates = policy.priced_candidates(
+            principal, plan.model, candidates, policy.has_budget(limits, max_cost_usd)
+        )
         policy.check_prompt_size(principal, prompt_tokens)
         completion_tokens, response_headers, completion_param = completion_budget(candidates)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
@@ -196,9 +215,6 @@ class Orchestrator:
         # Never the client's request id alone: concurrent requests reusing one id would share a
         # reservation and be counted once.
         reservation_id = f"{call.request_id}:{uuid.uuid4().hex}"
-        limits = quotas.descriptor_limits(
-            principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
-        )
         # A request larger than a whole window would be refused forever; "try again" would be a lie.
         prompt_only = ratelimit_pb2.Amounts(
             tokens=prompt_tokens, cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, 0) for c in candidates)
@@ -317,9 +333,11 @@ class Orchestrator:
             result = response.completion
             outcome.prompt_tokens = result.usage.prompt_tokens
             outcome.completion_tokens = result.usage.completion_tokens
+            outcome.cached_tokens = result.usage.prompt_tokens_details.cached_tokens
             outcome.usage_estimated = result.usage.estimated
-            if not result.model and outcome.candidate is not None:
-                result.model = outcome.candidate.model
+            # The id the client can send back: the upstream's own name ("demo" for mock:demo, a
+            # dated snapshot for OpenAI) would not route. The ledger keeps the upstream model.
+            result.model = admission.model
             if outcome.prompt_log is not None and result.choices:
                 outcome.prompt_log.response_text = result.choices[0].message.text
             return result
@@ -408,11 +426,11 @@ class Orchestrator:
                     self._health.record_success(candidate)
                     outcome.first_chunk_s = time.monotonic() - admission.started
                     await self._within_reservation(first.chunk, admission, outcome, call)
-                    yield self._observe(first.chunk, outcome)
+                    yield self._observe(first.chunk, outcome, admission.model)
                     try:
                         async for item in chunks:
                             await self._within_reservation(item.chunk, admission, outcome, call)
-                            yield self._observe(item.chunk, outcome)
+                            yield self._observe(item.chunk, outcome, admission.model)
                     except grpc.aio.AioRpcError as exc:
                         raise _annotate(GatewayError.from_rpc_error(exc, "providers"), outcome) from None
                     return
@@ -473,10 +491,13 @@ class Orchestrator:
         reserved.cost_micro_usd += more.cost_micro_usd
 
     @staticmethod
-    def _observe(chunk: chat_pb2.ChatCompletionChunk, outcome: _Outcome) -> chat_pb2.ChatCompletionChunk:
+    def _observe(chunk: chat_pb2.ChatCompletionChunk, outcome: _Outcome, model: str) -> chat_pb2.ChatCompletionChunk:
+        # Every chunk carries the routable id the client asked for, as a unary answer does.
+        chunk.model = model
         if chunk.HasField("usage"):
             outcome.prompt_tokens = chunk.usage.prompt_tokens
             outcome.completion_tokens = chunk.usage.completion_tokens
+            outcome.cached_tokens = chunk.usage.prompt_tokens_details.cached_tokens
             outcome.usage_estimated = chunk.usage.estimated
         for choice in chunk.choices:
             delta = choice.delta
@@ -602,7 +623,11 @@ class Orchestrator:
     ) -> None:
         """Settle the reservation and spool the final usage event (replacing the intent), in the background."""
         candidate = outcome.candidate
-        cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
+        cost = (
+            cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens)
+            if candidate
+            else 0
+        )
         if admission.reserved.requests:
             if self._leases is not None:
                 for reservation_id in (admission.reservation_id, *admission.extensions):
@@ -667,6 +692,7 @@ class Orchestrator:
                 "prompt_tokens": outcome.prompt_tokens,
                 "completion_tokens": outcome.completion_tokens,
                 "cost_micro_usd": cost,
+                "priced": candidate.price.priced if candidate else True,
                 "latency_ms": round(latency * 1000, 2),
                 "streamed": streamed,
             },

@@ -18,12 +18,13 @@ from __future__ import annotations
 import fnmatch
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
+from services.router.price_table import UNPRICED, Price, PriceTable
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Candidate:
 
     provider: str
     model: str
-    input_usd_per_million: float = 0.0
-    output_usd_per_million: float = 0.0
+    # Not part of the identity: the same deployment is the same route whatever alias priced it.
+    price: Price = field(default=UNPRICED, compare=False)
 
     @property
     def id(self) -> str:
@@ -90,10 +91,20 @@ class Planner:
         self._providers = set(effective_providers(config))
         # Longest first, so "gpt-4o-eu" can be routed apart from "gpt-".
         self._prefixes = sorted(config.routing.prefixes.items(), key=lambda item: len(item[0]), reverse=True)
-        self._prices: dict[tuple[str, str], tuple[float, float]] = {}
+        self.prices = PriceTable(config)
+        # A provider:model named directly takes the price the config gives that deployment first.
+        self._price_overrides: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         for model in config.models.values():
             for d in model.deployments:
-                self._prices.setdefault((d.provider, d.model), (d.input_usd_per_million, d.output_usd_per_million))
+                if d.input_usd_per_million is not None or d.output_usd_per_million is not None:
+                    self._price_overrides.setdefault(
+                        (d.provider, d.model), (d.input_usd_per_million, d.output_usd_per_million)
+                    )
+
+    @property
+    def config(self) -> GatewayConfig:
+        """The configuration plans are made from."""
+        return self._config
 
     @property
     def default_model(self) -> str:
@@ -110,11 +121,11 @@ class Planner:
         except GatewayError:
             upstreams = [name]
         # Mock mode stands in for every upstream: the same model names, answered by the mock, for free.
-        return Plan(name, tuple(Candidate("mock", model) for model in dict.fromkeys(upstreams)))
+        return Plan(name, tuple(self._candidate("mock", model) for model in dict.fromkeys(upstreams)))
 
     def _candidate(self, provider: str, model: str) -> Candidate:
-        price_in, price_out = self._prices.get((provider, model), (0.0, 0.0))
-        return Candidate(provider, model, price_in, price_out)
+        price_in, price_out = self._price_overrides.get((provider, model), (None, None))
+        return Candidate(provider, model, self.prices.price(provider, model, price_in, price_out))
 
     def _resolve(self, name: str) -> Plan:
         override = self._overrides().get(name)
@@ -131,7 +142,11 @@ class Planner:
             return Plan(
                 name,
                 tuple(
-                    Candidate(d.provider, d.model, d.input_usd_per_million, d.output_usd_per_million)
+                    Candidate(
+                        d.provider,
+                        d.model,
+                        self.prices.price(d.provider, d.model, d.input_usd_per_million, d.output_usd_per_million),
+                    )
                     for d in deployments
                 ),
             )

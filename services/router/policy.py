@@ -9,6 +9,8 @@ from __future__ import annotations
 import grpc
 
 from gateway.auth.v1 import auth_pb2
+from gateway.quota.v1 import quota_pb2
+from gateway.ratelimit.v1 import ratelimit_pb2
 from gateway_common.errors import GatewayError, Reason, invalid_argument
 from services.router.planner import Candidate, Plan, matches_any
 
@@ -43,6 +45,37 @@ def allowed_candidates(principal: auth_pb2.Principal, plan: Plan) -> tuple[Candi
             Reason.MODEL_NOT_ALLOWED,
             f"This API key is not allowed to use the model `{plan.model}`.",
             {"param": "model", "model": plan.model},
+        )
+    return kept
+
+
+def has_budget(limits: list[ratelimit_pb2.DescriptorLimits], max_cost_usd: float | None) -> bool:
+    """Whether a request is under a budget: a spend quota on any descriptor, or its own cost cap."""
+    if max_cost_usd is not None:
+        return True
+    return any(q.unit == quota_pb2.UNIT_COST_MICRO_USD for item in limits for q in item.quotas)
+
+
+def priced_candidates(
+    principal: auth_pb2.Principal, model: str, candidates: tuple[Candidate, ...], budgeted: bool
+) -> tuple[Candidate, ...]:
+    """The candidates a budgeted request of a tenant that refuses unpriced models may use.
+
+    An unpriced deployment would cost $0 against the budget whatever it really costs, so such a
+    tenant's budgeted requests skip it; PERMISSION_DENIED, naming the model, when none is left.
+    """
+    if not budgeted or not principal.policy.refuse_unpriced:
+        return candidates
+    kept = tuple(c for c in candidates if c.price.priced)
+    if not kept:
+        unpriced = ", ".join(c.id for c in candidates)
+        raise GatewayError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            Reason.POLICY_VIOLATION,
+            f"The model `{model}` has no known price ({unpriced}), and this tenant refuses unpriced "
+            "models when a budget applies: a budget cannot count what it costs. Price it in the "
+            "gateway's configuration or choose a priced model.",
+            {"param": "model", "model": model, "unpriced": unpriced},
         )
     return kept
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from services.router.planner import Candidate
 
 
-def cost_micro_usd(candidate: Candidate, prompt_tokens: int, completion_tokens: int) -> int:
-    """Cost in micro-USD, rounded up. A price in USD per million tokens is micro-USD per token."""
-    exact = prompt_tokens * candidate.input_usd_per_million + completion_tokens * candidate.output_usd_per_million
-    return math.ceil(exact - 1e-9) if exact > 0 else 0
+def cost_micro_usd(candidate: Candidate, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+    """Cost in micro-USD, rounded up, at the candidate's price (config override, else the dataset).
+
+    An unpriced candidate costs 0: callers that must not let that pass check ``candidate.price.priced``.
+    """
+    return candidate.price.cost_micro_usd(prompt_tokens, completion_tokens, cached_tokens)

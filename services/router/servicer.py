@@ -15,7 +15,7 @@ from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
-from services.router import policy, unified
+from services.router import catalog, policy, unified
 from services.router.auth_cache import bearer_token
 from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
 
@@ -52,6 +52,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._metering = metering
         self._upstream_models: list[chat_pb2.Model] = []
         self._upstream_models_at = 0.0
+        self._catalog = catalog.entries(orchestrator.planner.config, orchestrator.planner)
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
         """Answers in the form asked: canonical for canonical, unified for unified."""
@@ -89,18 +90,32 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ListModels(
         self, request: router_pb2.ListModelsRequest, context: Context
     ) -> router_pb2.ListModelsResponse:
+        """Every model the caller may use, or the one it names: each entry passes admission's own checks."""
         principal = await self._orchestrator.authenticate(_call_context(context))
         models = [
             chat_pb2.Model(id=ident, provider=provider, owned_by=owner, created=0)
-            for ident, provider, owner in self._orchestrator.planner.catalog()
+            for ident, provider, owner in self._catalog
         ]
+        if request.model_id:
+            # Anything chat admits answers, listed or not (any mock:…, any provider:model).
+            candidates = self._orchestrator.usable_candidates(principal, request.model_id)
+            known = next((m for m in models if m.id == request.model_id), None)
+            if known is None:
+                provider = candidates[0].provider
+                known = chat_pb2.Model(id=request.model_id, provider=provider, owned_by=provider, created=0)
+            return router_pb2.ListModelsResponse(models=[catalog.describe(known, candidates)])
         models += await self._listed_upstream_models()
         seen: set[str] = set()
         result = router_pb2.ListModelsResponse()
         for model in models:
-            if model.id not in seen and self._orchestrator.may_use(principal, model.id):
-                seen.add(model.id)
-                result.models.append(model)
+            if model.id in seen:
+                continue
+            try:
+                candidates = self._orchestrator.usable_candidates(principal, model.id)
+            except GatewayError:
+                continue
+            seen.add(model.id)
+            result.models.append(catalog.describe(model, candidates))
         return result
 
     async def GetUsage(self, request: router_pb2.GetUsageRequest, context: Context) -> router_pb2.GetUsageResponse:

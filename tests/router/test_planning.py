@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import grpc
 import pytest
 
@@ -12,6 +14,7 @@ from gateway_common.config import GatewayConfig, LimitsConfig
 from gateway_common.errors import GatewayError, Reason
 from services.router import quotas
 from services.router.planner import Candidate, Planner
+from services.router.price_table import Price
 from services.router.pricing import cost_micro_usd
 from services.router.route_health import RouteHealth
 
@@ -48,7 +51,7 @@ def test_names_resolve_to_candidates() -> None:
     assert [c.id for c in planner.plan("").candidates] == ["mock:default"]
     assert planner.plan("anthropic:claude-x").candidates == (Candidate("anthropic", "claude-x"),)
     # A provider:model that an alias also deploys carries the alias's price.
-    assert planner.plan("openai:gpt-4o-mini").candidates[0].input_usd_per_million == 0.15
+    assert planner.plan("openai:gpt-4o-mini").candidates[0].price.per_million() == (0.15, 0.6)
     for bad in ("nope", "nope:x", "openai:", ":x"):
         with pytest.raises(GatewayError) as info:
             planner.plan(bad)
@@ -91,7 +94,10 @@ def test_route_health_trips_after_consecutive_failures_and_recovers() -> None:
 
 
 def test_pricing_rounds_up_to_whole_micro_usd() -> None:
-    candidate = Candidate("p", "m", input_usd_per_million=0.15, output_usd_per_million=0.6)
+    price = Price(
+        priced=True, source="config", input_usd_per_million=Decimal("0.15"), output_usd_per_million=Decimal("0.6")
+    )
+    candidate = Candidate("p", "m", price)
     assert cost_micro_usd(candidate, 10, 10) == 8  # 1.5 + 6 = 7.5
     assert cost_micro_usd(Candidate("p", "free"), 1000, 1000) == 0
 

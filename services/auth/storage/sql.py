@@ -42,6 +42,7 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
         "deny_providers": list(policy.deny_providers),
         "max_prompt_tokens": policy.max_prompt_tokens,
         "log_prompts": policy.log_prompts,
+        "refuse_unpriced": policy.refuse_unpriced,
     }
 
 
@@ -53,6 +54,8 @@ def policy_from_json(data: dict[str, Any]) -> Policy:
         deny_providers=tuple(data.get("deny_providers", ())),
         max_prompt_tokens=None if cap is None else int(cap),
         log_prompts=bool(data.get("log_prompts", False)),
+        # Absent in documents written before the field existed: the old behaviour (allow).
+        refuse_unpriced=bool(data.get("refuse_unpriced", False)),
     )
 
 

@@ -30,10 +30,16 @@ class Policy(_message.Message):
     DENY_PROVIDERS_FIELD_NUMBER: _builtins.int
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     LOG_PROMPTS_FIELD_NUMBER: _builtins.int
+    REFUSE_UNPRICED_FIELD_NUMBER: _builtins.int
     max_prompt_tokens: _builtins.int
     """The most prompt tokens one request may carry; unset for no cap."""
     log_prompts: _builtins.bool
     """Whether the tenant's prompts and completions are logged by metering."""
+    refuse_unpriced: _builtins.bool
+    """Whether a request with a budget (a spend quota, or gateway.max_cost_usd) refuses deployments
+    that have no known price, since a budget cannot count what they cost; when none is left, the
+    request is refused with PERMISSION_DENIED naming the model.
+    """
     @_builtins.property
     def deny_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Model patterns (fnmatch, e.g. "openai:gpt-4*") the tenant may not use."""
@@ -49,10 +55,11 @@ class Policy(_message.Message):
         deny_providers: _abc.Iterable[_builtins.str] | None = ...,
         max_prompt_tokens: _builtins.int | None = ...,
         log_prompts: _builtins.bool = ...,
+        refuse_unpriced: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens", "max_prompt_tokens", b"max_prompt_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens", "deny_models", b"deny_models", "deny_providers", b"deny_providers", "log_prompts", b"log_prompts", "max_prompt_tokens", b"max_prompt_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens", "deny_models", b"deny_models", "deny_providers", b"deny_providers", "log_prompts", b"log_prompts", "max_prompt_tokens", b"max_prompt_tokens", "refuse_unpriced", b"refuse_unpriced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_prompt_tokens: _TypeAlias = _typing.Literal["max_prompt_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_prompt_tokens: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens"]  # noqa: Y015

@@ -1222,6 +1222,9 @@ class Model(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     OWNED_BY_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    UNPRICED_FIELD_NUMBER: _builtins.int
+    INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    OUTPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id clients send, "provider:model" or an alias."""
     created: _builtins.int
@@ -1230,6 +1233,14 @@ class Model(_message.Message):
     """The organisation that owns the model."""
     provider: _builtins.str
     """The provider (config name) that serves it."""
+    unpriced: _builtins.bool
+    """True when a deployment of this model has no known price (neither in the configuration nor in
+    the built-in price table): its usage is recorded at $0 and budgets cannot count it.
+    """
+    input_usd_per_million: _builtins.float
+    """USD per million input tokens of its dearest deployment (base tier); unset when unpriced."""
+    output_usd_per_million: _builtins.float
+    """USD per million output tokens of its dearest deployment (base tier); unset when unpriced."""
     def __init__(
         self,
         *,
@@ -1237,11 +1248,21 @@ class Model(_message.Message):
         created: _builtins.int = ...,
         owned_by: _builtins.str = ...,
         provider: _builtins.str = ...,
+        unpriced: _builtins.bool = ...,
+        input_usd_per_million: _builtins.float | None = ...,
+        output_usd_per_million: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_usd_per_million", b"_input_usd_per_million", "_output_usd_per_million", b"_output_usd_per_million", "input_usd_per_million", b"input_usd_per_million", "output_usd_per_million", b"output_usd_per_million"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "id", b"id", "owned_by", b"owned_by", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_usd_per_million", b"_input_usd_per_million", "_output_usd_per_million", b"_output_usd_per_million", "created", b"created", "id", b"id", "input_usd_per_million", b"input_usd_per_million", "output_usd_per_million", b"output_usd_per_million", "owned_by", b"owned_by", "provider", b"provider", "unpriced", b"unpriced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__input_usd_per_million: _TypeAlias = _typing.Literal["input_usd_per_million"]  # noqa: Y015
+    _WhichOneofArgType__input_usd_per_million: _TypeAlias = _typing.Literal["_input_usd_per_million", b"_input_usd_per_million"]  # noqa: Y015
+    _WhichOneofReturnType__output_usd_per_million: _TypeAlias = _typing.Literal["output_usd_per_million"]  # noqa: Y015
+    _WhichOneofArgType__output_usd_per_million: _TypeAlias = _typing.Literal["_output_usd_per_million", b"_output_usd_per_million"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_usd_per_million) -> _WhichOneofReturnType__input_usd_per_million | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_usd_per_million) -> _WhichOneofReturnType__output_usd_per_million | None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
