@@ -50,10 +50,17 @@ def provider_models(config: GatewayConfig) -> list[Entry]:
 
 
 def entries(config: GatewayConfig, planner: Planner) -> list[Entry]:
-    """The configuration's models (default, aliases, deployments), then the providers' known models."""
+    """The configuration's models (default, aliases, deployments, route overrides), then the
+    providers' known models."""
+    return merge(planner.catalog(), provider_models(config))
+
+
+def merge(*groups: list[Entry]) -> list[Entry]:
+    """The entries of ``groups`` in order, each id once (the first wins)."""
     seen: dict[str, Entry] = {}
-    for entry in [*planner.catalog(), *provider_models(config)]:
-        seen.setdefault(entry[0], entry)
+    for group in groups:
+        for entry in group:
+            seen.setdefault(entry[0], entry)
     return list(seen.values())
 
 

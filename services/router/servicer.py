@@ -52,7 +52,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._metering = metering
         self._upstream_models: list[chat_pb2.Model] = []
         self._upstream_models_at = 0.0
-        self._catalog = catalog.entries(orchestrator.planner.config, orchestrator.planner)
+        # The providers' catalogue is fixed for the process; route overrides change while it runs,
+        # so the planner's own entries are read at each call.
+        self._provider_entries = catalog.provider_models(orchestrator.planner.config)
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
         """Answers in the form asked: canonical for canonical, unified for unified."""
@@ -94,7 +96,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         principal = await self._orchestrator.authenticate(_call_context(context))
         models = [
             chat_pb2.Model(id=ident, provider=provider, owned_by=owner, created=0)
-            for ident, provider, owner in self._catalog
+            for ident, provider, owner in catalog.merge(self._orchestrator.planner.catalog(), self._provider_entries)
         ]
         if request.model_id:
             # Anything chat admits answers, listed or not (any mock:…, any provider:model).
