@@ -39,8 +39,9 @@ def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
         # An assistant message may hold only tool calls; a function result may be null (the spec allows it).
         if message.role not in (chat_pb2.ROLE_ASSISTANT, chat_pb2.ROLE_FUNCTION) and not has_content:
             raise invalid_argument(f"Missing required parameter: '{path}.content'.", f"{path}.content")
+        # The deprecated function_call (kept in extra) is what a legacy assistant turn carries instead.
         if message.role == chat_pb2.ROLE_ASSISTANT and not (
-            has_content or message.tool_calls or message.HasField("refusal")
+            has_content or message.tool_calls or message.HasField("refusal") or "function_call" in message.extra.fields
         ):
             raise invalid_argument(f"'{path}' must have content or tool_calls (assistant messages).", f"{path}.content")
     if request.HasField("n") and request.n < 1:
