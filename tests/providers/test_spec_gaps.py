@@ -20,6 +20,8 @@ from gateway_common.config import HttpProviderConfig, MockProviderConfig
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.openai_wire import (
     chat_request_to_openai,
+    completion_from_openai,
+    completion_to_openai,
     embedding_request_to_openai,
     parse_chat_request,
     parse_embedding_request,
@@ -115,9 +117,10 @@ def test_openai_bodies_carry_the_new_shapes_unchanged(body: dict[str, Any]) -> N
             assert upstream[key] == body[key], key
 
 
-async def test_the_openai_adapter_sends_them_upstream(replay: ReplayServer) -> None:
+@pytest.mark.parametrize("kind", ["openai", "azure", "openai_compatible"])
+async def test_the_openai_style_adapters_send_them_upstream(replay: ReplayServer, kind: Any) -> None:
     replay.reply(load("openai/chat.text.json"), load("openai/embeddings.float.json"))
-    adapter = OpenAIAdapter(PROVIDER, HttpProviderConfig(type="openai"), KEY, f"{replay.url}/v1")
+    adapter = OpenAIAdapter(PROVIDER, HttpProviderConfig(type=kind), KEY, f"{replay.url}/v1")
     body = chat(
         messages=[*FUNCTION_HISTORY, *CUSTOM_HISTORY], tools=[WEATHER, TIME, CODE_EXEC], tool_choice=ALLOWED_TOOLS
     )
@@ -131,7 +134,18 @@ async def test_the_openai_adapter_sends_them_upstream(replay: ReplayServer) -> N
     assert sent_chat["messages"] == body["messages"]
     assert sent_chat["tools"] == body["tools"] and sent_chat["tool_choice"] == ALLOWED_TOOLS
     assert sent_embed["input"] == [[1234, 5678], [9]]
-    assert spec_errors("CreateEmbeddingRequest", sent_embed) == []
+    # Azure names the deployment in the URL instead of the body's model.
+    assert spec_errors("CreateEmbeddingRequest", {"model": "text-embedding-3-small", **sent_embed}) == []
+
+
+def test_a_custom_tool_call_in_an_answer_comes_back_as_one() -> None:
+    answer = load("openai/chat.text.json").json()
+    call = {"id": "call_9", "type": "custom", "custom": {"name": "code_exec", "input": "print(6*7)"}}
+    answer["choices"][0]["message"].update({"content": None, "tool_calls": [call]})
+    answer["choices"][0]["finish_reason"] = "tool_calls"
+    out = completion_to_openai(completion_from_openai(answer, PROVIDER))
+    assert out["choices"][0]["message"]["tool_calls"] == [call]
+    assert spec_errors("CreateChatCompletionResponse", out) == []
 
 
 # ---------------------------------------------------------------------------------------------
