@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import openai_api
+from edge.cors import AllowedOriginsCORS
 from edge.errors import error_json
 from edge.headers import HeaderLimitsMiddleware
 from edge.middleware import RequestContextMiddleware
@@ -85,6 +86,10 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.add_middleware(HeaderLimitsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     tracing.instrument_app(app)
+    if config.edge.cors_origins:
+        # Outermost: a preflight is answered before limits or routing, and every answer (a 431, a
+        # 500) carries the CORS headers a browser needs to let the page read it.
+        app.add_middleware(AllowedOriginsCORS, origins=config.edge.cors_origins)
     return app
 
 

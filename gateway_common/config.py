@@ -9,6 +9,7 @@ that holds their key.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -60,6 +61,9 @@ class ServicesConfig(_Strict):
         return data
 
 
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
+
+
 class EdgeConfig(_Strict):
     """The HTTP edge."""
 
@@ -68,6 +72,27 @@ class EdgeConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     """Request bodies larger than this are refused with 413 before they are parsed."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    cors_origins: list[str] = []
+    """Browser origins allowed by CORS ("https://app.example.com", or "*" for any); none by default,
+    which sends no CORS headers. ``GATEWAY_CORS_ORIGINS`` takes them comma-separated."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # The environment override arrives as one comma-separated string.
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        # A browser sends "scheme://host[:port]" exactly; anything else (a trailing slash, a path)
+        # would silently never match.
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"'{origin}' is not an origin like 'https://app.example.com' (or '*')")
+        return value
 
 
 class MockProviderConfig(_Strict):
@@ -335,6 +360,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_EDGE_HOST": "edge.host",
     "GATEWAY_EDGE_PORT": "edge.port",
     "GATEWAY_MAX_BODY_BYTES": "edge.max_body_bytes",
+    "GATEWAY_CORS_ORIGINS": "edge.cors_origins",
     "GATEWAY_AUTH_DATABASE_URL": "auth.database_url",
     "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
     "GATEWAY_METERING_SPOOL_PATH": "metering.spool_path",

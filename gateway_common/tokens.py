@@ -68,6 +68,7 @@ def _message_ceiling(message: chat_pb2.Message) -> int:
     total += text_ceiling(message.tool_call_id)
     for call in message.tool_calls:
         total += PER_TOOL_OVERHEAD + text_ceiling(call.function.name) + text_ceiling(call.function.arguments)
+        total += text_ceiling(call.custom.name) + text_ceiling(call.custom.input)
     return total + _struct_ceiling(message.extra)
 
 
@@ -85,8 +86,9 @@ def prompt_token_ceiling(request: chat_pb2.ChatCompletionRequest) -> int:
 
 
 def embedding_token_ceiling(request: chat_pb2.EmbeddingRequest) -> int:
-    """Tokens the inputs of an embeddings request can use at most."""
-    return sum(text_ceiling(text) + 1 for text in request.input)
+    """Tokens the inputs of an embeddings request can use at most; token-array inputs count exactly."""
+    texts = sum(text_ceiling(text) + 1 for text in request.input)
+    return texts + sum(len(item.tokens) for item in request.token_inputs)
 
 
 def completion_token_ceiling(chunk: chat_pb2.ChatCompletionChunk) -> int:

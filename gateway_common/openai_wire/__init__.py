@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from gateway_common.openai_wire.bounds import MAX_DEPTH, loads_bounded
 from gateway_common.openai_wire.embeddings import (
+    embedding_inputs,
     embedding_request_to_openai,
     embedding_response_from_openai,
     embedding_response_to_openai,
@@ -20,6 +21,7 @@ from gateway_common.openai_wire.embeddings import (
     parse_embedding_request,
 )
 from gateway_common.openai_wire.requests import (
+    allowed_tool_name,
     chat_request_to_openai,
     message_to_openai,
     parse_chat_request,
@@ -66,11 +68,13 @@ __all__ = [
     "TOOL_CHOICE_MODES",
     "TOOL_CHOICE_MODE_NAMES",
     "Json",
+    "allowed_tool_name",
     "chat_request_to_openai",
     "chunk_from_openai",
     "chunk_to_openai",
     "completion_from_openai",
     "completion_to_openai",
+    "embedding_inputs",
     "embedding_request_to_openai",
     "embedding_response_from_openai",
     "embedding_response_to_openai",

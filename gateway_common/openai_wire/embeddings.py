@@ -37,19 +37,7 @@ def parse_embedding_request(body: Any) -> tuple[chat_pb2.EmbeddingRequest, str]:
     raw = body.get("input")
     if raw is None:
         raise invalid_argument("Missing required parameter: 'input'.", "input")
-    if isinstance(raw, str):
-        request.input.append(raw)
-    else:
-        items = read_array(raw, "input")
-        if not items:
-            raise invalid_argument("Invalid 'input': empty array. Expected at least one string.", "input")
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise invalid_argument(
-                    f"Invalid type for 'input[{i}]': expected a string (token arrays are not supported).",
-                    f"input[{i}]",
-                )
-            request.input.append(item)
+    _parse_input(raw, request)
     if body.get("dimensions") is not None:
         request.dimensions = read_int(body["dimensions"], "dimensions", 1)
     if body.get("user") is not None:
@@ -65,9 +53,50 @@ def parse_embedding_request(body: Any) -> tuple[chat_pb2.EmbeddingRequest, str]:
     return request, str(encoding)
 
 
+def _parse_input(raw: Any, request: chat_pb2.EmbeddingRequest) -> None:
+    """The spec's four input shapes: a string, strings, one token array, or token arrays."""
+    if isinstance(raw, str):
+        request.input.append(raw)
+        return
+    items = read_array(raw, "input")
+    if not items:
+        raise invalid_argument("Invalid 'input': empty array. Expected at least one string or token.", "input")
+    if isinstance(items[0], str):
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise invalid_argument(
+                    f"Invalid type for 'input[{i}]': expected a string like 'input[0]'.", f"input[{i}]"
+                )
+            request.input.append(item)
+    elif isinstance(items[0], list):
+        for i, item in enumerate(items):
+            tokens = read_array(item, f"input[{i}]")
+            if not tokens:
+                raise invalid_argument(
+                    f"Invalid 'input[{i}]': empty array. Expected at least one token.", f"input[{i}]"
+                )
+            request.token_inputs.add(tokens=[_token(t, f"input[{i}][{j}]") for j, t in enumerate(tokens)])
+    else:
+        request.token_inputs.add(tokens=[_token(t, f"input[{i}]") for i, t in enumerate(items)])
+
+
+def _token(value: Any, path: str) -> int:
+    # bool is an int to Python, never a token id.
+    if isinstance(value, bool):
+        raise invalid_argument(f"Invalid type for '{path}': expected a token id (an integer).", path)
+    return read_int(value, path, 0)
+
+
+def embedding_inputs(request: chat_pb2.EmbeddingRequest) -> list[str] | list[list[int]]:
+    """The inputs as OpenAI's ``input`` array: strings, or token arrays when the client sent tokens."""
+    if request.token_inputs:
+        return [list(item.tokens) for item in request.token_inputs]
+    return list(request.input)
+
+
 def embedding_request_to_openai(request: chat_pb2.EmbeddingRequest, model: str) -> Json:
     """The upstream body for an OpenAI-style ``/embeddings`` (always float vectors)."""
-    body: Json = {"model": model, "input": list(request.input), "encoding_format": "float"}
+    body: Json = {"model": model, "input": embedding_inputs(request), "encoding_format": "float"}
     if request.HasField("dimensions"):
         body["dimensions"] = request.dimensions
     if request.user:

@@ -136,13 +136,14 @@ def _parse_message(raw: Any, path: str) -> chat_pb2.Message:
     if role_name not in ROLES:
         raise invalid_argument(
             f"Invalid value: '{role_name}'. Supported values are: 'system', 'developer', 'user', "
-            "'assistant' and 'tool'.",
+            "'assistant', 'tool' and 'function'.",
             f"{path}.role",
         )
     message.role = ROLES[role_name]  # type: ignore[assignment]
     content = data.get("content")
     if content is None:
-        if role_name != "assistant":
+        # The spec lets a function result be null (the function returned nothing).
+        if role_name not in ("assistant", "function"):
             raise invalid_argument(f"Missing required parameter: '{path}.content'.", f"{path}.content")
     elif isinstance(content, str):
         message.text = content
@@ -163,6 +164,8 @@ def _parse_message(raw: Any, path: str) -> chat_pb2.Message:
         if data.get("tool_call_id") is None:
             raise invalid_argument(f"Missing required parameter: '{path}.tool_call_id'.", f"{path}.tool_call_id")
         message.tool_call_id = read_str(data["tool_call_id"], f"{path}.tool_call_id")
+    if role_name == "function" and not message.name:
+        raise invalid_argument(f"Missing required parameter: '{path}.name'.", f"{path}.name")
     extra = {k: v for k, v in data.items() if k not in _MESSAGE_FIELDS}
     if extra:
         message.extra.update(extra)
@@ -194,7 +197,17 @@ def _parse_part(raw: Any, path: str) -> chat_pb2.ContentPart:
 
 def _parse_tool_call(raw: Any, path: str) -> chat_pb2.ToolCall:
     data = read_object(raw, path)
-    call = chat_pb2.ToolCall(id=read_str(data.get("id"), f"{path}.id"), type=str(data.get("type") or "function"))
+    kind = read_str(data.get("type") or "function", f"{path}.type")
+    if kind not in ("function", "custom"):
+        raise invalid_argument(
+            f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.", f"{path}.type"
+        )
+    call = chat_pb2.ToolCall(id=read_str(data.get("id"), f"{path}.id"), type=kind)
+    if kind == "custom":
+        custom = read_object(data.get("custom"), f"{path}.custom")
+        call.custom.name = read_str(custom.get("name"), f"{path}.custom.name")
+        call.custom.input = read_str(custom.get("input"), f"{path}.custom.input")
+        return call
     function = read_object(data.get("function"), f"{path}.function")
     call.function.name = read_str(function.get("name"), f"{path}.function.name")
     call.function.arguments = read_str(function.get("arguments", ""), f"{path}.function.arguments")
@@ -204,8 +217,12 @@ def _parse_tool_call(raw: Any, path: str) -> chat_pb2.ToolCall:
 def _parse_tool(raw: Any, path: str) -> chat_pb2.Tool:
     data = read_object(raw, path)
     kind = read_str(data.get("type", "function"), f"{path}.type")
+    if kind == "custom":
+        return _parse_custom_tool(data, path)
     if kind != "function":
-        raise invalid_argument(f"Invalid value: '{kind}'. Supported values are: 'function'.", f"{path}.type")
+        raise invalid_argument(
+            f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.", f"{path}.type"
+        )
     function = read_object(data.get("function"), f"{path}.function")
     tool = chat_pb2.Tool(type=kind)
     tool.function.name = read_str(function.get("name"), f"{path}.function.name")
@@ -220,6 +237,34 @@ def _parse_tool(raw: Any, path: str) -> chat_pb2.Tool:
     return tool
 
 
+def _parse_custom_tool(data: Json, path: str) -> chat_pb2.Tool:
+    custom = read_object(data.get("custom"), f"{path}.custom")
+    tool = chat_pb2.Tool(type="custom")
+    tool.custom.name = read_str(custom.get("name"), f"{path}.custom.name")
+    if not tool.custom.name:
+        raise invalid_argument(f"'{path}.custom.name' must not be empty.", f"{path}.custom.name")
+    if custom.get("description") is not None:
+        tool.custom.description = read_str(custom["description"], f"{path}.custom.description")
+    if custom.get("format") is not None:
+        format_ = read_object(custom["format"], f"{path}.custom.format")
+        kind = read_str(format_.get("type"), f"{path}.custom.format.type")
+        if kind not in ("text", "grammar"):
+            raise invalid_argument(
+                f"Invalid value: '{kind}'. Supported values are: 'text' and 'grammar'.", f"{path}.custom.format.type"
+            )
+        if kind == "grammar":
+            grammar = read_object(format_.get("grammar"), f"{path}.custom.format.grammar")
+            read_str(grammar.get("definition"), f"{path}.custom.format.grammar.definition")
+            syntax = read_str(grammar.get("syntax"), f"{path}.custom.format.grammar.syntax")
+            if syntax not in ("lark", "regex"):
+                raise invalid_argument(
+                    f"Invalid value: '{syntax}'. Supported values are: 'lark' and 'regex'.",
+                    f"{path}.custom.format.grammar.syntax",
+                )
+        tool.custom.format.update(format_)
+    return tool
+
+
 def _parse_tool_choice(raw: Any) -> chat_pb2.ToolChoice:
     choice = chat_pb2.ToolChoice()
     if isinstance(raw, str):
@@ -230,9 +275,44 @@ def _parse_tool_choice(raw: Any) -> chat_pb2.ToolChoice:
         choice.mode = TOOL_CHOICE_MODES[raw]  # type: ignore[assignment]
         return choice
     data = read_object(raw, "tool_choice")
-    function = read_object(data.get("function"), "tool_choice.function")
-    choice.function_name = read_str(function.get("name"), "tool_choice.function.name")
+    kind = read_str(data.get("type", "function"), "tool_choice.type")
+    if kind == "function":
+        function = read_object(data.get("function"), "tool_choice.function")
+        choice.function_name = read_str(function.get("name"), "tool_choice.function.name")
+    elif kind == "custom":
+        custom = read_object(data.get("custom"), "tool_choice.custom")
+        choice.custom_name = read_str(custom.get("name"), "tool_choice.custom.name")
+    elif kind == "allowed_tools":
+        allowed = read_object(data.get("allowed_tools"), "tool_choice.allowed_tools")
+        mode = read_str(allowed.get("mode"), "tool_choice.allowed_tools.mode")
+        if mode not in ("auto", "required"):
+            raise invalid_argument(
+                f"Invalid value: '{mode}'. Supported values are: 'auto' and 'required'.",
+                "tool_choice.allowed_tools.mode",
+            )
+        choice.allowed_tools.mode = TOOL_CHOICE_MODES[mode]  # type: ignore[assignment]
+        for i, item in enumerate(read_array(allowed.get("tools"), "tool_choice.allowed_tools.tools")):
+            # Validated now so that translations can rely on every entry naming a tool.
+            allowed_tool_name(item, f"tool_choice.allowed_tools.tools[{i}]")
+            choice.allowed_tools.tools.add().update(item)
+    else:
+        raise invalid_argument(
+            f"Invalid value: '{kind}'. Supported values are: 'function', 'custom' and 'allowed_tools'.",
+            "tool_choice.type",
+        )
     return choice
+
+
+def allowed_tool_name(raw: Any, path: str) -> tuple[str, str]:
+    """The (type, name) of one ``allowed_tools.tools`` entry; raises INVALID_ARGUMENT naming ``path``."""
+    data = read_object(raw, path)
+    kind = read_str(data.get("type", "function"), f"{path}.type")
+    if kind not in ("function", "custom"):
+        raise invalid_argument(
+            f"Invalid value: '{kind}'. Supported values are: 'function' and 'custom'.", f"{path}.type"
+        )
+    inner = read_object(data.get(kind), f"{path}.{kind}")
+    return kind, read_str(inner.get("name"), f"{path}.{kind}.name")
 
 
 def _parse_response_format(raw: Any) -> chat_pb2.ResponseFormat:
@@ -295,7 +375,9 @@ def part_to_openai(part: chat_pb2.ContentPart) -> Json:
 
 
 def tool_call_to_openai(call: chat_pb2.ToolCall) -> Json:
-    """One tool call as OpenAI's ``{id, type, function: {name, arguments}}``."""
+    """One tool call as OpenAI's ``{id, type, function: {name, arguments}}`` (or ``custom: {name, input}``)."""
+    if call.type == "custom":
+        return {"id": call.id, "type": "custom", "custom": {"name": call.custom.name, "input": call.custom.input}}
     return {
         "id": call.id,
         "type": call.type or "function",
@@ -305,6 +387,13 @@ def tool_call_to_openai(call: chat_pb2.ToolCall) -> Json:
 
 def tool_to_openai(tool: chat_pb2.Tool) -> Json:
     """One tool definition in OpenAI's shape."""
+    if tool.type == "custom":
+        custom: Json = {"name": tool.custom.name}
+        if tool.custom.HasField("description"):
+            custom["description"] = tool.custom.description
+        if tool.custom.HasField("format"):
+            custom["format"] = from_struct(tool.custom.format)
+        return {"type": "custom", "custom": custom}
     function: Json = {"name": tool.function.name}
     if tool.function.HasField("description"):
         function["description"] = tool.function.description
@@ -322,6 +411,16 @@ def tool_choice_to_openai(choice: chat_pb2.ToolChoice) -> str | Json | None:
         return TOOL_CHOICE_MODE_NAMES.get(choice.mode)
     if kind == "function_name":
         return {"type": "function", "function": {"name": choice.function_name}}
+    if kind == "custom_name":
+        return {"type": "custom", "custom": {"name": choice.custom_name}}
+    if kind == "allowed_tools":
+        return {
+            "type": "allowed_tools",
+            "allowed_tools": {
+                "mode": TOOL_CHOICE_MODE_NAMES.get(choice.allowed_tools.mode, "auto"),
+                "tools": [from_struct(tool) for tool in choice.allowed_tools.tools],
+            },
+        }
     return None
 
 

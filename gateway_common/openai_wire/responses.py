@@ -222,13 +222,18 @@ def completion_from_openai(data: Any, provider: str) -> chat_pb2.ChatCompletion:
             choice.message.refusal = message["refusal"]
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
-            choice.message.tool_calls.add(
+            added = choice.message.tool_calls.add(
                 id=str(call.get("id") or ""),
                 type=str(call.get("type") or "function"),
                 function=chat_pb2.FunctionCall(
                     name=str(function.get("name") or ""), arguments=str(function.get("arguments") or "")
                 ),
             )
+            if added.type == "custom":
+                custom = call.get("custom") or {}
+                added.ClearField("function")
+                added.custom.name = str(custom.get("name") or "")
+                added.custom.input = str(custom.get("input") or "")
         extra = {k: v for k, v in message.items() if k not in _RESPONSE_MESSAGE_FIELDS}
         if extra:
             choice.message.extra.update(extra)

@@ -22,6 +22,7 @@ ROLE_NAMES: dict[int, str] = {
     chat_pb2.ROLE_USER: "user",
     chat_pb2.ROLE_ASSISTANT: "assistant",
     chat_pb2.ROLE_TOOL: "tool",
+    chat_pb2.ROLE_FUNCTION: "function",
 }
 ROLES: dict[str, int] = {name: value for value, name in ROLE_NAMES.items()}
 

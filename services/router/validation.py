@@ -36,10 +36,12 @@ def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
         has_content = message.HasField("text") or bool(message.parts)
         if message.role == chat_pb2.ROLE_TOOL and not message.tool_call_id:
             raise invalid_argument(f"Missing required parameter: '{path}.tool_call_id'.", f"{path}.tool_call_id")
-        if message.role != chat_pb2.ROLE_ASSISTANT and not has_content:
+        # An assistant message may hold only tool calls; a function result may be null (the spec allows it).
+        if message.role not in (chat_pb2.ROLE_ASSISTANT, chat_pb2.ROLE_FUNCTION) and not has_content:
             raise invalid_argument(f"Missing required parameter: '{path}.content'.", f"{path}.content")
+        # The deprecated function_call (kept in extra) is what a legacy assistant turn carries instead.
         if message.role == chat_pb2.ROLE_ASSISTANT and not (
-            has_content or message.tool_calls or message.HasField("refusal")
+            has_content or message.tool_calls or message.HasField("refusal") or "function_call" in message.extra.fields
         ):
             raise invalid_argument(f"'{path}' must have content or tool_calls (assistant messages).", f"{path}.content")
     if request.HasField("n") and request.n < 1:
@@ -56,5 +58,7 @@ def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
 def validate_embedding(request: chat_pb2.EmbeddingRequest) -> None:
     """INVALID_ARGUMENT for an embeddings request without input or with a malformed model name."""
     _check_name(request.model, "model")
-    if not request.input:
+    if not request.input and not request.token_inputs:
         raise invalid_argument("Missing required parameter: 'input'.", "input")
+    if request.input and request.token_inputs:
+        raise invalid_argument("Invalid 'input': give either texts or token arrays, not both.", "input")

@@ -113,7 +113,8 @@ class MockAdapter:
     def _plan(
         self, model: str, request: chat_pb2.ChatCompletionRequest
     ) -> tuple[list[str], chat_pb2.Tool | None, chat_pb2.FinishReason.ValueType, chat_pb2.Usage]:
-        tool = request.tools[0] if model == "tools" and request.tools else None
+        # Custom tools take free text the mock cannot invent sensibly; it calls the first function tool.
+        tool = next((t for t in request.tools if t.type != "custom"), None) if model == "tools" else None
         words = reply_words(request)
         finish = chat_pb2.FINISH_REASON_STOP
         limit = request.max_completion_tokens or request.max_tokens
@@ -212,6 +213,9 @@ class MockAdapter:
         response = chat_pb2.EmbeddingResponse(model=model, provider=self._label)
         for index, text in enumerate(request.input):
             response.data.add(index=index, vector=embedding_vector(text))
+        for index, item in enumerate(request.token_inputs):
+            # Token ids embed like the text of their decimal ids: deterministic, and distinct per array.
+            response.data.add(index=index, vector=embedding_vector(" ".join(map(str, item.tokens))))
         tokens = estimate_embedding_tokens(request)
         response.usage.prompt_tokens = tokens
         response.usage.total_tokens = tokens

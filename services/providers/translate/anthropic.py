@@ -70,11 +70,13 @@ from services.providers.translate.common import (
     arguments_object,
     broken_stream,
     dump_json,
+    function_tools,
     int_of,
     loads_object,
     malformed_response,
     obj,
     parse_data_url,
+    refuse_custom_tool_calls,
     text_content,
     unsupported,
 )
@@ -148,8 +150,9 @@ def chat_request_to_anthropic(
         body["temperature"] = request.temperature
     if request.HasField("top_p"):
         body["top_p"] = request.top_p
-    if request.tools:
-        body["tools"] = [_tool(tool) for tool in request.tools]
+    tools = function_tools(request, UPSTREAM)
+    if tools:
+        body["tools"] = [_tool(tool) for tool in tools]
         choice = _tool_choice(request)
         if choice is not None:
             body["tool_choice"] = choice
@@ -198,6 +201,9 @@ def _conversation(request: chat_pb2.ChatCompletionRequest) -> tuple[list[wire.Te
             _append(turns, "assistant", _assistant_blocks(message, path))
         elif role == chat_pb2.ROLE_TOOL:
             _append(turns, "user", [_tool_result(message, path)])
+        elif role == chat_pb2.ROLE_FUNCTION:
+            # A tool_result must name the tool_use it answers; a legacy function result names none.
+            raise unsupported(UPSTREAM, f"{path}.role", "a 'function' result names no tool call to answer; use 'tool'")
         else:
             raise invalid_argument(f"Missing required parameter: '{path}.role'.", f"{path}.role")
     return system, [_finish_turn(role, blocks) for role, blocks in turns]
@@ -280,6 +286,7 @@ def _assistant_blocks(message: chat_pb2.Message, path: str) -> list[wire.Content
                 blocks.append({"type": "text", "text": part.text})
     if message.HasField("refusal") and message.refusal and not blocks:
         blocks.append({"type": "text", "text": message.refusal})
+    refuse_custom_tool_calls(message, path, UPSTREAM)
     for j, call in enumerate(message.tool_calls):
         arguments = arguments_object(call.function.arguments, f"{path}.tool_calls[{j}].function.arguments")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments})
@@ -331,6 +338,10 @@ def _tool_choice(request: chat_pb2.ChatCompletionRequest) -> wire.ToolChoicePara
             choice = {"type": "auto"}
     elif kind == "function_name":
         choice = {"type": "tool", "name": request.tool_choice.function_name}
+    elif kind == "allowed_tools":
+        # The allowed tools are the only ones declared (function_tools), so only the mode is left.
+        required = request.tool_choice.allowed_tools.mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED
+        choice = {"type": "any"} if required else {"type": "auto"}
     if request.HasField("parallel_tool_calls") and not request.parallel_tool_calls:
         if choice is None:
             choice = {"type": "auto"}

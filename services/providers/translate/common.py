@@ -17,6 +17,7 @@ import grpc
 
 from gateway.chat.v1 import chat_pb2
 from gateway_common.errors import FieldViolation, GatewayError, Reason, invalid_argument
+from gateway_common.openai_wire import allowed_tool_name, from_struct
 from services.providers.http import bad_response as malformed_response
 from services.providers.http import stream_broken as broken_stream
 
@@ -38,6 +39,50 @@ def unsupported(upstream: str, field_path: str, why: str) -> GatewayError:
         {"param": field_path, "retryable": "false"},
         field_violations=[FieldViolation(field_path, message)],
     )
+
+
+_CUSTOM_TOOLS = "custom (free-form input) tools exist only in the OpenAI API"
+
+
+def function_tools(request: chat_pb2.ChatCompletionRequest, upstream: str) -> list[chat_pb2.Tool]:
+    """The function tools to declare upstream, for upstreams that know function tools only.
+
+    Custom tools (and a tool choice naming one) are refused: turning free-form input into a JSON
+    schema would change what the model is asked. A tool choice of type ``allowed_tools`` is applied
+    by declaring only the allowed tools, which is exactly its meaning; its mode is translated with
+    the rest of the tool choice.
+    """
+    for i, tool in enumerate(request.tools):
+        if tool.type == "custom":
+            raise unsupported(upstream, f"tools[{i}]", _CUSTOM_TOOLS)
+    kind = request.tool_choice.WhichOneof("choice")
+    if kind == "custom_name":
+        raise unsupported(upstream, "tool_choice", _CUSTOM_TOOLS)
+    if kind != "allowed_tools":
+        return list(request.tools)
+    declared = {tool.function.name for tool in request.tools}
+    allowed: set[str] = set()
+    for i, entry in enumerate(request.tool_choice.allowed_tools.tools):
+        path = f"tool_choice.allowed_tools.tools[{i}]"
+        tool_kind, name = allowed_tool_name(from_struct(entry), path)
+        if tool_kind == "custom":
+            raise unsupported(upstream, path, _CUSTOM_TOOLS)
+        if name not in declared:
+            raise invalid_argument(f"Invalid '{path}': no tool named '{name}' is declared in 'tools'.", path)
+        allowed.add(name)
+    if not allowed:
+        raise invalid_argument(
+            "Invalid 'tool_choice.allowed_tools.tools': empty array. Expected at least one tool.",
+            "tool_choice.allowed_tools.tools",
+        )
+    return [tool for tool in request.tools if tool.function.name in allowed]
+
+
+def refuse_custom_tool_calls(message: chat_pb2.Message, path: str, upstream: str) -> None:
+    """UNSUPPORTED_FIELD for a custom tool call in history: the upstream has no such call to replay."""
+    for j, call in enumerate(message.tool_calls):
+        if call.type == "custom":
+            raise unsupported(upstream, f"{path}.tool_calls[{j}]", _CUSTOM_TOOLS)
 
 
 def parse_data_url(url: str) -> tuple[str, str] | None:

@@ -86,11 +86,13 @@ from services.providers.translate.common import (
     arguments_object,
     broken_stream,
     dump_json,
+    function_tools,
     int_of,
     loads_object,
     malformed_response,
     obj,
     parse_data_url,
+    refuse_custom_tool_calls,
     text_content,
     unsupported,
 )
@@ -170,9 +172,10 @@ def chat_request_to_gemini(request: chat_pb2.ChatCompletionRequest, model: str) 
         body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
     extra = from_struct(request.extra) if request.HasField("extra") else {}
     config = _generation_config(request, extra)
-    if request.tools:
+    tools = function_tools(request, UPSTREAM)
+    if tools:
         declarations: list[wire.FunctionDeclaration] = []
-        for tool in request.tools:
+        for tool in tools:
             declaration: wire.FunctionDeclaration = {"name": tool.function.name}
             if tool.function.HasField("description"):
                 declaration["description"] = tool.function.description
@@ -242,6 +245,10 @@ def _function_calling(choice: chat_pb2.ToolChoice) -> wire.FunctionCallingConfig
     kind = choice.WhichOneof("choice")
     if kind == "function_name":
         return {"mode": "ANY", "allowedFunctionNames": [choice.function_name]}
+    if kind == "allowed_tools":
+        # Only the allowed tools are declared (function_tools), so only the mode is left.
+        required = choice.allowed_tools.mode == chat_pb2.TOOL_CHOICE_MODE_REQUIRED
+        return {"mode": "ANY" if required else "AUTO"}
     if kind == "mode":
         modes: dict[int, Literal["AUTO", "ANY", "NONE"]] = {
             chat_pb2.TOOL_CHOICE_MODE_AUTO: "AUTO",
@@ -283,6 +290,10 @@ def _conversation(request: chat_pb2.ChatCompletionRequest, sign_calls: bool) -> 
                     f"{path}.tool_call_id",
                 )
             _append(turns, "user", [{"functionResponse": {"name": name, "response": _tool_response(message, path)}}])
+        elif role == chat_pb2.ROLE_FUNCTION:
+            # Gemini answers a call by function name, which is all a legacy function result carries.
+            response = _tool_response(message, path) if message.HasField("text") or message.parts else {}
+            _append(turns, "user", [{"functionResponse": {"name": message.name, "response": response}}])
         else:
             raise invalid_argument(f"Missing required parameter: '{path}.role'.", f"{path}.role")
     return system, turns
@@ -339,6 +350,7 @@ def _media(url: str, path: str) -> wire.Part:
 
 
 def _model_parts(message: chat_pb2.Message, path: str, call_names: dict[str, str], sign_calls: bool) -> list[wire.Part]:
+    refuse_custom_tool_calls(message, path, UPSTREAM)
     parts: list[wire.Part] = []
     if message.HasField("text"):
         if message.text:
@@ -623,6 +635,8 @@ def embedding_request_to_gemini(request: chat_pb2.EmbeddingRequest, model: str) 
     """The ``batchEmbedContents`` body: one request per input; ``extra`` fields (taskType, title)
     go into each request, ``user`` has no equivalent and is dropped."""
     extra = from_struct(request.extra) if request.HasField("extra") else {}
+    if request.token_inputs:
+        raise unsupported(UPSTREAM, "input", "Gemini embeds text only, not token ids of another tokenizer")
     requests: list[Json] = []
     for text in request.input:
         item: wire.EmbedContentRequest = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}

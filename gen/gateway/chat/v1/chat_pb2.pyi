@@ -38,6 +38,10 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """A message from the model."""
     ROLE_TOOL: _Role.ValueType  # 5
     """The result of a tool call, answering an assistant's tool call."""
+    ROLE_FUNCTION: _Role.ValueType  # 6
+    """The result of a function call (the deprecated OpenAI "function" role); the message's name
+    names the function.
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Role says who authored a message in a conversation."""
@@ -54,6 +58,10 @@ ROLE_ASSISTANT: Role.ValueType  # 4
 """A message from the model."""
 ROLE_TOOL: Role.ValueType  # 5
 """The result of a tool call, answering an assistant's tool call."""
+ROLE_FUNCTION: Role.ValueType  # 6
+"""The result of a function call (the deprecated OpenAI "function" role); the message's name
+names the function.
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _FinishReason:
@@ -241,6 +249,32 @@ class FunctionCall(_message.Message):
 Global___FunctionCall: _TypeAlias = FunctionCall  # noqa: Y015
 
 @_typing.final
+class CustomToolCall(_message.Message):
+    """CustomToolCall is a call of a custom tool: free-form input instead of JSON arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name of the custom tool."""
+    input: _builtins.str
+    """The input the model produced for the tool, as free text."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        input: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomToolCall: _TypeAlias = CustomToolCall  # noqa: Y015
+
+@_typing.final
 class ToolCall(_message.Message):
     """ToolCall is one tool call made by the model in an assistant message."""
 
@@ -249,13 +283,18 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id that a later tool message refers to."""
     type: _builtins.str
-    """The type of the tool; "function" for function tools."""
+    """The type of the tool; "function" for function tools, "custom" for custom tools."""
     @_builtins.property
     def function(self) -> Global___FunctionCall:
-        """The function called."""
+        """The function called, for function tools."""
+
+    @_builtins.property
+    def custom(self) -> Global___CustomToolCall:
+        """The custom tool called, for custom tools (type "custom")."""
 
     def __init__(
         self,
@@ -263,10 +302,11 @@ class ToolCall(_message.Message):
         id: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___FunctionCall | None = ...,
+        custom: Global___CustomToolCall | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,6 +423,42 @@ class FunctionDefinition(_message.Message):
 Global___FunctionDefinition: _TypeAlias = FunctionDefinition  # noqa: Y015
 
 @_typing.final
+class CustomToolDefinition(_message.Message):
+    """CustomToolDefinition describes a custom tool: one that takes free-form text input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name of the tool."""
+    description: _builtins.str
+    """What the tool does, for the model."""
+    @_builtins.property
+    def format(self) -> _struct_pb2.Struct:
+        """The input format as the client sent it ({"type": "text"} or {"type": "grammar", ...}); unset
+        means unconstrained text.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str | None = ...,
+        format: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "format", b"format"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "format", b"format", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+
+Global___CustomToolDefinition: _TypeAlias = CustomToolDefinition  # noqa: Y015
+
+@_typing.final
 class Tool(_message.Message):
     """Tool is a tool the model may call."""
 
@@ -390,25 +466,63 @@ class Tool(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """The type of the tool; "function" for function tools."""
+    """The type of the tool; "function" for function tools, "custom" for custom tools."""
     @_builtins.property
     def function(self) -> Global___FunctionDefinition:
         """The function, for function tools."""
+
+    @_builtins.property
+    def custom(self) -> Global___CustomToolDefinition:
+        """The custom tool, for custom tools (type "custom")."""
 
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         function: Global___FunctionDefinition | None = ...,
+        custom: Global___CustomToolDefinition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "function", b"function", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class AllowedTools(_message.Message):
+    """AllowedTools restricts the model to a subset of the declared tools (OpenAI's tool_choice of
+    type "allowed_tools").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    mode: Global___ToolChoiceMode.ValueType
+    """Whether the model may pick among the allowed tools (auto) or must call one (required)."""
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
+        """The allowed tools as the client named them ({"type": "function", "function": {"name": ...}}
+        or {"type": "custom", "custom": {"name": ...}}).
+        """
+
+    def __init__(
+        self,
+        *,
+        mode: Global___ToolChoiceMode.ValueType = ...,
+        tools: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AllowedTools: _TypeAlias = AllowedTools  # noqa: Y015
 
 @_typing.final
 class ToolChoice(_message.Message):
@@ -418,21 +532,31 @@ class ToolChoice(_message.Message):
 
     MODE_FIELD_NUMBER: _builtins.int
     FUNCTION_NAME_FIELD_NUMBER: _builtins.int
+    ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    CUSTOM_NAME_FIELD_NUMBER: _builtins.int
     mode: Global___ToolChoiceMode.ValueType
     """A choice given as a word ("none", "auto", "required")."""
     function_name: _builtins.str
     """The name of the one function the model must call."""
+    custom_name: _builtins.str
+    """The name of the one custom tool the model must call."""
+    @_builtins.property
+    def allowed_tools(self) -> Global___AllowedTools:
+        """A subset of the declared tools the model may call."""
+
     def __init__(
         self,
         *,
         mode: Global___ToolChoiceMode.ValueType = ...,
         function_name: _builtins.str = ...,
+        allowed_tools: Global___AllowedTools | None = ...,
+        custom_name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "function_name", b"function_name", "mode", b"mode"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allowed_tools", b"allowed_tools", "choice", b"choice", "custom_name", b"custom_name", "function_name", b"function_name", "mode", b"mode"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "function_name", b"function_name", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_tools", b"allowed_tools", "choice", b"choice", "custom_name", b"custom_name", "function_name", b"function_name", "mode", b"mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_choice: _TypeAlias = _typing.Literal["mode", "function_name"]  # noqa: Y015
+    _WhichOneofReturnType_choice: _TypeAlias = _typing.Literal["mode", "function_name", "allowed_tools", "custom_name"]  # noqa: Y015
     _WhichOneofArgType_choice: _TypeAlias = _typing.Literal["choice", b"choice"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_choice) -> _WhichOneofReturnType_choice | None: ...
 
@@ -1113,6 +1237,7 @@ class EmbeddingRequest(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    TOKEN_INPUTS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model: "provider:model", an alias, or empty for the configured default."""
     dimensions: _builtins.int
@@ -1127,6 +1252,12 @@ class EmbeddingRequest(_message.Message):
     def extra(self) -> _struct_pb2.Struct:
         """Request fields the gateway does not model, kept as sent."""
 
+    @_builtins.property
+    def token_inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenArray]:
+        """The inputs when the client sent them as token arrays (OpenAI's [1, 2] or [[1, 2], [3]]);
+        exactly one of input and token_inputs is set.
+        """
+
     def __init__(
         self,
         *,
@@ -1135,16 +1266,41 @@ class EmbeddingRequest(_message.Message):
         dimensions: _builtins.int | None = ...,
         user: _builtins.str = ...,
         extra: _struct_pb2.Struct | None = ...,
+        token_inputs: _abc.Iterable[Global___TokenArray] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "extra", b"extra", "input", b"input", "model", b"model", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "dimensions", b"dimensions", "extra", b"extra", "input", b"input", "model", b"model", "token_inputs", b"token_inputs", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
     _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dimensions) -> _WhichOneofReturnType__dimensions | None: ...
 
 Global___EmbeddingRequest: _TypeAlias = EmbeddingRequest  # noqa: Y015
+
+@_typing.final
+class TokenArray(_message.Message):
+    """TokenArray is one embeddings input given as token ids of the model's tokenizer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The token ids."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenArray: _TypeAlias = TokenArray  # noqa: Y015
 
 @_typing.final
 class Embedding(_message.Message):
