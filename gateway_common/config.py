@@ -68,6 +68,9 @@ class EdgeConfig(_Strict):
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     """Request bodies larger than this are refused with 413 before they are parsed."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` is believed; the
+    client address of any other peer is the socket's (a client cannot pick its own rate-limit bucket)."""
 
 
 class MockProviderConfig(_Strict):
@@ -90,8 +93,9 @@ class HttpProviderConfig(_Strict):
     """The environment variable holding the key; empty for the provider's usual one."""
     api_version: str | None = None
     """Azure's api-version, Anthropic's anthropic-version."""
-    stub: bool = False
-    """Answer like the mock provider (and say so) instead of calling the upstream."""
+    stub: bool | Literal["auto"] = False
+    """true: answer like the mock provider (and say so) instead of calling the upstream; auto: do
+    so only while the key's environment variable is unset (otherwise a missing key is a 503)."""
     list_models: bool = False
     """Whether the edge's model list includes this upstream's own list."""
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
@@ -243,6 +247,34 @@ class TlsConfig(_Strict):
         return self
 
 
+class AnonymousConfig(_Strict):
+    """Requests without a key, served as one tenant and limited per caller; off unless enabled.
+
+    A caller is its ``client_id`` (the request's top-level or ``gateway.client_id``) or, with
+    ``limit_by: ip`` or without a client id, its address. Anonymous callers hold only the chat and
+    embeddings scopes, never admin or usage.
+    """
+
+    enabled: bool = False
+    tenant: Annotated[str, Field(min_length=1)] = "anonymous"
+    """The tenant anonymous usage is metered and limited under."""
+    limit_by: Literal["client_id", "ip"] = "client_id"
+    """What one caller is: its client id (falling back to its address), or always its address."""
+    requests_per_minute: Annotated[int, Field(ge=0)] = 20
+    """Per caller; 0 for none (with tokens_per_minute 0 too, the ``limits`` defaults apply)."""
+    tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    """Per caller; 0 for none."""
+    models: list[str] = Field(default_factory=list)
+    """Models (fnmatch patterns) anonymous callers may use; empty for every model."""
+
+
+class TelemetryConfig(_Strict):
+    """Metering's append-only telemetry log: one JSON line per ledger event, never a prompt or a key."""
+
+    log_file: str | None = None
+    """The file to append to; unset for none."""
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -251,7 +283,16 @@ class GatewayConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     """Upstreams by name; mock, openai, azure, anthropic and gemini exist without an entry."""
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Shorthand aliases, ``name: "provider:model"`` (or another alias); ``models`` wins on a clash."""
     default_model: str = "mock:gateway-demo"
+    max_prompt_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Prompts estimated larger than this are refused with 400, before any quota; a tenant's own
+    policy cap applies as well."""
+    providers_stub_when_key_missing: bool = False
+    """Every HTTP provider whose key variable is unset answers like the mock (as ``stub: auto``)."""
+    anonymous: AnonymousConfig = AnonymousConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     limits: LimitsConfig = LimitsConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
     auth: AuthConfig = AuthConfig()
@@ -278,6 +319,12 @@ class GatewayConfig(_Strict):
                         f"models.{alias}.deployments.{i}.provider: unknown provider "
                         f"{deployment.provider!r} (known: {', '.join(sorted(known))})"
                     )
+        for alias, target in self.aliases.items():
+            provider, sep, upstream = target.partition(":")
+            if target not in self.aliases and target not in self.models and not (sep and upstream):
+                raise ValueError(f"aliases.{alias}: {target!r} is neither provider:model nor a model or alias")
+            if sep and upstream and provider not in known and target not in self.models:
+                raise ValueError(f"aliases.{alias}: unknown provider {provider!r} (known: {', '.join(sorted(known))})")
         return self
 
 
@@ -303,6 +350,10 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_TLS_KEY": "tls.key_file",
     "GATEWAY_RATELIMIT_LEASE_S": "ratelimit.lease_s",
     "GATEWAY_RATELIMIT_REBUILD_FROM_LEDGER": "ratelimit.rebuild_from_ledger",
+    "GATEWAY_ANONYMOUS": "anonymous.enabled",
+    "GATEWAY_MAX_PROMPT_TOKENS": "max_prompt_tokens",
+    "GATEWAY_STUB_WHEN_KEY_MISSING": "providers_stub_when_key_missing",
+    "GATEWAY_TELEMETRY_LOG_FILE": "telemetry.log_file",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

@@ -1,7 +1,9 @@
 """Turns the model a client names into the ordered deployments to try.
 
-A name is an alias from the config (its deployments, in order of preference), or
-``provider:model`` for any model of a known provider, or empty for the configured default.
+A name is an alias from the config (its deployments, in order of preference), or a shorthand
+alias (``aliases: {name: "provider:model"}``), or ``provider:model`` for any model of a known
+provider, or empty for the configured default. ``default-chat`` names the default model unless the
+config defines it (Governed LLM Gateway's clients send it out of the box).
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class Plan:
     candidates: tuple[Candidate, ...]
 
 
+DEFAULT_ALIAS = "default-chat"
+"""The alias that exists out of the box, pointing at ``default_model``."""
+
+# Aliases may name aliases; a chain longer than this is a loop.
+_MAX_ALIAS_HOPS = 8
+
+
 def model_not_found(model: str) -> GatewayError:
     """The error for a model the gateway cannot route, worded as OpenAI words it."""
     return GatewayError(
@@ -57,6 +66,9 @@ class Planner:
         self._config = config
         self._random = rng
         self._providers = set(effective_providers(config))
+        self._aliases = dict(config.aliases)
+        if DEFAULT_ALIAS not in config.models:
+            self._aliases.setdefault(DEFAULT_ALIAS, config.default_model)
         self._prices: dict[tuple[str, str], tuple[float, float]] = {}
         for model in config.models.values():
             for d in model.deployments:
@@ -70,7 +82,8 @@ class Planner:
     def plan(self, requested: str) -> Plan:
         """The candidates for ``requested``; NOT_FOUND when nothing can serve it."""
         name = requested or self._config.default_model
-        alias = self._config.models.get(name)
+        target = self._resolve(name)
+        alias = self._config.models.get(target)
         if alias is not None:
             deployments = list(alias.deployments)
             if alias.strategy == "weighted":
@@ -84,11 +97,19 @@ class Planner:
                     for d in deployments
                 ),
             )
-        provider, sep, upstream = name.partition(":")
+        provider, sep, upstream = target.partition(":")
         if not sep or not upstream or provider not in self._providers:
             raise model_not_found(name)
         price_in, price_out = self._prices.get((provider, upstream), (0.0, 0.0))
         return Plan(name, (Candidate(provider, upstream, price_in, price_out),))
+
+    def _resolve(self, name: str) -> str:
+        """``name`` with shorthand aliases followed (models entries win over shorthands)."""
+        for _ in range(_MAX_ALIAS_HOPS):
+            if name in self._config.models or name not in self._aliases:
+                return name
+            name = self._aliases[name]
+        raise model_not_found(name)
 
     def catalog(self) -> list[tuple[str, str, str]]:
         """Models to list: (id, provider, owned_by) for the default, every alias and every deployment."""
@@ -101,6 +122,12 @@ class Planner:
                 seen.setdefault(ident, (ident, d.provider, d.provider))
         default = self._config.default_model
         seen.setdefault(default, (default, default_provider, default_provider or "llm-gateway"))
+        for alias in self._aliases:
+            try:
+                candidates = self.plan(alias).candidates
+            except GatewayError:
+                continue
+            seen.setdefault(alias, (alias, candidates[0].provider, "llm-gateway"))
         return list(seen.values())
 
 
