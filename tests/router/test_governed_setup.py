@@ -172,3 +172,13 @@ def test_a_rate_limit_refusal_is_typed_rate_limit_exceeded() -> None:
     assert body["error"]["code"] == "rate_limit_exceeded"
     assert body["error"]["param"] is None
     assert body["error"]["message"]
+
+
+def test_the_readme_governed_config_loads_as_documented(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Coming from Governed LLM Gateway", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = _load(tmp_path, block)
+    assert config.anonymous.enabled and config.anonymous.requests_per_minute == 20
+    assert [c.id for c in Planner(config).plan("default-chat").candidates] == ["openai:gpt-4o-mini"]
+    assert config.max_prompt_tokens == 2000 and config.telemetry.log_file == "logs/telemetry.jsonl"
