@@ -264,6 +264,10 @@ class AnonymousConfig(_Strict):
     """Per caller; 0 for none (with tokens_per_minute 0 too, the ``limits`` defaults apply)."""
     tokens_per_minute: Annotated[int, Field(ge=0)] = 0
     """Per caller; 0 for none."""
+    total_requests_per_minute: Annotated[int, Field(ge=0)] = 0
+    """All anonymous callers together (a caller can always invent another client id); 0 for none."""
+    total_tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    """All anonymous callers together; 0 for none."""
     models: list[str] = Field(default_factory=list)
     """Models (fnmatch patterns) anonymous callers may use; empty for every model."""
 

@@ -23,15 +23,10 @@ class AnonymousAccess:
 
     def __init__(self, config: AnonymousConfig) -> None:
         self._config = config
-        quotas = [
-            quota_pb2.Quota(unit=unit, window=quota_pb2.WINDOW_MINUTE, limit=limit)
-            for unit, limit in (
-                (quota_pb2.UNIT_REQUESTS, config.requests_per_minute),
-                (quota_pb2.UNIT_TOKENS, config.tokens_per_minute),
-            )
-            if limit > 0
-        ]
-        self._limits = auth_pb2.Limits(quotas=quotas)
+        self._limits = _per_minute(config.requests_per_minute, config.tokens_per_minute)
+        # On the tenant descriptor, shared by every anonymous caller: inventing client ids gets a
+        # caller fresh buckets of its own, never more than this together.
+        self._total = _per_minute(config.total_requests_per_minute, config.total_tokens_per_minute)
 
     @property
     def enabled(self) -> bool:
@@ -61,4 +56,15 @@ class AnonymousAccess:
             scopes=list(ANONYMOUS_SCOPES),
             allowed_models=list(self._config.models),
             key_limits=self._limits,
+            tenant_limits=self._total,
         )
+
+
+def _per_minute(requests: int, tokens: int) -> auth_pb2.Limits:
+    """Per-minute request and token quotas (a zero one left out)."""
+    quotas = [
+        quota_pb2.Quota(unit=unit, window=quota_pb2.WINDOW_MINUTE, limit=limit)
+        for unit, limit in ((quota_pb2.UNIT_REQUESTS, requests), (quota_pb2.UNIT_TOKENS, tokens))
+        if limit > 0
+    ]
+    return auth_pb2.Limits(quotas=quotas)

@@ -51,6 +51,18 @@ def test_a_client_id_is_its_own_caller_with_the_configured_limits() -> None:
     assert [e.value for e in mine[0].descriptor.entries] == ["anonymous", "client:dev-local-1"]
 
 
+def test_all_anonymous_callers_together_stay_under_the_total_limits() -> None:
+    access = AnonymousAccess(AnonymousConfig(enabled=True, requests_per_minute=20, total_requests_per_minute=100))
+    principals = [access.principal(f"invented-{i}", "") for i in range(2)]
+    descriptors = [descriptor_limits(p, auth_pb2.Limits()) for p in principals if p is not None]
+    # The first descriptor of each is the shared tenant one, with the total; the second the caller's.
+    assert [[e.value for e in d[0].descriptor.entries] for d in descriptors] == [["anonymous"], ["anonymous"]]
+    assert [d[0].quotas[0].limit for d in descriptors] == [100, 100]
+    assert [d[1].quotas[0].limit for d in descriptors] == [20, 20]
+    unlimited = AnonymousAccess(AnonymousConfig(enabled=True)).principal("c", "")
+    assert unlimited is not None and not unlimited.tenant_limits.quotas
+
+
 def test_without_a_client_id_or_with_limit_by_ip_the_address_is_the_caller() -> None:
     by_client = AnonymousAccess(AnonymousConfig(enabled=True))
     anonymous = by_client.principal("", "10.0.0.7")
