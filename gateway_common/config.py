@@ -279,6 +279,10 @@ class TelemetryConfig(_Strict):
     """The file to append to; unset for none."""
 
 
+DEFAULT_CHAT_ALIAS = "default-chat"
+"""The alias that exists without configuration, naming ``default_model`` (unless defined)."""
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -325,7 +329,8 @@ class GatewayConfig(_Strict):
                     )
         for alias, target in self.aliases.items():
             provider, sep, upstream = target.partition(":")
-            if target not in self.aliases and target not in self.models and not (sep and upstream):
+            named = target in self.aliases or target in self.models or target == DEFAULT_CHAT_ALIAS
+            if not named and not (sep and upstream):
                 raise ValueError(f"aliases.{alias}: {target!r} is neither provider:model nor a model or alias")
             if sep and upstream and provider not in known and target not in self.models:
                 raise ValueError(f"aliases.{alias}: unknown provider {provider!r} (known: {', '.join(sorted(known))})")

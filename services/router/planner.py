@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from gateway_common.config import GatewayConfig, effective_providers
+from gateway_common.config import DEFAULT_CHAT_ALIAS, GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
 
 
@@ -42,7 +42,7 @@ class Plan:
     candidates: tuple[Candidate, ...]
 
 
-DEFAULT_ALIAS = "default-chat"
+DEFAULT_ALIAS = DEFAULT_CHAT_ALIAS
 """The alias that exists out of the box, pointing at ``default_model``."""
 
 # Aliases may name aliases; a chain longer than this is a loop.

@@ -114,6 +114,9 @@ def test_default_chat_exists_out_of_the_box_and_points_at_the_default_model() ->
     assert plan.model == "default-chat"
     assert [c.id for c in plan.candidates] == ["mock:gateway-demo"]
     assert "default-chat" in {ident for ident, _, _ in Planner(GatewayConfig()).catalog()}
+    # Other aliases may name it without defining it.
+    shorthand = Planner(GatewayConfig.model_validate({"aliases": {"cheap": "default-chat"}}))
+    assert [c.id for c in shorthand.plan("cheap").candidates] == ["mock:gateway-demo"]
 
 
 def test_the_aliases_shorthand_maps_a_name_to_a_provider_model() -> None:
