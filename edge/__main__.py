@@ -28,6 +28,9 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 and rewrite the peer;
+        # the edge decides which proxies to believe itself (edge.trusted_proxies, edge/client_ip.py).
+        proxy_headers=False,
     )
 
 

@@ -44,7 +44,8 @@ _TYPE_AND_CODE: dict[str, tuple[str, str | None]] = {
     Reason.INVALID_API_KEY: ("invalid_request_error", "invalid_api_key"),
     Reason.PERMISSION_DENIED: ("permission_error", "insufficient_permissions"),
     Reason.MODEL_NOT_ALLOWED: ("permission_error", "model_not_allowed"),
-    Reason.RATE_LIMITED: ("requests", "rate_limit_exceeded"),
+    # Governed LLM Gateway's clients branch on error.type; OpenAI's SDKs read only the status.
+    Reason.RATE_LIMITED: ("rate_limit_exceeded", "rate_limit_exceeded"),
     Reason.BUDGET_EXCEEDED: ("insufficient_quota", "insufficient_quota"),
     Reason.COST_LIMIT_EXCEEDED: ("invalid_request_error", "cost_limit_exceeded"),
     Reason.POLICY_VIOLATION: ("invalid_request_error", "policy_violation"),
@@ -80,8 +81,6 @@ def error_body(error: GatewayError) -> dict[str, Any]:
     kind, code = _TYPE_AND_CODE.get(
         str(error.reason), ("server_error" if status >= 500 else "invalid_request_error", None)
     )
-    if error.reason == Reason.RATE_LIMITED and error.metadata.get("limit_type", "").startswith("tokens"):
-        kind = "tokens"
     if error.reason == Reason.UPSTREAM_ERROR:
         code = error.metadata.get("upstream_code") or None
         kind = _UPSTREAM_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")

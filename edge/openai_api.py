@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
 from edge.body import BodyTooLarge, read_json
+from edge.client_ip import CLIENT_IP_KEY, client_ip
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_body, error_headers, http_status
 from edge.state import EdgeState
@@ -39,8 +40,12 @@ def _dumps(value: Any) -> bytes:
 
 
 def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata for the router: the caller's credentials, request id and trace context."""
+    """gRPC metadata for the router: the caller's credentials, request id, address and trace context."""
     metadata = [("x-request-id", request.state.request_id)]
+    state: EdgeState = request.app.state.edge
+    address = client_ip(request, tuple(state.config.edge.trusted_proxies))
+    if address:
+        metadata.append((CLIENT_IP_KEY, address))
     # With tracing on, the instrumentation continues the client's trace and injects its own context.
     for name in _FORWARDED_HEADERS if not tracing.enabled() else _FORWARDED_HEADERS[:1]:
         value = request.headers.get(name)

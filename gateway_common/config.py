@@ -94,6 +94,10 @@ class EdgeConfig(_Strict):
                 raise ValueError(f"'{origin}' is not an origin like 'https://app.example.com' (or '*')")
         return value
 
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` is believed; the
+    client address of any other peer is the socket's (a client cannot pick its own rate-limit bucket)."""
+
 
 class MockProviderConfig(_Strict):
     """The built-in mock provider: deterministic answers, for tests, demos and stub mode."""
@@ -115,8 +119,9 @@ class HttpProviderConfig(_Strict):
     """The environment variable holding the key; empty for the provider's usual one."""
     api_version: str | None = None
     """Azure's api-version, Anthropic's anthropic-version."""
-    stub: bool = False
-    """Answer like the mock provider (and say so) instead of calling the upstream."""
+    stub: bool | Literal["auto"] = False
+    """true: answer like the mock provider (and say so) instead of calling the upstream; auto: do
+    so only while the key's environment variable is unset (otherwise a missing key is a 503)."""
     list_models: bool = False
     """Whether the edge's model list includes this upstream's own list."""
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
@@ -306,6 +311,42 @@ class TlsConfig(_Strict):
         return self
 
 
+class AnonymousConfig(_Strict):
+    """Requests without a key, served as one tenant and limited per caller; off unless enabled.
+
+    A caller is its ``client_id`` (the request's top-level or ``gateway.client_id``) or, with
+    ``limit_by: ip`` or without a client id, its address. Anonymous callers hold only the chat and
+    embeddings scopes, never admin or usage.
+    """
+
+    enabled: bool = False
+    tenant: Annotated[str, Field(min_length=1)] = "anonymous"
+    """The tenant anonymous usage is metered and limited under."""
+    limit_by: Literal["client_id", "ip"] = "client_id"
+    """What one caller is: its client id (falling back to its address), or always its address."""
+    requests_per_minute: Annotated[int, Field(ge=0)] = 20
+    """Per caller; 0 for none (with tokens_per_minute 0 too, the ``limits`` defaults apply)."""
+    tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    """Per caller; 0 for none."""
+    total_requests_per_minute: Annotated[int, Field(ge=0)] = 0
+    """All anonymous callers together (a caller can always invent another client id); 0 for none."""
+    total_tokens_per_minute: Annotated[int, Field(ge=0)] = 0
+    """All anonymous callers together; 0 for none."""
+    models: list[str] = Field(default_factory=list)
+    """Models (fnmatch patterns) anonymous callers may use; empty for every model."""
+
+
+class TelemetryConfig(_Strict):
+    """Metering's append-only telemetry log: one JSON line per ledger event, never a prompt or a key."""
+
+    log_file: str | None = None
+    """The file to append to; unset for none."""
+
+
+DEFAULT_CHAT_ALIAS = "default-chat"
+"""The alias that exists without configuration, naming ``default_model`` (unless defined)."""
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -314,7 +355,16 @@ class GatewayConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     """Upstreams by name; mock, openai, azure, anthropic and gemini exist without an entry."""
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Shorthand aliases, ``name: "provider:model"`` (or another alias); ``models`` wins on a clash."""
     default_model: str = "mock:gateway-demo"
+    max_prompt_tokens: Annotated[int, Field(gt=0)] | None = None
+    """Prompts estimated larger than this are refused with 400, before any quota; a tenant's own
+    policy cap applies as well."""
+    providers_stub_when_key_missing: bool = False
+    """Every HTTP provider whose key variable is unset answers like the mock (as ``stub: auto``)."""
+    anonymous: AnonymousConfig = AnonymousConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     limits: LimitsConfig = LimitsConfig()
     ratelimit: RateLimitConfig = RateLimitConfig()
     auth: AuthConfig = AuthConfig()
@@ -347,6 +397,13 @@ class GatewayConfig(_Strict):
                 raise ValueError(
                     f"routing.prefixes.{prefix}: unknown provider {provider!r} (known: {', '.join(sorted(known))})"
                 )
+        for alias, target in self.aliases.items():
+            provider, sep, upstream = target.partition(":")
+            named = target in self.aliases or target in self.models or target == DEFAULT_CHAT_ALIAS
+            if not named and not (sep and upstream):
+                raise ValueError(f"aliases.{alias}: {target!r} is neither provider:model nor a model or alias")
+            if sep and upstream and provider not in known and target not in self.models:
+                raise ValueError(f"aliases.{alias}: unknown provider {provider!r} (known: {', '.join(sorted(known))})")
         return self
 
 
@@ -376,6 +433,10 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     # MOCK_MODE is Unified Model Gateway's own name for it; its users set it unchanged.
     "MOCK_MODE": "routing.mock_mode",
     "GATEWAY_MOCK_MODE": "routing.mock_mode",
+    "GATEWAY_ANONYMOUS": "anonymous.enabled",
+    "GATEWAY_MAX_PROMPT_TOKENS": "max_prompt_tokens",
+    "GATEWAY_STUB_WHEN_KEY_MISSING": "providers_stub_when_key_missing",
+    "GATEWAY_TELEMETRY_LOG_FILE": "telemetry.log_file",
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"

@@ -45,8 +45,12 @@ _REQUEST_FIELDS = frozenset(
         "stream",
         "stream_options",
         "gateway",
+        "client_id",
     }
 )
+
+# A client id becomes part of a rate-limit descriptor and a ledger key id; longer ones are refused.
+MAX_CLIENT_ID_CHARS = 128
 _MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal"})
 
 
@@ -117,14 +121,26 @@ def parse_chat_request(body: Any) -> tuple[chat_pb2.ChatCompletionRequest, bool]
     if get("gateway") is not None:
         gateway = read_object(body["gateway"], "gateway")
         for key in gateway:
-            if key != "max_cost_usd":
+            if key not in ("max_cost_usd", "client_id"):
                 raise invalid_argument(f"Unknown parameter: 'gateway.{key}'.", f"gateway.{key}")
         if gateway.get("max_cost_usd") is not None:
             request.gateway.max_cost_usd = read_number(gateway["max_cost_usd"], "gateway.max_cost_usd", 0)
+        if gateway.get("client_id") is not None:
+            request.gateway.client_id = _read_client_id(gateway["client_id"], "gateway.client_id")
+    # Governed LLM Gateway's clients send their id at the top level; it means gateway.client_id.
+    if get("client_id") is not None:
+        request.gateway.client_id = _read_client_id(body["client_id"], "client_id")
     extra = {k: v for k, v in body.items() if k not in _REQUEST_FIELDS}
     if extra:
         request.extra.update(extra)
     return request, stream
+
+
+def _read_client_id(value: Any, path: str) -> str:
+    client_id = read_name(value, path)
+    if not client_id or len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise invalid_argument(f"Invalid '{path}': must be 1 to {MAX_CLIENT_ID_CHARS} characters.", path)
+    return client_id
 
 
 def _parse_message(raw: Any, path: str) -> chat_pb2.Message:

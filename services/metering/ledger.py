@@ -104,6 +104,8 @@ class RecordResult:
     """New records written (repeats of an event id already kept excluded)."""
     quarantined: int
     """Events written to the quarantine instead."""
+    new_event_ids: frozenset[str] = frozenset()
+    """The event ids of the records just written, for what must happen once per event (telemetry)."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from services.metering.ledger import (
     unique_by_event_id,
 )
 from services.metering.storage import LedgerStore, LedgerUnavailable
+from services.metering.telemetry import TelemetryLog
 
 _OUTCOMES: dict[int, Outcome] = {
     metering_pb2.OUTCOME_UNSPECIFIED: Outcome.UNSPECIFIED,
@@ -60,9 +61,12 @@ def _utc_now() -> datetime:
 class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServiceServicer):
     """Records usage events and sums them; every decision is in :mod:`services.metering.ledger`."""
 
-    def __init__(self, store: LedgerStore, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self, store: LedgerStore, clock: Callable[[], datetime] = _utc_now, telemetry: TelemetryLog | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._telemetry = telemetry
 
     async def RecordEvents(
         self,
@@ -85,13 +89,17 @@ class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServic
                 quarantined.append(QuarantinedEvent(event.event_id, event.SerializeToString(), describe(problems)))
             elif record is not None:
                 records.append(record)
+        unique = unique_by_event_id(records)
         try:
-            result = await self._store.record(unique_by_event_id(records), quarantined)
+            result = await self._store.record(unique, quarantined)
         except LedgerUnavailable as exc:
             # Retryable, and said so: the router keeps the batch and sends it again.
             raise GatewayError(
                 grpc.StatusCode.UNAVAILABLE, Reason.DEPENDENCY_UNAVAILABLE, str(exc), {"retryable": "true"}
             ) from exc
+        if self._telemetry is not None:
+            # Only events new to the ledger: a redelivered batch adds no lines.
+            await self._telemetry.append([r for r in unique if r.event_id in result.new_event_ids])
         if quarantined:
             metrics.QUARANTINED.labels("invalid").inc(len(quarantined))
         if result.quarantined > len(quarantined):

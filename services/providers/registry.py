@@ -10,7 +10,9 @@ The env-only setup needs no config file: ``mock``, ``openai``, ``azure``, ``anth
 (``gateway_common.config.effective_providers``, shared with the router's planner). A provider whose
 key (or Azure endpoint) variable is unset is
 reported at start and answers every call with UNAVAILABLE / PROVIDER_NOT_CONFIGURED naming the
-variable; ``stub: true`` providers answer like the mock instead, labelled ``"<name> (stub)"``.
+variable; ``stub: true`` providers answer like the mock instead, labelled ``"<name> (stub)"``, and so
+do ``stub: auto`` providers (or every HTTP provider, with ``providers_stub_when_key_missing``) while
+their key variable is unset.
 """
 
 from __future__ import annotations
@@ -123,11 +125,18 @@ class UnconfiguredAdapter:
         """Nothing to close."""
 
 
-def _http_adapter(name: str, entry: HttpProviderConfig, env: Mapping[str, str]) -> Adapter:
+def _stub(name: str) -> Adapter:
+    return MockAdapter(name, MockProviderConfig(), label=f"{name} (stub)")
+
+
+def _http_adapter(name: str, entry: HttpProviderConfig, env: Mapping[str, str], stub_when_missing: bool) -> Adapter:
     flavour = HTTP_FLAVOURS[entry.type]
     key_env = entry.api_key_env or flavour.key_env
     api_key = (env.get(key_env) or None) if key_env else None
     if api_key is None and key_env and (flavour.key_required or entry.api_key_env):
+        if stub_when_missing:
+            log.warning("provider %s answers as a stub: environment variable %s is not set", name, key_env)
+            return _stub(name)
         log.warning("provider %s is not configured: environment variable %s is not set", name, key_env)
         return UnconfiguredAdapter(name, key_env, "API key")
     env_base_url = env.get(flavour.base_url_env) if flavour.base_url_env else None
@@ -194,10 +203,11 @@ def build_registry(config: GatewayConfig, env: Mapping[str, str]) -> ProviderReg
         if isinstance(entry, MockProviderConfig):
             adapters[name] = MockAdapter(name, entry)
             continue
-        if entry.stub:
-            adapters[name] = MockAdapter(name, MockProviderConfig(), label=f"{name} (stub)")
+        if entry.stub is True:
+            adapters[name] = _stub(name)
         else:
-            adapters[name] = _http_adapter(name, entry, env)
+            stub_when_missing = entry.stub == "auto" or config.providers_stub_when_key_missing
+            adapters[name] = _http_adapter(name, entry, env, stub_when_missing)
         if entry.list_models:
             listed.append(name)
     return ProviderRegistry(adapters, listed)

@@ -30,6 +30,7 @@ from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
+from services.router.anonymous import AnonymousAccess
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.leases import Leases
@@ -63,6 +64,10 @@ class CallContext:
     api_key: str
     request_id: str
     time_remaining: Callable[[], float | None] = lambda: None
+    client_ip: str = ""
+    """The client's address as the edge saw it (or the gRPC peer's); names anonymous callers."""
+    client_id: str = ""
+    """The request's ``gateway.client_id``; names anonymous callers."""
 
 
 @dataclass
@@ -128,6 +133,7 @@ class Orchestrator:
         self._leases = leases
         # None: the config alone (no route overrides); the server passes one reading auth's table.
         self.planner = planner or Planner(config)
+        self._anonymous = AnonymousAccess(config.anonymous)
         self._labels = metrics.MetricLabels(config)
         self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)
@@ -163,6 +169,15 @@ class Orchestrator:
         )
         return policy.priced_candidates(principal, plan.model, candidates, policy.has_budget(limits, None))
 
+    async def _caller(self, call: CallContext) -> auth_pb2.Principal:
+        """The principal of a request to serve: the key's, or an anonymous caller's when the
+        request has no key and the deployment serves such requests (never for admin or usage)."""
+        if not call.api_key:
+            anonymous = self._anonymous.principal(call.client_id, call.client_ip)
+            if anonymous is not None:
+                return anonymous
+        return await self.authenticate(call)
+
     def may_use(self, principal: auth_pb2.Principal, model: str) -> bool:
         """Whether ``principal`` may use ``model``: the same checks admission makes (plan, allowlist, policy)."""
         try:
@@ -185,7 +200,7 @@ class Orchestrator:
         started = time.monotonic()
         received = timestamp_pb2.Timestamp()
         received.GetCurrentTime()
-        principal = await self.authenticate(call)
+        principal = await self._caller(call)
         policy.require_scope(principal, scope)
         validate()
         plan = self.planner.plan(model)
@@ -197,6 +212,8 @@ class Orchestrator:
             principal, plan.model, candidates, policy.has_budget(limits, max_cost_usd)
         )
         policy.check_prompt_size(principal, prompt_tokens)
+        prompt_param = "input" if scope == "embeddings" else "messages"
+        policy.check_prompt_cap(self._config.max_prompt_tokens, prompt_tokens, prompt_param)
         completion_tokens, response_headers, completion_param = completion_budget(candidates)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
@@ -219,7 +236,6 @@ class Orchestrator:
         prompt_only = ratelimit_pb2.Amounts(
             tokens=prompt_tokens, cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, 0) for c in candidates)
         )
-        prompt_param = "input" if scope == "embeddings" else "messages"
         quotas.check_fits(limits, estimate, prompt_only, prompt_param, completion_param)
         if limits:
             try:
@@ -359,6 +375,7 @@ class Orchestrator:
         self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
     ) -> _Admission:
         max_cost = request.gateway.max_cost_usd if request.gateway.HasField("max_cost_usd") else None
+        call.client_id = request.gateway.client_id
         return await self._admit(
             call,
             "chat",

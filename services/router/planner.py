@@ -4,7 +4,9 @@ A name resolves, first match wins:
 
 1. a **route override** stored by an admin (``gateway routes set gpt-4o openai-eu``), for bare ids:
    the operator's run-time decision is the newest one, so it beats the file;
-2. an **alias** from the config (its deployments, in order of preference);
+2. an **alias** from the config (its deployments, in order of preference), or a shorthand alias
+   (``aliases: {name: "provider:model"}``); ``default-chat`` names the default model unless the
+   config defines it (Governed LLM Gateway's clients send it out of the box);
 3. ``provider:model`` for any model of a known provider;
 4. a bare id whose **prefix** is in ``routing.prefixes`` (``gpt-`` -> openai, ``claude-`` ->
    anthropic, ``gemini-`` -> gemini…; the longest prefix wins);
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gateway_common.config import GatewayConfig, effective_providers
+from gateway_common.config import DEFAULT_CHAT_ALIAS, GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
 from services.router.price_table import UNPRICED, Price, PriceTable
 
@@ -63,6 +65,13 @@ class Plan:
     candidates: tuple[Candidate, ...]
 
 
+DEFAULT_ALIAS = DEFAULT_CHAT_ALIAS
+"""The alias that exists out of the box, pointing at ``default_model``."""
+
+# Aliases may name aliases; a chain longer than this is a loop.
+_MAX_ALIAS_HOPS = 8
+
+
 def model_not_found(model: str) -> GatewayError:
     """The error for a model the gateway cannot route, worded as OpenAI words it."""
     return GatewayError(
@@ -94,6 +103,9 @@ class Planner:
         self.prices = PriceTable(config)
         # A provider:model named directly takes the price the config gives that deployment first.
         self._price_overrides: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        self._aliases = dict(config.aliases)
+        if DEFAULT_ALIAS not in config.models:
+            self._aliases.setdefault(DEFAULT_ALIAS, config.default_model)
         for model in config.models.values():
             for d in model.deployments:
                 if d.input_usd_per_million is not None or d.output_usd_per_million is not None:
@@ -127,7 +139,7 @@ class Planner:
         price_in, price_out = self._price_overrides.get((provider, model), (None, None))
         return Candidate(provider, model, self.prices.price(provider, model, price_in, price_out))
 
-    def _resolve(self, name: str) -> Plan:
+    def _resolve(self, name: str, hops: int = 0) -> Plan:
         override = self._overrides().get(name)
         # An override naming a provider the config no longer has is skipped, not a dead end.
         if override is not None and override.provider in self._providers:
@@ -150,6 +162,11 @@ class Planner:
                     for d in deployments
                 ),
             )
+        target = self._aliases.get(name)
+        if target is not None and hops < _MAX_ALIAS_HOPS:
+            return Plan(name, self._resolve(target, hops + 1).candidates)
+        if target is not None:
+            raise model_not_found(name)  # a loop of shorthand aliases
         provider, sep, upstream = name.partition(":")
         if sep:
             if not upstream or provider not in self._providers:
@@ -173,6 +190,12 @@ class Planner:
             seen.setdefault(routed, (routed, override.provider, override.provider))
         default = self._config.default_model
         seen.setdefault(default, (default, default_provider, default_provider or "llm-gateway"))
+        for alias in self._aliases:
+            try:
+                candidates = self.plan(alias).candidates
+            except GatewayError:
+                continue
+            seen.setdefault(alias, (alias, candidates[0].provider, "llm-gateway"))
         return list(seen.values())
 
 

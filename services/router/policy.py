@@ -93,6 +93,18 @@ def check_prompt_size(principal: auth_pb2.Principal, prompt_tokens: int) -> None
         raise error
 
 
+def check_prompt_cap(max_prompt_tokens: int | None, prompt_tokens: int, param: str) -> None:
+    """INVALID_ARGUMENT naming ``param`` when the prompt exceeds the gateway's ``max_prompt_tokens``."""
+    if max_prompt_tokens is not None and prompt_tokens > max_prompt_tokens:
+        error = invalid_argument(
+            f"The prompt has about {prompt_tokens} tokens; this gateway allows at most "
+            f"{max_prompt_tokens} per request.",
+            param,
+        )
+        error.reason = Reason.POLICY_VIOLATION
+        raise error
+
+
 def usage_tenant(principal: auth_pb2.Principal, requested: str) -> str:
     """The tenant whose usage ``principal`` may read: its own, or any for an admin key."""
     require_scope(principal, "usage:read")

@@ -22,12 +22,31 @@ from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+CLIENT_IP_KEY = "x-gateway-client-ip"
+"""Metadata the edge sets to the HTTP client's address (the gRPC peer is the edge itself)."""
+
+
+def _client_ip(metadata: tuple[tuple[str, str | bytes], ...], context: Context) -> str:
+    for key, value in metadata:
+        if key == CLIENT_IP_KEY and isinstance(value, str):
+            return value
+    # A direct gRPC caller: "ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678".
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""
+
+
 def _call_context(context: Context) -> CallContext:
     metadata = tuple(context.invocation_metadata() or ())
     return CallContext(
         api_key=bearer_token(metadata),
         request_id=request_id_var.get(),
         time_remaining=context.time_remaining,
+        client_ip=_client_ip(metadata, context),
     )
 
 

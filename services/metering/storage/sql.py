@@ -241,23 +241,25 @@ class SqlLedgerStore:
             async with self._engine.begin() as connection:
                 new = await _insert(connection, records, recorded_at)
                 await _insert_quarantined(connection, quarantined, recorded_at)
-            return RecordResult(recorded=new, quarantined=len(quarantined))
+            return RecordResult(recorded=len(new), quarantined=len(quarantined), new_event_ids=frozenset(new))
         except _VALUE_ERRORS as exc:
             if not refused_data(exc):
                 raise
         async with self._engine.begin() as connection:
-            new = 0
+            kept: set[str] = set()
             refused: list[QuarantinedEvent] = []
             for record in records:
                 try:
                     async with connection.begin_nested():
-                        new += await _insert(connection, [record], recorded_at)
+                        kept |= await _insert(connection, [record], recorded_at)
                 except _VALUE_ERRORS as exc:
                     if not refused_data(exc):
                         raise
                     refused.append(QuarantinedEvent(record.event_id, record.source, _refusal(exc)))
             await _insert_quarantined(connection, [*quarantined, *refused], recorded_at)
-        return RecordResult(recorded=new, quarantined=len(quarantined) + len(refused))
+        return RecordResult(
+            recorded=len(kept), quarantined=len(quarantined) + len(refused), new_event_ids=frozenset(kept)
+        )
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:
         """Sum the selected rows in SQL, one row per group, ordered by group."""
@@ -308,10 +310,10 @@ def _dialect_insert(connection: AsyncConnection) -> Callable[..., Any]:
     return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
 
 
-async def _insert(connection: AsyncConnection, records: Sequence[UsageRecord], recorded_at: datetime) -> int:
-    """Insert the records new to the ledger and their prompt logs; returns how many were new."""
+async def _insert(connection: AsyncConnection, records: Sequence[UsageRecord], recorded_at: datetime) -> set[str]:
+    """Insert the records new to the ledger and their prompt logs; returns the event ids that were new."""
     if not records:
-        return 0
+        return set()
     insert = _dialect_insert(connection)
     statement = (
         insert(_events).on_conflict_do_nothing(index_elements=[_events.c.event_id]).returning(_events.c.event_id)
@@ -319,7 +321,7 @@ async def _insert(connection: AsyncConnection, records: Sequence[UsageRecord], r
     # RETURNING yields only the rows actually inserted, which counts new events exactly on
     # both backends (rowcount is unreliable for batched executes).
     result = await connection.execute(statement, [_row(record, recorded_at) for record in records])
-    new = set(result.scalars().all())
+    new: set[str] = set(result.scalars().all())
     # A repeat is ignored whole: a re-sent event that now carries a log must not attach it to
     # the event kept, so only the events just inserted contribute logs.
     logs = [
@@ -331,7 +333,7 @@ async def _insert(connection: AsyncConnection, records: Sequence[UsageRecord], r
         await connection.execute(
             insert(_prompt_logs).on_conflict_do_nothing(index_elements=[_prompt_logs.c.event_id]), logs
         )
-    return len(new)
+    return new
 
 
 async def _insert_quarantined(
