@@ -28,7 +28,7 @@ from google.protobuf import descriptor, json_format, message, message_factory
 from edge.body import BodyTooLarge, read_json
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_headers, error_json, http_status
-from edge.openai_api import call_metadata, ratelimit_headers
+from edge.openai_api import PROVIDER_HEADER, call_metadata, ratelimit_headers
 from edge.proto_json import to_json
 from edge.state import EdgeState
 from gateway.auth.v1 import auth_pb2
@@ -41,6 +41,12 @@ _SERVICES = (
     ("router", router_pb2.DESCRIPTOR.services_by_name["RouterService"]),
     ("auth", auth_pb2.DESCRIPTOR.services_by_name["AuthService"]),
 )
+
+
+def _provider_header(body: Any) -> dict[str, str]:
+    """``x-gateway-provider`` for a native answer that names its provider, as the OpenAI routes send it."""
+    provider = body.get("provider") if isinstance(body, dict) else None
+    return {PROVIDER_HEADER: provider} if isinstance(provider, str) and provider else {}
 
 
 def _error(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
@@ -142,10 +148,11 @@ def _route(
                 return abandoned_response()
             except grpc.aio.AioRpcError as exc:
                 return _error(GatewayError.from_rpc_error(exc), ratelimit_headers(exc.initial_metadata()))
+            body = render(response)
             return Response(
-                json.dumps(render(response), ensure_ascii=False).encode(),
+                json.dumps(body, ensure_ascii=False).encode(),
                 media_type="application/json",
-                headers=ratelimit_headers(await call.initial_metadata()),
+                headers={**ratelimit_headers(await call.initial_metadata()), **_provider_header(body)},
             )
         stream = channel.unary_stream(
             path, request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString
@@ -171,9 +178,10 @@ def _route(
             finally:
                 stream.cancel()
 
-        return StreamingResponse(
-            lines(), media_type="application/x-ndjson", headers=ratelimit_headers(await stream.initial_metadata())
-        )
+        headers = ratelimit_headers(await stream.initial_metadata())
+        if first is not None:
+            headers.update(_provider_header(render(first)))
+        return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
 
     return handle
 

@@ -102,17 +102,12 @@ def _usage(usage: chat_pb2.Usage) -> router_pb2.UnifiedUsage:
     )
 
 
-def _model(model: str, provider: str) -> str:
-    # The provider names the model without its prefix; the unified answer names it the way a
-    # request may send it back.
-    return model if ":" in model or not provider else f"{provider}:{model}"
-
-
 def from_completion(completion: chat_pb2.ChatCompletion) -> router_pb2.UnifiedChatResponse:
     """The unified answer: the first choice's message, its finish reason and the usage."""
     response = router_pb2.UnifiedChatResponse(
         id=completion.id,
-        model=_model(completion.model, completion.provider),
+        # The router answers with the id the request named: it routed once, so it can be sent back.
+        model=completion.model,
         provider=completion.provider,
         usage=_usage(completion.usage),
         created=max(0, min(completion.created, 2**32 - 1)),
@@ -136,7 +131,7 @@ def from_completion(completion: chat_pb2.ChatCompletion) -> router_pb2.UnifiedCh
 def from_chunk(chunk: chat_pb2.ChatCompletionChunk) -> router_pb2.UnifiedChatChunk:
     """The unified chunk: the first choice's delta, its finish reason, and the usage when present."""
     result = router_pb2.UnifiedChatChunk(
-        id=chunk.id, model=_model(chunk.model, chunk.provider), provider=chunk.provider
+        id=chunk.id, model=chunk.model, provider=chunk.provider
     )
     result.delta.SetInParent()
     for choice in chunk.choices:

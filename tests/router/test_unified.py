@@ -77,7 +77,8 @@ def test_exactly_one_form_of_request() -> None:
 
 
 def test_the_completion_becomes_the_documented_answer() -> None:
-    completion = chat_pb2.ChatCompletion(id="c1", created=1795645428, model="gpt-4o-mini", provider="openai")
+    # The router's completion names the model as the request did (here an alias), and so does the answer.
+    completion = chat_pb2.ChatCompletion(id="c1", created=1795645428, model="default-chat", provider="openai")
     completion.choices.add(
         message=chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, text="Hi!"), finish_reason=chat_pb2.FINISH_REASON_STOP
     )
@@ -85,7 +86,7 @@ def test_the_completion_becomes_the_documented_answer() -> None:
     answer = json_format.MessageToDict(unified.from_completion(completion), preserving_proto_field_name=True)
     assert answer == {
         "id": "c1",
-        "model": "openai:gpt-4o-mini",
+        "model": "default-chat",
         "provider": "openai",
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         "message": {"role": "assistant", "content": "Hi!"},
