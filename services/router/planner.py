@@ -34,10 +34,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Plan:
-    """The requested model (resolved from the default when empty) and its candidates in order."""
+    """The requested model (resolved from the default when empty), its candidates in order, and the
+    strategy that orders them (``ordered`` and ``weighted`` are applied here; the others rank the
+    candidates later, from the router's observations)."""
 
     model: str
     candidates: tuple[Candidate, ...]
+    strategy: str = "ordered"
 
 
 def model_not_found(model: str) -> GatewayError:
@@ -67,13 +70,15 @@ class Planner:
         """The model used when a request names none."""
         return self._config.default_model
 
-    def plan(self, requested: str) -> Plan:
-        """The candidates for ``requested``; NOT_FOUND when nothing can serve it."""
+    def plan(self, requested: str, strategy: str | None = None) -> Plan:
+        """The candidates for ``requested``, ordered by ``strategy`` (the alias's own when None);
+        NOT_FOUND when nothing can serve it."""
         name = requested or self._config.default_model
         alias = self._config.models.get(name)
         if alias is not None:
             deployments = list(alias.deployments)
-            if alias.strategy == "weighted":
+            strategy = strategy or alias.strategy
+            if strategy == "weighted":
                 # Weighted sampling without replacement (Efraimidis–Spirakis): the first candidate
                 # is drawn by weight, and so is each fallback among those left.
                 deployments.sort(key=lambda d: self._random() ** (1.0 / d.weight), reverse=True)
@@ -83,12 +88,13 @@ class Planner:
                     Candidate(d.provider, d.model, d.input_usd_per_million, d.output_usd_per_million)
                     for d in deployments
                 ),
+                strategy,
             )
         provider, sep, upstream = name.partition(":")
         if not sep or not upstream or provider not in self._providers:
             raise model_not_found(name)
         price_in, price_out = self._prices.get((provider, upstream), (0.0, 0.0))
-        return Plan(name, (Candidate(provider, upstream, price_in, price_out),))
+        return Plan(name, (Candidate(provider, upstream, price_in, price_out),), strategy or "ordered")
 
     def catalog(self) -> list[tuple[str, str, str]]:
         """Models to list: (id, provider, owned_by) for the default, every alias and every deployment."""
