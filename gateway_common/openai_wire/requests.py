@@ -130,6 +130,8 @@ _STRATEGIES = {
     "reliability": chat_pb2.ROUTING_STRATEGY_RELIABILITY,
     "least-busy": chat_pb2.ROUTING_STRATEGY_LEAST_BUSY,
 }
+# A per-request cap beyond this is no cap; read_number needs both bounds to word its error.
+_MAX_COST_USD = 1_000_000.0
 # Provider config names are short identifiers; a request naming hundreds is not a real request.
 _MAX_ALLOW_PROVIDERS = 64
 
@@ -151,7 +153,7 @@ def parse_gateway_options(raw: Any, options: chat_pb2.GatewayOptions, path: str 
     _only_keys(gateway, frozenset({"max_cost_usd", "constraints"}), path)
     caps: list[float] = []
     if gateway.get("max_cost_usd") is not None:
-        caps.append(read_number(gateway["max_cost_usd"], f"{path}.max_cost_usd", 0))
+        caps.append(read_number(gateway["max_cost_usd"], f"{path}.max_cost_usd", 0, _MAX_COST_USD))
     if gateway.get("constraints") is not None:
         where = f"{path}.constraints"
         constraints = read_object(gateway["constraints"], where)
@@ -162,7 +164,7 @@ def parse_gateway_options(raw: Any, options: chat_pb2.GatewayOptions, path: str 
             budget = read_object(constraints["budget"], f"{where}.budget")
             _only_keys(budget, frozenset({"max_cost_usd"}), f"{where}.budget")
             if budget.get("max_cost_usd") is not None:
-                caps.append(read_number(budget["max_cost_usd"], f"{where}.budget.max_cost_usd", 0))
+                caps.append(read_number(budget["max_cost_usd"], f"{where}.budget.max_cost_usd", 0, _MAX_COST_USD))
     if caps:
         options.max_cost_usd = min(caps)
 
