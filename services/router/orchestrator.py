@@ -153,6 +153,7 @@ class Orchestrator:
             router.unhealthy_after_failures,
             router.unhealthy_cooldown_s,
             window_s=router.breaker_window_s,
+            probe_timeout_s=router.breaker_probe_timeout_s,
             breakers=breakers,
             stats=self._stats,
         )

@@ -27,10 +27,11 @@ class RouteHealth:
         clock: Callable[[], float] = time.monotonic,
         *,
         window_s: float = 60.0,
+        probe_timeout_s: float = 30.0,
         breakers: Breakers | None = None,
         stats: RouteStats | None = None,
     ) -> None:
-        settings = BreakerSettings(failures_to_trip, window_s, cooldown_s, probe_timeout_s=max(cooldown_s, 1.0))
+        settings = BreakerSettings(failures_to_trip, window_s, cooldown_s, probe_timeout_s)
         self.breakers: Breakers = breakers if breakers is not None else MemoryBreakers(settings, clock)
         self.stats = stats if stats is not None else RouteStats(clock=clock)
 
