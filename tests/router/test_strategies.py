@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from gateway.auth.v1 import auth_pb2, auth_pb2_grpc
 from gateway.chat.v1 import chat_pb2
 from gateway.metering.v1 import metering_pb2_grpc
-from gateway.providers.v1 import providers_pb2_grpc
+from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2_grpc
 from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.config import GatewayConfig
@@ -19,6 +20,7 @@ from gateway_common.errors import GatewayError, Reason
 from gateway_common.grpc_server import GrpcServer, ServiceRegistration
 from gateway_common.openai_wire import parse_chat_request
 from services.router import policy
+from services.router.observed import ObservedProviders
 from services.router.planner import Candidate, Plan
 from services.router.server import build
 from services.router.strategies import ALLOW_PROVIDERS_PARAM, RouteStats, allow_only, rank
@@ -260,3 +262,66 @@ async def test_allow_providers_cannot_widen_the_keys_allowlist(
     answer = await stub.Chat(_chat("pick", chat_pb2.ROUTING_STRATEGY_ORDERED), metadata=_md(LIMITED_KEY))
     assert answer.completion.route == "p2:cheap; strategy=ordered"
     assert error.reason == Reason.INVALID_REQUEST
+
+
+class _FakeStream:
+    def __init__(self, items: list[providers_pb2.StreamChatResponse], clock: Clock) -> None:
+        self._items = items
+        self._clock = clock
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[providers_pb2.StreamChatResponse]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[providers_pb2.StreamChatResponse]:
+        for item in self._items:
+            self._clock.now += 0.25  # each chunk takes a quarter of a second
+            yield item
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+class _FakeStub:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.release = asyncio.Event()
+        self.streams: list[_FakeStream] = []
+
+    async def Chat(self, request: providers_pb2.ChatRequest, **_: object) -> providers_pb2.ChatResponse:
+        await self.release.wait()
+        self.clock.now += 1.5
+        return providers_pb2.ChatResponse()
+
+    def StreamChat(self, request: providers_pb2.StreamChatRequest, **_: object) -> _FakeStream:
+        stream = _FakeStream([providers_pb2.StreamChatResponse()] * 3, self.clock)
+        self.streams.append(stream)
+        return stream
+
+
+async def test_the_router_observes_time_to_first_token_and_attempts_in_flight() -> None:
+    clock = Clock()
+    stats = RouteStats(clock=clock)
+    stub = _FakeStub(clock)
+    providers = ObservedProviders(stub, stats, clock)  # type: ignore[arg-type]
+    a = Candidate("p1", "a")
+    target = providers_pb2.Target(provider="p1", model="a")
+    calls = [asyncio.create_task(providers.Chat(providers_pb2.ChatRequest(target=target))) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert stats.in_flight(a) == 2
+    stub.release.set()
+    await asyncio.gather(*calls)
+    assert stats.in_flight(a) == 0 and stats.latency(a) == pytest.approx(1.5, abs=0.1)
+    # A stream is in flight until it ends or is cancelled; its first chunk is its latency.
+    b = Candidate("p2", "b")
+    stream = providers.StreamChat(
+        providers_pb2.StreamChatRequest(target=providers_pb2.Target(provider="p2", model="b"))
+    )
+    assert stats.in_flight(b) == 1
+    chunks = aiter(stream)
+    await anext(chunks)
+    assert stats.latency(b) == pytest.approx(0.25)
+    stream.cancel()
+    stream.cancel()
+    assert stats.in_flight(b) == 0 and stub.streams[0].cancelled
