@@ -189,6 +189,9 @@ async def router(tmp_path: Path) -> AsyncIterator[tuple[router_pb2_grpc.RouterSe
                         {"provider": "p2", "model": "cheap", "input_usd_per_million": 1, "output_usd_per_million": 2},
                     ]
                 },
+                "flaky": {
+                    "deployments": [{"provider": "p1", "model": "fail-503"}, {"provider": "p2", "model": "cheap"}]
+                },
                 "by-cost": {
                     "strategy": "cost",
                     "deployments": [
@@ -197,7 +200,12 @@ async def router(tmp_path: Path) -> AsyncIterator[tuple[router_pb2_grpc.RouterSe
                     ],
                 },
             },
-            "router": {"max_attempts": 2, "retry_backoff_s": 0.0},
+            "router": {
+                "max_attempts": 2,
+                "retry_backoff_s": 0.0,
+                "unhealthy_after_failures": 2,
+                "unhealthy_cooldown_s": 0.3,
+            },
             "metering": {"flush_interval_s": 0.05, "spool_path": str(tmp_path / "spool.db")},
         }
     )
@@ -262,6 +270,29 @@ async def test_allow_providers_cannot_widen_the_keys_allowlist(
     answer = await stub.Chat(_chat("pick", chat_pb2.ROUTING_STRATEGY_ORDERED), metadata=_md(LIMITED_KEY))
     assert answer.completion.route == "p2:cheap; strategy=ordered"
     assert error.reason == Reason.INVALID_REQUEST
+
+
+async def test_an_open_breaker_is_skipped_until_one_probe_at_a_time_tries_it(
+    router: tuple[router_pb2_grpc.RouterServiceAsyncStub, FakeProviders],
+) -> None:
+    stub, providers = router
+    for _ in range(2):
+        await stub.Chat(_chat("flaky"), metadata=_md())
+    assert providers.attempts == ["p1:fail-503", "p2:cheap"] * 2
+    providers.attempts.clear()
+    answer = await stub.Chat(_chat("flaky"), metadata=_md())
+    assert providers.attempts == ["p2:cheap"] and answer.completion.route == "p2:cheap; strategy=ordered"
+    # After the cooldown, of every burst of concurrent requests at most one probes; the probe fails
+    # and the breaker opens again, so probes stay rare.
+    probes = 0
+    async with asyncio.timeout(10):
+        while probes < 2:
+            providers.attempts.clear()
+            await asyncio.gather(*(stub.Chat(_chat("flaky"), metadata=_md()) for _ in range(5)))
+            burst = providers.attempts.count("p1:fail-503")
+            assert burst <= 1 and providers.attempts.count("p2:cheap") == 5
+            probes += burst
+            await asyncio.sleep(0.05)
 
 
 class _FakeStream:
