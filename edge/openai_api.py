@@ -33,6 +33,8 @@ _FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
 
 # Which provider served the answer ("<name> (stub)" for a provider in stub mode).
 PROVIDER_HEADER = "x-gateway-provider"
+# Which deployment answered and the strategy that chose it: "<provider:model>; strategy=<name>".
+ROUTE_HEADER = "x-gateway-route"
 
 
 def _dumps(value: Any) -> bytes:
@@ -98,6 +100,8 @@ async def create_chat_completion(request: Request) -> Response:
             return rpc_error_response(exc)
         headers = ratelimit_headers(await call.initial_metadata())
         headers[PROVIDER_HEADER] = response.completion.provider
+        if response.completion.route:
+            headers[ROUTE_HEADER] = response.completion.route
         return Response(
             _dumps(openai_wire.completion_to_openai(response.completion)),
             media_type="application/json",
@@ -129,6 +133,8 @@ async def _stream_chat(
     headers = ratelimit_headers(await call.initial_metadata())
     if first is not None:
         headers[PROVIDER_HEADER] = first.chunk.provider
+        if first.chunk.route:
+            headers[ROUTE_HEADER] = first.chunk.route
 
     async def events() -> AsyncIterator[str]:
         try:

@@ -170,8 +170,12 @@ class ModelConfig(_Strict):
 
     deployments: Annotated[list[Deployment], Field(min_length=1)]
     owned_by: str = "llm-gateway"
-    strategy: Literal["ordered", "weighted"] = "ordered"
-    """ordered: deployments in the listed order; weighted: a random order drawn by their weights."""
+    strategy: Literal["ordered", "weighted", "cost", "latency", "reliability", "least-busy"] = "ordered"
+    """ordered: deployments in the listed order; weighted: a random order drawn by their weights;
+    cost: the cheapest for the request's estimated tokens first; latency: the lowest recent time to
+    first token first; reliability: the highest recent success rate first; least-busy: the fewest
+    requests in flight in this router first. A request may choose another
+    (``gateway.constraints.routing.strategy``)."""
     limits: ModelLimitsConfig | None = None
     """Per-key limits on this model, on top of the key's own."""
 
@@ -246,9 +250,20 @@ class RouterConfig(_Strict):
     attempt_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     retry_backoff_s: Annotated[float, Field(ge=0)] = 0.2
     unhealthy_after_failures: Annotated[int, Field(ge=1)] = 3
-    """Consecutive retryable failures after which a deployment is tried last."""
+    """Retryable failures within ``breaker_window_s`` that open a deployment's circuit breaker: it is
+    then tried only when nothing else is left (see ``services.router.breaker``)."""
     unhealthy_cooldown_s: Annotated[float, Field(ge=0)] = 30.0
-    """How long a failing deployment stays at the back of the order."""
+    """How long an open breaker skips its deployment before one probe request may try it."""
+    breaker_window_s: Annotated[float, Field(gt=0)] = 60.0
+    """The window in which a deployment's failures are counted."""
+    breaker_probe_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """How long a half-open deployment waits for its probe's outcome before another request may probe."""
+    breaker_poll_s: Annotated[float, Field(gt=0)] = 1.0
+    """How often a router reads the breakers that other routers opened (shared state only)."""
+    redis_url: str | None = None
+    """Redis for breaker state shared by every router replica; unset for per-router memory."""
+    stats_half_life_s: Annotated[float, Field(gt=0)] = 60.0
+    """Half-life of the moving averages the latency and reliability strategies rank by."""
 
 
 DEFAULT_MODEL_PREFIXES: dict[str, str] = {
@@ -409,7 +424,7 @@ class GatewayConfig(_Strict):
 
 # Environment variables that override the file, by dotted field path(s).
 _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
-    "REDIS_URL": "ratelimit.redis_url",
+    "REDIS_URL": ("ratelimit.redis_url", "router.redis_url"),
     "DATABASE_URL": ("auth.database_url", "metering.database_url"),
     "GATEWAY_DEFAULT_MODEL": "default_model",
     "GATEWAY_RATE_LIMIT_RPM": "limits.requests_per_minute",

@@ -119,14 +119,7 @@ def parse_chat_request(body: Any) -> tuple[chat_pb2.ChatCompletionRequest, bool]
         if options.get("include_usage") is not None:
             request.stream_options.include_usage = read_bool(options["include_usage"], "stream_options.include_usage")
     if get("gateway") is not None:
-        gateway = read_object(body["gateway"], "gateway")
-        for key in gateway:
-            if key not in ("max_cost_usd", "client_id"):
-                raise invalid_argument(f"Unknown parameter: 'gateway.{key}'.", f"gateway.{key}")
-        if gateway.get("max_cost_usd") is not None:
-            request.gateway.max_cost_usd = read_number(gateway["max_cost_usd"], "gateway.max_cost_usd", 0)
-        if gateway.get("client_id") is not None:
-            request.gateway.client_id = _read_client_id(gateway["client_id"], "gateway.client_id")
+        parse_gateway_options(body["gateway"], request.gateway)
     # Governed LLM Gateway's clients send their id at the top level; it means gateway.client_id.
     if get("client_id") is not None:
         request.gateway.client_id = _read_client_id(body["client_id"], "client_id")
@@ -141,6 +134,78 @@ def _read_client_id(value: Any, path: str) -> str:
     if not client_id or len(client_id) > MAX_CLIENT_ID_CHARS:
         raise invalid_argument(f"Invalid '{path}': must be 1 to {MAX_CLIENT_ID_CHARS} characters.", path)
     return client_id
+
+
+_STRATEGIES = {
+    "ordered": chat_pb2.ROUTING_STRATEGY_ORDERED,
+    "weighted": chat_pb2.ROUTING_STRATEGY_WEIGHTED,
+    "cost": chat_pb2.ROUTING_STRATEGY_COST,
+    "latency": chat_pb2.ROUTING_STRATEGY_LATENCY,
+    "reliability": chat_pb2.ROUTING_STRATEGY_RELIABILITY,
+    "least-busy": chat_pb2.ROUTING_STRATEGY_LEAST_BUSY,
+}
+# A per-request cap beyond this is no cap; read_number needs both bounds to word its error.
+_MAX_COST_USD = 1_000_000.0
+# Provider config names are short identifiers; a request naming hundreds is not a real request.
+_MAX_ALLOW_PROVIDERS = 64
+
+
+def _only_keys(raw: dict[str, Any], allowed: frozenset[str], path: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise invalid_argument(f"Unknown parameter: '{path}.{key}'.", f"{path}.{key}")
+
+
+def parse_gateway_options(raw: Any, options: chat_pb2.GatewayOptions, path: str = "gateway") -> None:
+    """The gateway extension: ``max_cost_usd`` and ``constraints`` (the Unified Model Gateway's
+    ``{"routing": {"strategy", "allow_providers"}, "budget": {"max_cost_usd"}}``).
+
+    ``constraints.budget.max_cost_usd`` is ``max_cost_usd`` by another name; given both, the lower
+    one holds.
+    """
+    gateway = read_object(raw, path)
+    _only_keys(gateway, frozenset({"max_cost_usd", "constraints", "client_id"}), path)
+    if gateway.get("client_id") is not None:
+        options.client_id = _read_client_id(gateway["client_id"], f"{path}.client_id")
+    caps: list[float] = []
+    if gateway.get("max_cost_usd") is not None:
+        caps.append(read_number(gateway["max_cost_usd"], f"{path}.max_cost_usd", 0, _MAX_COST_USD))
+    if gateway.get("constraints") is not None:
+        where = f"{path}.constraints"
+        constraints = read_object(gateway["constraints"], where)
+        _only_keys(constraints, frozenset({"routing", "budget"}), where)
+        if constraints.get("routing") is not None:
+            parse_routing(constraints["routing"], options, f"{where}.routing")
+        if constraints.get("budget") is not None:
+            budget = read_object(constraints["budget"], f"{where}.budget")
+            _only_keys(budget, frozenset({"max_cost_usd"}), f"{where}.budget")
+            if budget.get("max_cost_usd") is not None:
+                caps.append(read_number(budget["max_cost_usd"], f"{where}.budget.max_cost_usd", 0, _MAX_COST_USD))
+    if caps:
+        options.max_cost_usd = min(caps)
+
+
+def parse_routing(raw: Any, options: chat_pb2.GatewayOptions, path: str) -> None:
+    """``{"strategy": <name>, "allow_providers": [<provider>, ...]}`` into ``options``."""
+    routing = read_object(raw, path)
+    _only_keys(routing, frozenset({"strategy", "allow_providers"}), path)
+    if routing.get("strategy") is not None:
+        name = read_str(routing["strategy"], f"{path}.strategy")
+        if name not in _STRATEGIES:
+            raise invalid_argument(
+                f"Invalid value for '{path}.strategy': {name!r}; expected one of {', '.join(_STRATEGIES)}.",
+                f"{path}.strategy",
+            )
+        options.strategy = _STRATEGIES[name]
+    if routing.get("allow_providers") is not None:
+        providers = read_array(routing["allow_providers"], f"{path}.allow_providers")
+        if not providers or len(providers) > _MAX_ALLOW_PROVIDERS:
+            raise invalid_argument(
+                f"'{path}.allow_providers' must name between 1 and {_MAX_ALLOW_PROVIDERS} providers.",
+                f"{path}.allow_providers",
+            )
+        for i, provider in enumerate(providers):
+            options.allow_providers.append(read_name(provider, f"{path}.allow_providers[{i}]"))
 
 
 def _parse_message(raw: Any, path: str) -> chat_pb2.Message:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
@@ -33,10 +33,13 @@ from services.router import metrics, policy, quotas, validation
 from services.router.anonymous import AnonymousAccess
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
+from services.router.breaker import Breakers
 from services.router.leases import Leases
+from services.router.observed import ObservedProviders
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
 from services.router.route_health import RouteHealth
+from services.router.strategies import RouteStats, Strategy, allow_only, rank, route
 from services.router.usage_intent import intent_event
 from services.router.usage_spool import UsageSpool
 
@@ -85,6 +88,31 @@ class _Admission:
     """Reservations added while a stream outgrew the first one; settled at zero with it."""
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     """The usage event's identity in the ledger: the gateway's own, never the client's request id."""
+    strategy: str = "ordered"
+    """The routing strategy that ordered the candidates (for ``x-gateway-route``)."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A request's own routing choice: a strategy (None for the model's) and providers to keep."""
+
+    strategy: Strategy | None = None
+    allow_providers: tuple[str, ...] = ()
+
+
+_STRATEGY_NAMES: dict[int, Strategy] = {
+    chat_pb2.ROUTING_STRATEGY_ORDERED: "ordered",
+    chat_pb2.ROUTING_STRATEGY_WEIGHTED: "weighted",
+    chat_pb2.ROUTING_STRATEGY_COST: "cost",
+    chat_pb2.ROUTING_STRATEGY_LATENCY: "latency",
+    chat_pb2.ROUTING_STRATEGY_RELIABILITY: "reliability",
+    chat_pb2.ROUTING_STRATEGY_LEAST_BUSY: "least-busy",
+}
+
+
+def routing_of(options: chat_pb2.GatewayOptions) -> Routing:
+    """The routing a request's gateway options ask for."""
+    return Routing(_STRATEGY_NAMES.get(options.strategy), tuple(options.allow_providers))
 
 
 @dataclass
@@ -122,11 +150,23 @@ class Orchestrator:
         background: BackgroundTasks,
         leases: Leases | None = None,
         planner: Planner | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._config = config
         self._auth = auth
         self._ratelimit = ratelimit
-        self._providers = providers
+        router = config.router
+        self._stats = RouteStats(router.stats_half_life_s)
+        self._health = RouteHealth(
+            router.unhealthy_after_failures,
+            router.unhealthy_cooldown_s,
+            window_s=router.breaker_window_s,
+            probe_timeout_s=router.breaker_probe_timeout_s,
+            breakers=breakers,
+            stats=self._stats,
+        )
+        # Typed as the stub it forwards to: the attempt loops call it exactly as they would the stub.
+        self._providers = cast("providers_pb2_grpc.ProviderServiceAsyncStub", ObservedProviders(providers, self._stats))
         self._metering = metering
         self._background = background
         # None: reservations get the service's default lease and nothing renews them.
@@ -135,7 +175,6 @@ class Orchestrator:
         self.planner = planner or Planner(config)
         self._anonymous = AnonymousAccess(config.anonymous)
         self._labels = metrics.MetricLabels(config)
-        self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)
         self._model_limits = {
             name: quotas.model_limits(model.limits) for name, model in config.models.items() if model.limits
@@ -196,6 +235,7 @@ class Orchestrator:
         completion_budget: Callable[[tuple[Candidate, ...]], tuple[int, list[tuple[str, str]], str]],
         max_cost_usd: float | None,
         on_headers: HeaderSink,
+        routing: Routing = Routing(),
     ) -> _Admission:
         started = time.monotonic()
         received = timestamp_pb2.Timestamp()
@@ -203,8 +243,9 @@ class Orchestrator:
         principal = await self._caller(call)
         policy.require_scope(principal, scope)
         validate()
-        plan = self.planner.plan(model)
-        candidates = self._health.order(policy.allowed_candidates(principal, plan))
+        plan = self.planner.plan(model, routing.strategy)
+        # Within what the key and tenant allow, the request may only narrow.
+        candidates = allow_only(policy.allowed_candidates(principal, plan), routing.allow_providers, plan.model)
         limits = quotas.descriptor_limits(
             principal, self._default_limits, plan.model, self._model_limits.get(plan.model)
         )
@@ -215,6 +256,8 @@ class Orchestrator:
         prompt_param = "input" if scope == "embeddings" else "messages"
         policy.check_prompt_cap(self._config.max_prompt_tokens, prompt_tokens, prompt_param)
         completion_tokens, response_headers, completion_param = completion_budget(candidates)
+        ranked = rank(cast(Strategy, plan.strategy), candidates, self._stats, prompt_tokens, completion_tokens)
+        candidates = await self._health.order(ranked)
         # Priced at the dearest candidate: a fallback must never settle above what was reserved.
         estimate = ratelimit_pb2.Amounts(
             requests=1,
@@ -278,6 +321,7 @@ class Orchestrator:
             started,
             received,
             limits,
+            strategy=plan.strategy,
         )
         # On disk before any provider is called: a router killed from here on still meters the request.
         intent = intent_event(
@@ -354,6 +398,8 @@ class Orchestrator:
             # The id the client can send back: the upstream's own name ("demo" for mock:demo, a
             # dated snapshot for OpenAI) would not route. The ledger keeps the upstream model.
             result.model = admission.model
+            if outcome.candidate is not None:
+                result.route = route(outcome.candidate, admission.strategy)
             if outcome.prompt_log is not None and result.choices:
                 outcome.prompt_log.response_text = result.choices[0].message.text
             return result
@@ -385,6 +431,7 @@ class Orchestrator:
             lambda candidates: self._completion_budget(request, candidates),
             max_cost,
             on_headers,
+            routing_of(request.gateway),
         )
 
     async def stream_chat(
@@ -394,7 +441,12 @@ class Orchestrator:
         admission = await self._admit_chat(request, call, on_headers)
         outcome = _Outcome(prompt_log=_prompt_log(admission, request))
         try:
+            first = True
             async for chunk in self._stream_attempts(request, admission, outcome, call):
+                if first and outcome.candidate is not None:
+                    # The edge commits its headers with the first chunk: the route travels on it.
+                    chunk.route = route(outcome.candidate, admission.strategy)
+                first = False
                 yield chunk
             outcome.outcome = metering_pb2.OUTCOME_SUCCESS
         except (asyncio.CancelledError, GeneratorExit):

@@ -59,10 +59,13 @@ def _no_overrides() -> Mapping[str, RouteOverride]:
 
 @dataclass(frozen=True)
 class Plan:
-    """The requested model (resolved from the default when empty) and its candidates in order."""
+    """The requested model (resolved from the default when empty), its candidates in order, and the
+    strategy that orders them (``ordered`` and ``weighted`` are applied here; the others rank the
+    candidates later, from the router's observations)."""
 
     model: str
     candidates: tuple[Candidate, ...]
+    strategy: str = "ordered"
 
 
 DEFAULT_ALIAS = DEFAULT_CHAT_ALIAS
@@ -123,31 +126,36 @@ class Planner:
         """The model used when a request names none."""
         return self._config.default_model
 
-    def plan(self, requested: str) -> Plan:
-        """The candidates for ``requested``; NOT_FOUND when nothing can serve it (never in mock mode)."""
+    def plan(self, requested: str, strategy: str | None = None) -> Plan:
+        """The candidates for ``requested``, ordered by ``strategy`` (the alias's own when None);
+        NOT_FOUND when nothing can serve it (never in mock mode)."""
         name = requested or self._config.default_model
         if not self._mock_mode:
-            return self._resolve(name)
+            return self._resolve(name, strategy)
         try:
-            upstreams = [c.model for c in self._resolve(name).candidates]
+            resolved = self._resolve(name, strategy)
         except GatewayError:
-            upstreams = [name]
+            resolved = Plan(name, (), strategy or "ordered")
+        upstreams = [c.model for c in resolved.candidates] or [name]
         # Mock mode stands in for every upstream: the same model names, answered by the mock, for free.
-        return Plan(name, tuple(self._candidate("mock", model) for model in dict.fromkeys(upstreams)))
+        mocks = tuple(self._candidate("mock", model) for model in dict.fromkeys(upstreams))
+        return Plan(name, mocks, resolved.strategy)
 
     def _candidate(self, provider: str, model: str) -> Candidate:
         price_in, price_out = self._price_overrides.get((provider, model), (None, None))
         return Candidate(provider, model, self.prices.price(provider, model, price_in, price_out))
 
-    def _resolve(self, name: str, hops: int = 0) -> Plan:
+    def _resolve(self, name: str, strategy: str | None, hops: int = 0) -> Plan:
+        single = strategy or "ordered"
         override = self._overrides().get(name)
         # An override naming a provider the config no longer has is skipped, not a dead end.
         if override is not None and override.provider in self._providers:
-            return Plan(name, (self._candidate(override.provider, override.upstream_model or name),))
+            return Plan(name, (self._candidate(override.provider, override.upstream_model or name),), single)
         alias = self._config.models.get(name)
         if alias is not None:
             deployments = list(alias.deployments)
-            if alias.strategy == "weighted":
+            strategy = strategy or alias.strategy
+            if strategy == "weighted":
                 # Weighted sampling without replacement (Efraimidis–Spirakis): the first candidate
                 # is drawn by weight, and so is each fallback among those left.
                 deployments.sort(key=lambda d: self._random() ** (1.0 / d.weight), reverse=True)
@@ -161,20 +169,22 @@ class Planner:
                     )
                     for d in deployments
                 ),
+                strategy,
             )
         target = self._aliases.get(name)
-        if target is not None and hops < _MAX_ALIAS_HOPS:
-            return Plan(name, self._resolve(target, hops + 1).candidates)
         if target is not None:
-            raise model_not_found(name)  # a loop of shorthand aliases
+            if hops >= _MAX_ALIAS_HOPS:
+                raise model_not_found(name)  # a loop of shorthand aliases
+            resolved = self._resolve(target, strategy, hops + 1)
+            return Plan(name, resolved.candidates, resolved.strategy)
         provider, sep, upstream = name.partition(":")
         if sep:
             if not upstream or provider not in self._providers:
                 raise model_not_found(name)
-            return Plan(name, (self._candidate(provider, upstream),))
+            return Plan(name, (self._candidate(provider, upstream),), single)
         for prefix, prefixed in self._prefixes:
             if name.startswith(prefix):
-                return Plan(name, (self._candidate(prefixed, name),))
+                return Plan(name, (self._candidate(prefixed, name),), single)
         raise model_not_found(name)
 
     def catalog(self) -> list[tuple[str, str, str]]:

@@ -1,52 +1,67 @@
-"""Which deployments have been failing lately, per router replica.
+"""What the router knows about each deployment's health, and the order it makes of it.
 
-A deployment that fails with retryable errors several times in a row is tried last for a
-cooldown, so requests stop paying a timeout for it before they fall back. It is never dropped:
-when every candidate is unhealthy, they are all still tried, in their usual order. One success
-makes it healthy again.
+Outcomes reach two places: the circuit breakers (:mod:`services.router.breaker`), which take a
+deployment out of the order for a cooldown after repeated failures and let one probe decide when
+it comes back, and the moving averages the routing strategies rank by
+(:class:`services.router.strategies.RouteStats`). An open deployment is never dropped: when every
+candidate is open, they are all still tried, in the strategy's order.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from services.router.breaker import Breakers, BreakerSettings, MemoryBreakers, State
 from services.router.planner import Candidate
-
-
-@dataclass
-class _State:
-    failures: int = 0
-    unhealthy_until: float = 0.0
+from services.router.strategies import RouteStats
 
 
 class RouteHealth:
-    """Consecutive-failure tracking with a cooldown, keyed by ``provider:model``."""
+    """Breakers and observations, keyed by ``provider:model``."""
 
-    def __init__(self, failures_to_trip: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._failures_to_trip = failures_to_trip
-        self._cooldown_s = cooldown_s
-        self._clock = clock
-        self._states: dict[str, _State] = {}
+    def __init__(
+        self,
+        failures_to_trip: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        window_s: float = 60.0,
+        probe_timeout_s: float = 30.0,
+        breakers: Breakers | None = None,
+        stats: RouteStats | None = None,
+    ) -> None:
+        settings = BreakerSettings(failures_to_trip, window_s, cooldown_s, probe_timeout_s)
+        self.breakers: Breakers = breakers if breakers is not None else MemoryBreakers(settings, clock)
+        self.stats = stats if stats is not None else RouteStats(clock=clock)
 
     def record_success(self, candidate: Candidate) -> None:
-        """The deployment answered: it is healthy."""
-        self._states.pop(candidate.id, None)
+        """The deployment answered: its breaker closes."""
+        self.breakers.record_success(candidate.id)
+        self.stats.outcome(candidate, True)
 
     def record_failure(self, candidate: Candidate) -> None:
         """The deployment failed with a retryable error."""
-        state = self._states.setdefault(candidate.id, _State())
-        state.failures += 1
-        if state.failures >= self._failures_to_trip:
-            state.unhealthy_until = self._clock() + self._cooldown_s
+        self.breakers.record_failure(candidate.id)
+        self.stats.outcome(candidate, False)
 
     def is_healthy(self, candidate: Candidate) -> bool:
-        """Whether the deployment is outside a cooldown."""
-        state = self._states.get(candidate.id)
-        return state is None or state.unhealthy_until <= self._clock()
+        """Whether the deployment's breaker is closed or half-open (it may be probed)."""
+        return self.breakers.state(candidate.id) is not State.OPEN
 
-    def order(self, candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
-        """The candidates with healthy ones first, each group in its given order."""
-        healthy = [c for c in candidates if self.is_healthy(c)]
-        return (*healthy, *(c for c in candidates if c not in healthy))
+    async def order(self, candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+        """The candidates with closed ones (and a half-open one this request may probe) first, then
+        the rest, each group in its given order.
+
+        A half-open deployment's probe is claimed here, once per request that would try it, so
+        only one request at a time spends an attempt on a deployment that may still be down.
+        """
+        usable: list[Candidate] = []
+        skipped: list[Candidate] = []
+        for candidate in candidates:
+            state = self.breakers.state(candidate.id)
+            if state is State.CLOSED or (state is State.HALF_OPEN and await self.breakers.claim_probe(candidate.id)):
+                usable.append(candidate)
+            else:
+                skipped.append(candidate)
+        return (*usable, *skipped)

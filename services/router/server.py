@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from redis.asyncio import Redis
+
 from gateway.auth.v1 import auth_pb2_grpc
 from gateway.metering.v1 import metering_pb2_grpc
 from gateway.providers.v1 import providers_pb2_grpc
@@ -25,6 +27,7 @@ from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistrati
 from gateway_common.tls import client_credentials
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
+from services.router.breaker import BreakerSettings, RedisBreakers
 from services.router.leases import Leases
 from services.router.orchestrator import Orchestrator
 from services.router.planner import Planner
@@ -64,6 +67,23 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     leases = Leases(ratelimit, config.ratelimit.lease_s)
     auth_stub = auth_pb2_grpc.AuthServiceStub(auth_channel)
     routes = RouteTable(auth_stub, config.routing.override_refresh_s)
+    router_config = config.router
+    redis = Redis.from_url(router_config.redis_url) if router_config.redis_url else None
+    # With Redis, every router sees the breakers any of them opened (polled, not asked per request).
+    breakers = (
+        RedisBreakers(
+            redis,
+            BreakerSettings(
+                router_config.unhealthy_after_failures,
+                router_config.breaker_window_s,
+                router_config.unhealthy_cooldown_s,
+                router_config.breaker_probe_timeout_s,
+            ),
+            poll_s=router_config.breaker_poll_s,
+        )
+        if redis is not None
+        else None
+    )
     orchestrator = Orchestrator(
         config,
         AuthCache(auth_stub, ttl_s=config.auth.cache_ttl_s),
@@ -73,6 +93,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         background,
         leases,
         planner=Planner(config, overrides=routes.current),
+        breakers=breakers,
     )
     servicer = RouterServicer(orchestrator, providers, metering_stub)
     server = GrpcServer(
@@ -89,6 +110,8 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         shipper.start()
         leases.start()
         await routes.start()
+        if breakers is not None:
+            breakers.start()
         if PLACEHOLDER in config.metering.spool_path:
             nonlocal adoption
             adoption = asyncio.create_task(keep_adopting(spool, config.metering.spool_path), name="spool-adoption")
@@ -97,6 +120,8 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
         await routes.stop()
         await leases.stop()
+        if breakers is not None:
+            await breakers.stop()
         if adoption is not None:
             adoption.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,5 +131,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         await spool.close()
         for channel in channels:
             await channel.close(None)
+        if redis is not None:
+            await redis.aclose()
 
     return ServiceApp("router", server, on_ready=on_ready, on_stop=on_stop)

@@ -130,9 +130,7 @@ def from_completion(completion: chat_pb2.ChatCompletion) -> router_pb2.UnifiedCh
 
 def from_chunk(chunk: chat_pb2.ChatCompletionChunk) -> router_pb2.UnifiedChatChunk:
     """The unified chunk: the first choice's delta, its finish reason, and the usage when present."""
-    result = router_pb2.UnifiedChatChunk(
-        id=chunk.id, model=chunk.model, provider=chunk.provider
-    )
+    result = router_pb2.UnifiedChatChunk(id=chunk.id, model=chunk.model, provider=chunk.provider)
     result.delta.SetInParent()
     for choice in chunk.choices:
         if choice.index != 0:

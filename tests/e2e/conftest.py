@@ -35,6 +35,16 @@ models:
         model: fast-demo
         input_usd_per_million: 1.0
         output_usd_per_million: 2.0
+  choose:
+    deployments:
+      - provider: mock
+        model: dear
+        input_usd_per_million: 5.0
+        output_usd_per_million: 15.0
+      - provider: mock
+        model: cheap
+        input_usd_per_million: 0.5
+        output_usd_per_million: 1.0
 router:
   max_attempts: 2
   retry_backoff_s: 0.01

@@ -72,25 +72,25 @@ def test_weighted_strategy_draws_by_weight() -> None:
     assert all(len(planner.plan("spread").candidates) == 2 for _ in range(10))
 
 
-def test_route_health_trips_after_consecutive_failures_and_recovers() -> None:
+async def test_route_health_trips_after_repeated_failures_and_recovers() -> None:
     now = [0.0]
     health = RouteHealth(failures_to_trip=3, cooldown_s=30, clock=lambda: now[0])
     a, b = Candidate("p", "a"), Candidate("p", "b")
     for _ in range(2):
         health.record_failure(a)
-    assert health.order([a, b]) == (a, b)
+    assert await health.order([a, b]) == (a, b)
     health.record_failure(a)
-    assert health.order([a, b]) == (b, a) and not health.is_healthy(a)
+    assert await health.order([a, b]) == (b, a) and not health.is_healthy(a)
     now[0] = 31.0
-    assert health.order([a, b]) == (a, b)
+    assert await health.order([a, b]) == (a, b)  # half-open: this request probes it
     health.record_failure(a)
-    assert health.order([a, b]) == (b, a)  # still over the threshold: one more failure trips it again
+    assert await health.order([a, b]) == (b, a)  # the probe failed: open again at once
     health.record_success(a)
-    assert health.order([a, b]) == (a, b)
+    assert await health.order([a, b]) == (a, b)
     for _ in range(3):
         health.record_failure(b)
         health.record_failure(a)
-    assert health.order([a, b]) == (a, b)  # all unhealthy: the usual order, nobody dropped
+    assert await health.order([a, b]) == (a, b)  # all unhealthy: the usual order, nobody dropped
 
 
 def test_pricing_rounds_up_to_whole_micro_usd() -> None:

@@ -128,6 +128,46 @@ TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
 """The model must call at least one tool."""
 Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
 
+class _RoutingStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoutingStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoutingStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUTING_STRATEGY_UNSPECIFIED: _RoutingStrategy.ValueType  # 0
+    """The model's configured strategy."""
+    ROUTING_STRATEGY_ORDERED: _RoutingStrategy.ValueType  # 1
+    """Deployments in the configured order."""
+    ROUTING_STRATEGY_WEIGHTED: _RoutingStrategy.ValueType  # 2
+    """A random order drawn by the deployments' weights."""
+    ROUTING_STRATEGY_COST: _RoutingStrategy.ValueType  # 3
+    """The cheapest deployment for the request's estimated tokens first."""
+    ROUTING_STRATEGY_LATENCY: _RoutingStrategy.ValueType  # 4
+    """The lowest recent time to first token (a moving average per deployment) first."""
+    ROUTING_STRATEGY_RELIABILITY: _RoutingStrategy.ValueType  # 5
+    """The highest recent success rate first."""
+    ROUTING_STRATEGY_LEAST_BUSY: _RoutingStrategy.ValueType  # 6
+    """The fewest requests in flight in this router first."""
+
+class RoutingStrategy(_RoutingStrategy, metaclass=_RoutingStrategyEnumTypeWrapper):
+    """RoutingStrategy is how the router orders an alias's deployments for a request."""
+
+ROUTING_STRATEGY_UNSPECIFIED: RoutingStrategy.ValueType  # 0
+"""The model's configured strategy."""
+ROUTING_STRATEGY_ORDERED: RoutingStrategy.ValueType  # 1
+"""Deployments in the configured order."""
+ROUTING_STRATEGY_WEIGHTED: RoutingStrategy.ValueType  # 2
+"""A random order drawn by the deployments' weights."""
+ROUTING_STRATEGY_COST: RoutingStrategy.ValueType  # 3
+"""The cheapest deployment for the request's estimated tokens first."""
+ROUTING_STRATEGY_LATENCY: RoutingStrategy.ValueType  # 4
+"""The lowest recent time to first token (a moving average per deployment) first."""
+ROUTING_STRATEGY_RELIABILITY: RoutingStrategy.ValueType  # 5
+"""The highest recent success rate first."""
+ROUTING_STRATEGY_LEAST_BUSY: RoutingStrategy.ValueType  # 6
+"""The fewest requests in flight in this router first."""
+Global___RoutingStrategy: _TypeAlias = RoutingStrategy  # noqa: Y015
+
 @_typing.final
 class ImageUrl(_message.Message):
     """ImageUrl is an image given by URL or data URL."""
@@ -620,6 +660,8 @@ class GatewayOptions(_message.Message):
 
     MAX_COST_USD_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    ALLOW_PROVIDERS_FIELD_NUMBER: _builtins.int
     max_cost_usd: _builtins.float
     """Refuse the request before calling a provider when its estimated cost exceeds this, in USD."""
     client_id: _builtins.str
@@ -627,15 +669,25 @@ class GatewayOptions(_message.Message):
     an anonymous request (where the deployment allows requests without a key) and is recorded for
     correlation; it never grants access by itself.
     """
+    strategy: Global___RoutingStrategy.ValueType
+    """How this request orders its deployments; unspecified for its model's configured strategy."""
+    @_builtins.property
+    def allow_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The providers (config names) this request may use, narrowing what its key and tenant allow;
+        empty for no narrowing.
+        """
+
     def __init__(
         self,
         *,
         max_cost_usd: _builtins.float | None = ...,
         client_id: _builtins.str = ...,
+        strategy: Global___RoutingStrategy.ValueType = ...,
+        allow_providers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "client_id", b"client_id", "max_cost_usd", b"max_cost_usd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd", "allow_providers", b"allow_providers", "client_id", b"client_id", "max_cost_usd", b"max_cost_usd", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_cost_usd: _TypeAlias = _typing.Literal["max_cost_usd"]  # noqa: Y015
     _WhichOneofArgType__max_cost_usd: _TypeAlias = _typing.Literal["_max_cost_usd", b"_max_cost_usd"]  # noqa: Y015
@@ -975,6 +1027,7 @@ class ChatCompletion(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SERVICE_TIER_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id of the completion."""
     created: _builtins.int
@@ -987,6 +1040,8 @@ class ChatCompletion(_message.Message):
     """The provider (config name) that served the request; "mock (stub)" style values mark stubs."""
     service_tier: _builtins.str
     """The service tier that served the request, when given."""
+    route: _builtins.str
+    """Which deployment answered and why, set by the router: "<provider:model>; strategy=<name>"."""
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Choice]:
         """The generated choices."""
@@ -1011,10 +1066,11 @@ class ChatCompletion(_message.Message):
         provider: _builtins.str = ...,
         service_tier: _builtins.str = ...,
         extra: _struct_pb2.Struct | None = ...,
+        route: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "created", b"created", "extra", b"extra", "id", b"id", "model", b"model", "provider", b"provider", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "created", b"created", "extra", b"extra", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1181,6 +1237,7 @@ class ChatCompletionChunk(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SERVICE_TIER_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The id of the completion; the same in every chunk."""
     created: _builtins.int
@@ -1193,6 +1250,10 @@ class ChatCompletionChunk(_message.Message):
     """The provider (config name) that serves the request."""
     service_tier: _builtins.str
     """The service tier, when given."""
+    route: _builtins.str
+    """Which deployment serves the stream and why, set by the router on the first chunk:
+    "<provider:model>; strategy=<name>".
+    """
     @_builtins.property
     def choices(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChunkChoice]:
         """The choices this chunk adds to; empty in the final usage chunk."""
@@ -1217,10 +1278,11 @@ class ChatCompletionChunk(_message.Message):
         provider: _builtins.str = ...,
         service_tier: _builtins.str = ...,
         extra: _struct_pb2.Struct | None = ...,
+        route: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "created", b"created", "extra", b"extra", "id", b"id", "model", b"model", "provider", b"provider", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "created", b"created", "extra", b"extra", "id", b"id", "model", b"model", "provider", b"provider", "route", b"route", "service_tier", b"service_tier", "system_fingerprint", b"system_fingerprint", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
