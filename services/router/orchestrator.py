@@ -704,6 +704,9 @@ class Orchestrator:
             operation=operation,
             usage_estimated=outcome.usage_estimated,
         )
+        if outcome.splice is not None and outcome.splice.continuations:
+            event.continuations = outcome.splice.continuations
+            event.continued_from = "; ".join(outcome.splice.continued_from)
         if outcome.first_chunk_s is not None:
             event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
         if outcome.prompt_log is not None:
