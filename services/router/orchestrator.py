@@ -46,6 +46,9 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 
+ATTEMPTS_HEADER = "x-gateway-attempts"
+"""Trailing metadata of an answer that took more than one attempt: each attempt and its result."""
+
 CAPPED_HEADER = "x-gateway-max-tokens-capped"
 """Response header: the max_tokens the gateway set upstream for a request that gave none."""
 
@@ -60,6 +63,8 @@ class CallContext:
     api_key: str
     request_id: str
     time_remaining: Callable[[], float | None] = lambda: None
+    set_trailers: Callable[[list[tuple[str, str]]], None] = lambda _trailers: None
+    """Sets the call's trailing metadata (a unary answer's ``x-gateway-attempts``)."""
 
 
 @dataclass
@@ -647,6 +652,8 @@ class Orchestrator:
             try:
                 result = await attempt(candidate, self._attempt_timeout(call))
                 self._health.record_success(candidate)
+                if attempts.log:
+                    call.set_trailers([(ATTEMPTS_HEADER, "; ".join([*attempts.log, f"{candidate.id}: answered"]))])
                 return result
             except grpc.aio.AioRpcError as exc:
                 error = GatewayError.from_rpc_error(exc, "providers")

@@ -28,6 +28,7 @@ def _call_context(context: Context) -> CallContext:
         api_key=bearer_token(metadata),
         request_id=request_id_var.get(),
         time_remaining=context.time_remaining,
+        set_trailers=lambda trailers: context.set_trailing_metadata(tuple(trailers)),
     )
 
 

@@ -66,6 +66,7 @@ class Rig:
     router: router_pb2_grpc.RouterServiceAsyncStub
     upstream: FaultyUpstream
     ledger: FakeMetering
+    router_address: str
 
     async def event(self, request_id: str) -> metering_pb2.UsageEvent:
         """The final usage event of ``request_id`` once it reached the ledger."""
@@ -155,7 +156,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     router_port = await app.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{router_port}")
     try:
-        yield Rig(router_pb2_grpc.RouterServiceStub(channel), upstream, ledger)
+        yield Rig(router_pb2_grpc.RouterServiceStub(channel), upstream, ledger, f"127.0.0.1:{router_port}")
     finally:
         await channel.close()
         await app.stop(0)
