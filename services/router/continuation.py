@@ -7,9 +7,11 @@ treats a final assistant turn as the start of its answer; vLLM with ``continue_f
 get the partial text as that prefill; others get it as an assistant turn followed by an explicit
 instruction to go on from its last character.
 
-Some answers cannot be continued honestly: several choices (``n > 1``), token log probabilities
-(the continuation's would not be the original's), tool calls already under way. Those end with
-an in-band error instead, never with a truncated answer that looks complete.
+Tool calls are held back by the router until each is whole, so one cut mid-arguments never reached
+the client and is restarted cleanly by the next attempt. Some answers cannot be continued
+honestly: several choices (``n > 1``), token log probabilities (the continuation's would not be
+the original's), text followed by tool calls already sent. Those end with an in-band error
+instead, never with a truncated answer that looks complete.
 """
 
 from __future__ import annotations
@@ -112,6 +114,16 @@ class Splice:
         if not prefill:
             follow.messages.add(role=chat_pb2.ROLE_USER, text=CONTINUE_INSTRUCTION)
         return follow
+
+
+def only_tool_calls(chunk: chat_pb2.ChatCompletionChunk) -> bool:
+    """Whether ``chunk`` carries tool-call deltas and nothing that ends or follows the calls."""
+    if chunk.HasField("usage") or not chunk.choices:
+        return False
+    return all(
+        c.delta.tool_calls and not c.delta.content and c.finish_reason == chat_pb2.FINISH_REASON_UNSPECIFIED
+        for c in chunk.choices
+    )
 
 
 def carries_content(chunk: chat_pb2.ChatCompletionChunk) -> bool:

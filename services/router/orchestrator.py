@@ -32,7 +32,13 @@ from services.router import metrics, policy, quotas, validation
 from services.router.attempts import AttemptPolicy, Attempts
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
-from services.router.continuation import PREFILL_TYPES, Splice, carries_content, why_not_continuable
+from services.router.continuation import (
+    PREFILL_TYPES,
+    Splice,
+    carries_content,
+    only_tool_calls,
+    why_not_continuable,
+)
 from services.router.leases import Leases
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
@@ -441,6 +447,10 @@ class Orchestrator:
                     async with asyncio.timeout(min(window, self._attempt_timeout(call))):
                         while not held or not carries_content(held[-1]):
                             held.append((await anext(chunks)).chunk)
+                    # A tool call is held back until it is whole: one cut mid-arguments is then
+                    # restarted cleanly by the next attempt instead of reaching the client half-done.
+                    while only_tool_calls(held[-1]):
+                        held.append((await anext(chunks)).chunk)
                 except StopAsyncIteration:
                     pass  # an answer without content (or an empty stream) is still the answer
                 except grpc.aio.AioRpcError as exc:

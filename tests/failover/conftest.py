@@ -52,6 +52,7 @@ MODELS: dict[str, list[dict[str, Any]]] = {
     "filtered": [{"model": "filtered"}, {"model": "ok"}],
     "rejects": [{"model": "unavailable"}, {"model": "rejects"}],
     "flapping": [{"model": "flapping"}],
+    "toolcut": [{"model": "toolcut"}, {"model": "ok"}],
     "priced": [
         {"model": "cut", "input_usd_per_million": 1_000_000, "output_usd_per_million": 1_000_000},
         {"model": "ok", "input_usd_per_million": 2_000_000, "output_usd_per_million": 2_000_000},

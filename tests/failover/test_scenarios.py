@@ -337,3 +337,21 @@ async def test_fail_over_accounting_counts_every_attempt(rig: Rig) -> None:
     broken_prompts = event.prompt_tokens - 11
     # $1 per token on the deployment that broke, $2 on the one that answered.
     assert event.cost_micro_usd == (broken_prompts + broken_completion) * 1_000_000 + (11 + 9) * 2_000_000
+
+
+# -- tool calls cut mid-arguments ----------------------------------------------------------------------
+
+
+async def test_tool_call_cut_mid_arguments_is_restarted_cleanly(rig: Rig) -> None:
+    tool = chat_pb2.Tool(type="function")
+    tool.function.name = "get_weather"
+    result = await call(rig, "toolcut", "tools", streaming=True, tools=[tool])
+    assert result.error is None, result.error
+    calls = [t for k in result.chunks for c in k.choices for t in c.delta.tool_calls]
+    assert [t.name for t in calls if t.name] == ["get_weather"]  # one call, never a half one
+    assert "".join(t.arguments for t in calls) == '{"city": "Paris"}'
+    assert result.finish_reasons == [chat_pb2.FINISH_REASON_TOOL_CALLS]
+    assert rig.upstream.requests == {"toolcut": 2, "ok": 1}
+    assert result.elapsed < 1.0
+    event = await rig.event("tools")
+    assert (event.attempts, event.continuations, event.upstream_model) == (3, 0, "ok")

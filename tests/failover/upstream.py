@@ -27,6 +27,13 @@ toolong             400 ``context_length_exceeded``
 filtered            400 ``content_filter`` (Azure's refusal)
 rejects             400 ``unsupported_parameter``
 flapping            503 and ok, alternately
+toolcut             streams a tool call's name and half its arguments, then cuts
+==================  ===============================================================================
+
+A streamed request with ``tools`` gets a tool call instead of text: ``get_weather``,
+``{"city": "Paris"}`` in three argument pieces (``toolcut`` sends two, then cuts).
+
+==================  ===============================================================================
 ==================  ===============================================================================
 """
 
@@ -123,6 +130,8 @@ class FaultyUpstream:
             return await _error(writer, 400, "content_filter", "the prompt was filtered")
         if model == "rejects":
             return await _error(writer, 400, "unsupported_parameter", "max_tokens is not supported", param="max_tokens")
+        if stream and body.get("tools"):
+            return await _tool_stream(model, writer)
         words = _remaining_words(body)
         if not stream:
             return await self._unary(model, words, writer)
@@ -186,6 +195,35 @@ class FaultyUpstream:
             return
         writer.write(_head(200, "application/json", {"Content-Length": str(len(payload))}) + payload)
         await writer.drain()
+
+
+TOOL_ARGUMENTS = ['{"city"', ': "Pa', 'ris"}']
+
+
+async def _tool_stream(model: str, writer: asyncio.StreamWriter) -> None:
+    await _start(writer, "text/event-stream", chunked=True)
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    await _chunk(writer, _event(model, {"role": "assistant", "content": None, "tool_calls": [call]}))
+    for i, piece in enumerate(TOOL_ARGUMENTS):
+        if model == "toolcut" and i == 2:
+            return _reset(writer)
+        await _chunk(writer, _event(model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    await _chunk(writer, _event(model, {}, finish="tool_calls"))
+    await _chunk(
+        writer,
+        _sse(
+            {
+                "id": "chatcmpl-x",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "created": 1,
+                "choices": [],
+                "usage": USAGE,
+            }
+        ),
+    )
+    await _chunk(writer, b"data: [DONE]\n\n")
+    await _chunk(writer, b"")
 
 
 def _remaining_words(body: dict[str, Any]) -> list[str]:
