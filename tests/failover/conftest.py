@@ -53,6 +53,7 @@ MODELS: dict[str, list[dict[str, Any]]] = {
     "rejects": [{"model": "unavailable"}, {"model": "rejects"}],
     "flapping": [{"model": "flapping"}],
     "toolcut": [{"model": "toolcut"}, {"model": "ok"}],
+    "cut-rejects": [{"model": "cut"}, {"model": "rejects"}],
     "priced": [
         {"model": "cut", "input_usd_per_million": 1_000_000, "output_usd_per_million": 1_000_000},
         {"model": "ok", "input_usd_per_million": 2_000_000, "output_usd_per_million": 2_000_000},

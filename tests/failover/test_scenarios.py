@@ -355,3 +355,26 @@ async def test_tool_call_cut_mid_arguments_is_restarted_cleanly(rig: Rig) -> Non
     assert result.elapsed < 1.0
     event = await rig.event("tools")
     assert (event.attempts, event.continuations, event.upstream_model) == (3, 0, "ok")
+
+
+async def test_a_fallback_refusing_the_continuation_ends_with_an_in_band_error(rig: Rig) -> None:
+    result = await call(rig, "cut-rejects", "refused", streaming=True)
+    assert result.error is not None and result.error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert result.error.metadata["attempts"].count("continued after") == 2
+    assert result.text == "The quick brown fox jumps over "
+    assert not result.finish_reasons  # no finish, no usage: the edge ends it without [DONE]
+    assert rig.upstream.requests == {"cut": 2, "rejects": 1}
+    event = await rig.event("refused")
+    assert (event.outcome, event.attempts, event.continuations) == (metering_pb2.OUTCOME_ERROR, 3, 2)
+
+
+def test_continuation_is_refused_where_it_would_lie() -> None:
+    from services.router.continuation import why_not_continuable
+
+    plain = request("cut")
+    assert why_not_continuable(plain, enabled=True) is None
+    assert why_not_continuable(plain, enabled=False) == "continuation of broken streams is disabled"
+    assert "n > 1" in str(why_not_continuable(request("cut", n=2), enabled=True))
+    with_logprobs = request("cut")
+    with_logprobs.extra.update({"logprobs": True})
+    assert "log probabilities" in str(why_not_continuable(with_logprobs, enabled=True))
