@@ -8,7 +8,8 @@ The candidates arrive ordered (planner, strategy, health); this module only walk
   moves on at once: the next deployment is not made to wait out the first one's Retry-After;
 - a field one deployment cannot honour, a prompt over its context window, or (when configured) a
   content-filter refusal moves on to another deployment; any other refusal ends the request;
-- the last deployment is retried until ``max_attempts`` (at least one attempt per candidate).
+- the last deployment is retried until ``max_attempts`` (at least one attempt per candidate),
+  unless its Retry-After is longer than ``max_retry_wait_s``: then the client gets it.
 
 When every attempt failed the client gets the most telling cause: a fallback refusing what the
 primary accepted (its 400) says less than the primary's own failure (its 503).
@@ -109,9 +110,11 @@ class Attempts:
                 return NextAttempt(failed, wait)
             if later:
                 return self._move_to(later[0])
-            if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return NextAttempt(failed, self.backoff_s())  # the only deployment left
-            return None
+            if error.retry_after_s is None:
+                # The only deployment left, silent or rate limited without saying for how long:
+                # retried with backoff until the budget is spent.
+                return NextAttempt(failed, self.backoff_s())
+            return None  # a Retry-After too long to wait out goes back to the client
         if later and (
             error.reason in _MOVE_ON_REASONS
             or (error.reason == Reason.CONTENT_FILTERED and self.policy.retry_content_filter)
