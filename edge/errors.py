@@ -51,6 +51,7 @@ _TYPE_AND_CODE: dict[str, tuple[str, str | None]] = {
     Reason.POLICY_VIOLATION: ("invalid_request_error", "policy_violation"),
     Reason.UNSUPPORTED_FIELD: ("invalid_request_error", "unsupported_parameter"),
     Reason.CONTENT_FILTERED: ("invalid_request_error", "content_filter"),
+    Reason.CONTEXT_LENGTH_EXCEEDED: ("invalid_request_error", "context_length_exceeded"),
     Reason.PROVIDER_NOT_CONFIGURED: ("server_error", "provider_not_configured"),
     Reason.DEPENDENCY_UNAVAILABLE: ("server_error", "service_unavailable"),
     Reason.UPSTREAM_TIMEOUT: ("server_error", "timeout"),
@@ -84,7 +85,11 @@ def error_body(error: GatewayError) -> dict[str, Any]:
     if error.reason == Reason.UPSTREAM_ERROR:
         code = error.metadata.get("upstream_code") or None
         kind = _UPSTREAM_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": error.message, "type": kind, "param": error.metadata.get("param"), "code": code}}
+    body: dict[str, Any] = {"message": error.message, "type": kind, "param": error.metadata.get("param"), "code": code}
+    if error.metadata.get("attempts"):
+        # Every attempt the router made, in order: which deployment answered what.
+        body["attempts"] = error.metadata["attempts"].split("; ")
+    return {"error": body}
 
 
 def error_headers(error: GatewayError) -> dict[str, str]:

@@ -36,6 +36,9 @@ PROVIDER_HEADER = "x-gateway-provider"
 # Which deployment answered and the strategy that chose it: "<provider:model>; strategy=<name>".
 ROUTE_HEADER = "x-gateway-route"
 
+ATTEMPTS_HEADER = "x-gateway-attempts"
+"""The router's attempts (``<deployment>: <result>``, "; "-separated) when there was more than one."""
+
 
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
@@ -76,8 +79,12 @@ def error_response(error: GatewayError, headers: dict[str, str] | None = None) -
 
 
 def rpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
-    """The OpenAI error response for a failed router call, with its rate-limit headers."""
-    return error_response(GatewayError.from_rpc_error(exc), ratelimit_headers(exc.initial_metadata()))
+    """The OpenAI error response for a failed router call, with its rate-limit and attempts headers."""
+    error = GatewayError.from_rpc_error(exc)
+    headers = ratelimit_headers(exc.initial_metadata())
+    if error.metadata.get("attempts"):
+        headers[ATTEMPTS_HEADER] = error.metadata["attempts"]
+    return error_response(error, headers)
 
 
 @router.post("/v1/chat/completions")
@@ -102,6 +109,10 @@ async def create_chat_completion(request: Request) -> Response:
         headers[PROVIDER_HEADER] = response.completion.provider
         if response.completion.route:
             headers[ROUTE_HEADER] = response.completion.route
+        attempts = dict(await call.trailing_metadata() or ()).get(ATTEMPTS_HEADER)
+        if isinstance(attempts, str):
+            # The router lists the attempts of an answer that needed more than one.
+            headers[ATTEMPTS_HEADER] = attempts
         return Response(
             _dumps(openai_wire.completion_to_openai(response.completion)),
             media_type="application/json",

@@ -153,6 +153,9 @@ class Deployment(_Strict):
     max_output_tokens: Annotated[int, Field(gt=0)] | None = None
     """The most tokens this deployment can answer with; a request without max_tokens reserves (and
     is capped at) this much. Unset: ``limits.default_completion_tokens``."""
+    context_window: Annotated[int, Field(gt=0)] | None = None
+    """The most tokens (prompt and answer) this deployment accepts; a request whose prompt estimate
+    does not fit skips it, and one refused with context_length_exceeded moves to one that fits."""
 
 
 class ModelLimitsConfig(_Strict):
@@ -254,6 +257,18 @@ class RouterConfig(_Strict):
     then tried only when nothing else is left (see ``services.router.breaker``)."""
     unhealthy_cooldown_s: Annotated[float, Field(ge=0)] = 30.0
     """How long an open breaker skips its deployment before one probe request may try it."""
+    retries_per_deployment: Annotated[int, Field(ge=0)] = 0
+    """Extra attempts on the same deployment after a transient failure (a 500, a reset connection,
+    a short Retry-After) before the next deployment is tried."""
+    continue_broken_streams: bool = True
+    """Whether a stream that broke after content reached the client is continued by another attempt."""
+    retry_content_filter: bool = False
+    """Whether a content-filter refusal moves on to the next deployment instead of reaching the client."""
+    first_content_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    """How long a stream may take to its first chunk carrying content or a tool call before the
+    attempt is abandoned for the next one; unset: ``attempt_timeout_s``."""
+    max_retry_wait_s: Annotated[float, Field(ge=0)] = 2.0
+    """The longest Retry-After waited out before retrying the same deployment; a longer one moves on."""
     breaker_window_s: Annotated[float, Field(gt=0)] = 60.0
     """The window in which a deployment's failures are counted."""
     breaker_probe_timeout_s: Annotated[float, Field(gt=0)] = 30.0

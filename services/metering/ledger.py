@@ -79,6 +79,10 @@ class UsageRecord:
     """When the request was received (timezone-aware, UTC)."""
     prompt_log: PromptLog | None = None
     """What the call asked and answered; only for calls the tenant's policy marks for logging."""
+    continuations: int = 0
+    """How many times a broken stream was continued by a later attempt."""
+    continued_from: str = ""
+    """Where each continuation started (``provider:model@characters``, "; "-separated)."""
     source: bytes = field(default=b"", repr=False, compare=False)
     """The event exactly as it was sent, kept so that a record the database refuses can be
     quarantined as received rather than lost."""

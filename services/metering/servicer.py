@@ -196,6 +196,8 @@ def _to_record(
         streamed=event.streamed,
         attempts=event.attempts,
         usage_estimated=event.usage_estimated,
+        continuations=event.continuations,
+        continued_from=event.continued_from,
         time=time,
         prompt_log=(
             PromptLog(event.prompt_log.request_json, event.prompt_log.response_text)

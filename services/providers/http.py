@@ -6,7 +6,9 @@ One error table for every upstream (DESIGN.md, "Errors"):
 upstream                  gRPC code            retryable  reason
 ========================  ===================  =========  ==========================
 400, 413, 422             INVALID_ARGUMENT     no         UPSTREAM_ERROR (CONTENT_FILTERED for a
-                                                          content-filter refusal)
+                                                          content-filter refusal,
+                                                          CONTEXT_LENGTH_EXCEEDED for a prompt
+                                                          over the context window)
 401                       UNAUTHENTICATED      no         UPSTREAM_ERROR
 403                       PERMISSION_DENIED    no         UPSTREAM_ERROR
 404                       NOT_FOUND            no         UPSTREAM_ERROR
@@ -64,6 +66,8 @@ _RETRYABLE_STATUS: dict[int, tuple[grpc.StatusCode, bool]] = {
 
 # Content-filter refusals (Azure's 400 "content_filter"), matched on codes, never on message text.
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "ResponsibleAIPolicyViolation"})
+# A prompt longer than the model's context window (OpenAI, Azure, DeepSeek, vLLM's code), matched on codes.
+_CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 
 # Keys echoed back by upstreams, masked or not: "sk-…" and "not-a-re*****ized". A key glued to
 # an identifier ("invalid_key_sk-…") counts too, so the look-behind excludes letters and digits only.
@@ -319,6 +323,9 @@ def upstream_error(
     reason: Reason = Reason.UPSTREAM_TIMEOUT if status == 408 else Reason.UPSTREAM_ERROR
     if status < 500 and _is_content_filter(parsed, code):
         grpc_code, retryable, reason = grpc.StatusCode.INVALID_ARGUMENT, False, Reason.CONTENT_FILTERED
+    elif status < 500 and code in _CONTEXT_LENGTH_CODES:
+        # Not retryable here, but a deployment with a larger context window may take it.
+        grpc_code, retryable, reason = grpc.StatusCode.INVALID_ARGUMENT, False, Reason.CONTEXT_LENGTH_EXCEEDED
     metadata = _metadata(
         provider,
         retryable,

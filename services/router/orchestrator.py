@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -31,9 +30,17 @@ from gateway_common.errors import GatewayError, Reason
 from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
 from services.router.anonymous import AnonymousAccess
+from services.router.attempts import AttemptPolicy, Attempts
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.breaker import Breakers
+from services.router.continuation import (
+    PREFILL_TYPES,
+    Splice,
+    carries_content,
+    only_tool_calls,
+    why_not_continuable,
+)
 from services.router.leases import Leases
 from services.router.observed import ObservedProviders
 from services.router.planner import Candidate, Planner
@@ -49,9 +56,8 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 
-# A Retry-After longer than this is not waited out inside one request: the next candidate is
-# tried at once, or the error goes back to the client with its Retry-After.
-_MAX_RETRY_WAIT_S = 2.0
+ATTEMPTS_HEADER = "x-gateway-attempts"
+"""Trailing metadata of an answer that took more than one attempt: each attempt and its result."""
 
 CAPPED_HEADER = "x-gateway-max-tokens-capped"
 """Response header: the max_tokens the gateway set upstream for a request that gave none."""
@@ -71,6 +77,8 @@ class CallContext:
     """The client's address as the edge saw it (or the gRPC peer's); names anonymous callers."""
     client_id: str = ""
     """The request's ``gateway.client_id``; names anonymous callers."""
+    set_trailers: Callable[[list[tuple[str, str]]], None] = lambda _trailers: None
+    """Sets the call's trailing metadata (a unary answer's ``x-gateway-attempts``)."""
 
 
 @dataclass
@@ -135,6 +143,10 @@ class _Outcome:
     attempt_log: list[str] = field(default_factory=list)
     prompt_log: metering_pb2.PromptLog | None = None
     """Set when the tenant's policy marks calls for logging; the answer's text accumulates in it."""
+    splice: Splice | None = None
+    """For a stream: what reached the client, and the continuations that made it whole."""
+    carried_cost_micro_usd: int = 0
+    """The cost of attempts that broke off after streaming, at their own deployment's price."""
 
 
 class Orchestrator:
@@ -184,6 +196,21 @@ class Orchestrator:
         self._legacy_max_tokens = {
             name for name, provider in effective_providers(config).items() if provider.type == "openai_compatible"
         }
+        self._prefill = {name for name, p in effective_providers(config).items() if p.type in PREFILL_TYPES}
+        self._context_windows = {
+            (d.provider, d.model): d.context_window
+            for model in config.models.values()
+            for d in model.deployments
+            if d.context_window is not None
+        }
+        router = config.router
+        self._attempt_policy = AttemptPolicy(
+            max_attempts=router.max_attempts,
+            retries_per_deployment=router.retries_per_deployment,
+            retry_backoff_s=router.retry_backoff_s,
+            max_retry_wait_s=router.max_retry_wait_s,
+            retry_content_filter=router.retry_content_filter,
+        )
         self._max_output = {
             (d.provider, d.model): d.max_output_tokens
             for model in config.models.values()
@@ -463,6 +490,18 @@ class Orchestrator:
                 outcome.usage_estimated = True
             self._finish(admission, outcome, call, operation="chat", streamed=True)
 
+    def _attempts(self, admission: _Admission, outcome: _Outcome) -> Attempts:
+        attempts = Attempts(
+            admission.candidates, self._attempt_policy, admission.prompt_estimate, self._context_windows
+        )
+        outcome.attempt_log = attempts.log
+        return attempts
+
+    def _failed(self, candidate: Candidate, error: GatewayError) -> None:
+        metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
+        if error.retryable:
+            self._health.record_failure(candidate)
+
     async def _stream_attempts(
         self,
         request: chat_pb2.ChatCompletionRequest,
@@ -470,49 +509,103 @@ class Orchestrator:
         outcome: _Outcome,
         call: CallContext,
     ) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
-        sequence = _attempt_sequence(admission.candidates, self._config.router.max_attempts)
-        index: int | None = 0
-        while index is not None:
-            candidate = sequence[index]
-            outcome.attempts += 1
-            outcome.candidate = candidate
+        """The chunks of the first attempt that streams content; a later attempt continues it if it breaks.
+
+        The fallback window stays open until a chunk carries content (a role-only chunk is held
+        back), bounded by ``first_content_timeout_s``. After that a broken attempt is continued
+        by the next one (see continuation.py) or, where that is impossible, ends in-band.
+        """
+        attempts = self._attempts(admission, outcome)
+        splice = outcome.splice = Splice()
+        window = self._config.router.first_content_timeout_s or self._config.router.attempt_timeout_s
+        attempt_request = request
+        while True:
+            candidate = attempts.start()
+            outcome.attempts, outcome.candidate = attempts.count, candidate
+            ceiling_before = outcome.completion_ceiling
             stream = self._providers.StreamChat(
-                providers_pb2.StreamChatRequest(target=_target(candidate), completion=request),
+                providers_pb2.StreamChatRequest(target=_target(candidate), completion=attempt_request),
                 timeout=call.time_remaining(),
                 metadata=_metadata(call),
             )
             chunks = aiter(stream)
+            held: list[chat_pb2.ChatCompletionChunk] = []
+            error: GatewayError | None = None
             try:
                 try:
-                    first = await asyncio.wait_for(anext(chunks), self._attempt_timeout(call))
+                    async with asyncio.timeout(min(window, self._attempt_timeout(call))):
+                        while not held or not carries_content(held[-1]):
+                            held.append((await anext(chunks)).chunk)
+                    # A tool call is held back until it is whole: one cut mid-arguments is then
+                    # restarted cleanly by the next attempt instead of reaching the client half-done.
+                    while only_tool_calls(held[-1]):
+                        held.append((await anext(chunks)).chunk)
                 except StopAsyncIteration:
-                    return
+                    pass  # an answer without content (or an empty stream) is still the answer
                 except grpc.aio.AioRpcError as exc:
                     error = GatewayError.from_rpc_error(exc, "providers")
                 except TimeoutError:
-                    error = _attempt_timeout_error(candidate)
-                else:
+                    error = _attempt_timeout_error(candidate, "sent no content")
+                if error is None:
                     self._health.record_success(candidate)
-                    outcome.first_chunk_s = time.monotonic() - admission.started
-                    await self._within_reservation(first.chunk, admission, outcome, call)
-                    yield self._observe(first.chunk, outcome, admission.model)
+                    if outcome.first_chunk_s is None:
+                        outcome.first_chunk_s = time.monotonic() - admission.started
                     try:
+                        for chunk in held:
+                            await self._within_reservation(chunk, admission, outcome, call)
+                            yield self._observe(splice.pass_on(chunk), outcome, admission.model)
                         async for item in chunks:
                             await self._within_reservation(item.chunk, admission, outcome, call)
-                            yield self._observe(item.chunk, outcome, admission.model)
+                            yield self._observe(splice.pass_on(item.chunk), outcome, admission.model)
                     except grpc.aio.AioRpcError as exc:
-                        raise _annotate(GatewayError.from_rpc_error(exc, "providers"), outcome) from None
-                    return
-                outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
-                metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
-                if error.retryable:
-                    self._health.record_failure(candidate)
-                index = _next_attempt(sequence, index, error)
-                if index is None:
-                    raise _annotate(error, outcome)
-                await self._backoff(outcome.attempts, error, call)
+                        error = GatewayError.from_rpc_error(exc, "providers")
+                    else:
+                        return
             finally:
                 stream.cancel()
+            self._failed(candidate, error)
+            next_attempt = attempts.failed(error)
+            if splice.started:
+                if next_attempt is None:
+                    raise _annotate(error, outcome)  # in-band: the client has part of an answer
+                attempt_request = self._continuation(
+                    request, attempt_request, next_attempt.candidate, splice, outcome, error, candidate, ceiling_before
+                )
+            elif next_attempt is None:
+                raise attempts.final_error()
+            await self._wait(next_attempt.wait_s, call)
+
+    def _continuation(
+        self,
+        request: chat_pb2.ChatCompletionRequest,
+        sent: chat_pb2.ChatCompletionRequest,
+        next_candidate: Candidate,
+        splice: Splice,
+        outcome: _Outcome,
+        error: GatewayError,
+        broken: Candidate,
+        ceiling_before: int,
+    ) -> chat_pb2.ChatCompletionRequest:
+        """The request that continues a stream broken by ``error``; raises (in-band) when impossible."""
+        why_not = why_not_continuable(request, enabled=self._config.router.continue_broken_streams)
+        if why_not is None and splice.tool_calls:
+            why_not = "a tool call was under way"
+        if why_not is not None:
+            error.message = f"{error.message} (the answer could not be continued: {why_not})"
+            raise _annotate(error, outcome)
+        # The broken attempt's prompt reached its upstream, which bills it: the gateway counts it.
+        prompt_estimate = prompt_token_ceiling(sent)
+        streamed = outcome.completion_ceiling - ceiling_before
+        outcome.carried_cost_micro_usd += cost_micro_usd(broken, prompt_estimate, streamed)
+        outcome.attempt_log[-1] += f", continued after {len(splice.text)} characters"
+        log.info("continuing a broken stream from %s after %d characters", broken.id, len(splice.text))
+        return splice.continue_request(
+            request,
+            prefill=next_candidate.provider in self._prefill,
+            broken=broken.id,
+            prompt_tokens=prompt_estimate,
+            completion_tokens=streamed,
+        )
 
     async def _within_reservation(
         self, chunk: chat_pb2.ChatCompletionChunk, admission: _Admission, outcome: _Outcome, call: CallContext
@@ -654,49 +747,41 @@ class Orchestrator:
         call: CallContext,
         attempt: Callable[[Candidate, float], Awaitable[_T]],
     ) -> _T:
-        sequence = _attempt_sequence(admission.candidates, self._config.router.max_attempts)
-        index: int | None = 0
-        while index is not None:
-            candidate = sequence[index]
-            outcome.attempts += 1
-            outcome.candidate = candidate
+        attempts = self._attempts(admission, outcome)
+        while True:
+            candidate = attempts.start()
+            outcome.attempts, outcome.candidate = attempts.count, candidate
             try:
                 result = await attempt(candidate, self._attempt_timeout(call))
                 self._health.record_success(candidate)
+                if attempts.log:
+                    call.set_trailers([(ATTEMPTS_HEADER, "; ".join([*attempts.log, f"{candidate.id}: answered"]))])
                 return result
             except grpc.aio.AioRpcError as exc:
                 error = GatewayError.from_rpc_error(exc, "providers")
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and error.reason == Reason.INTERNAL:
                     error = _attempt_timeout_error(candidate)
-            outcome.attempt_log.append(f"{candidate.id}: {error.code.name}")
-            metrics.UPSTREAM_ERRORS.labels(candidate.provider, error.code.name).inc()
-            if error.retryable:
-                self._health.record_failure(candidate)
-            index = _next_attempt(sequence, index, error)
-            if index is None:
-                raise _annotate(error, outcome)
-            await self._backoff(outcome.attempts, error, call)
-        raise AssertionError("unreachable: the loop returns or raises")
+            self._failed(candidate, error)
+            next_attempt = attempts.failed(error)
+            if next_attempt is None:
+                raise attempts.final_error()
+            await self._wait(next_attempt.wait_s, call)
 
-    async def _backoff(self, attempt: int, error: GatewayError, call: CallContext) -> None:
-        wait = self._config.router.retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        if error.retry_after_s is not None:
-            wait = max(wait, min(error.retry_after_s, _MAX_RETRY_WAIT_S))
+    @staticmethod
+    async def _wait(wait_s: float, call: CallContext) -> None:
+        """Sleep before the next attempt, never past the call's deadline."""
         remaining = call.time_remaining()
         if remaining is not None:
-            wait = min(wait, max(0.0, remaining - 0.05))
-        await asyncio.sleep(wait)
+            wait_s = min(wait_s, max(0.0, remaining - 0.05))
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
 
     def _finish(
         self, admission: _Admission, outcome: _Outcome, call: CallContext, *, operation: str, streamed: bool
     ) -> None:
         """Settle the reservation and spool the final usage event (replacing the intent), in the background."""
         candidate = outcome.candidate
-        cost = (
-            cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens)
-            if candidate
-            else 0
-        )
+        cost = _attempts_cost(outcome)
         if admission.reserved.requests:
             if self._leases is not None:
                 for reservation_id in (admission.reservation_id, *admission.extensions):
@@ -728,6 +813,9 @@ class Orchestrator:
             operation=operation,
             usage_estimated=outcome.usage_estimated,
         )
+        if outcome.splice is not None and outcome.splice.continuations:
+            event.continuations = outcome.splice.continuations
+            event.continued_from = "; ".join(outcome.splice.continued_from)
         if outcome.first_chunk_s is not None:
             event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
         if outcome.prompt_log is not None:
@@ -786,31 +874,23 @@ class Orchestrator:
             log.warning("settle failed: %s %s", exc.code().name, exc.details())
 
 
-def _next_attempt(sequence: list[Candidate], index: int, error: GatewayError) -> int | None:
-    """The index of the attempt after a failure at ``index``, or None to give up.
-
-    A retryable failure moves on (the same deployment again, or the next one). An upstream that
-    cannot honour a field the request relies on is not worth retrying, but another deployment of
-    the same alias may honour it.
-    """
-    if error.retryable:
-        return index + 1 if index + 1 < len(sequence) else None
-    if error.reason == Reason.UNSUPPORTED_FIELD:
-        failed = sequence[index]
-        return next((j for j in range(index + 1, len(sequence)) if sequence[j] != failed), None)
-    return None
-
-
-def _attempt_sequence(candidates: tuple[Candidate, ...], max_attempts: int) -> list[Candidate]:
-    """Each candidate once in order, the last one retried until ``max_attempts`` (at least one each)."""
-    count = max(max_attempts, len(candidates))
-    return [candidates[min(i, len(candidates) - 1)] for i in range(count)]
-
-
 def _annotate(error: GatewayError, outcome: _Outcome) -> GatewayError:
     if outcome.attempt_log:
         error.metadata = {**error.metadata, "attempts": "; ".join(outcome.attempt_log)}
     return error
+
+
+def _attempts_cost(outcome: _Outcome) -> int:
+    """The cost of every attempt: the answering one at its price, those that broke off at theirs."""
+    if outcome.candidate is None:
+        return 0
+    splice = outcome.splice
+    carried = (splice.carried_prompt_tokens, splice.carried_completion_tokens) if splice else (0, 0)
+    own_prompt = max(0, outcome.prompt_tokens - carried[0])
+    own_completion = max(0, outcome.completion_tokens - carried[1])
+    cached = min(outcome.cached_tokens, own_prompt)
+    own = cost_micro_usd(outcome.candidate, own_prompt, own_completion, cached)
+    return own + outcome.carried_cost_micro_usd
 
 
 def _loggable(text: str) -> str:
@@ -834,11 +914,11 @@ def _prompt_log(admission: _Admission, request: chat_pb2.ChatCompletionRequest) 
     return metering_pb2.PromptLog(request_json=json_format.MessageToJson(request, indent=None))
 
 
-def _attempt_timeout_error(candidate: Candidate) -> GatewayError:
+def _attempt_timeout_error(candidate: Candidate, what: str = "did not answer") -> GatewayError:
     return GatewayError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         Reason.UPSTREAM_TIMEOUT,
-        f"The provider `{candidate.provider}` did not answer in time.",
+        f"The provider `{candidate.provider}` {what} in time.",
         {"retryable": "true", "provider": candidate.provider},
     )
 

@@ -47,6 +47,7 @@ def _call_context(context: Context) -> CallContext:
         request_id=request_id_var.get(),
         time_remaining=context.time_remaining,
         client_ip=_client_ip(metadata, context),
+        set_trailers=lambda trailers: context.set_trailing_metadata(tuple(trailers)),
     )
 
 

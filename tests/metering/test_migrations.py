@@ -24,7 +24,7 @@ from services.metering.server import build
 from services.metering.storage.sql import VERSION_TABLE, SqlLedgerStore, alembic_config, create_engine, metadata
 from tests.metering.databases import create_postgres_database
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _config(url: str) -> GatewayConfig:

@@ -178,6 +178,8 @@ async def test_keeps_every_field_of_an_event(metering: Metering, scope: Scope) -
     sent.streamed = True
     sent.attempts = 3
     sent.usage_estimated = True
+    sent.continuations = 1
+    sent.continued_from = "openai:gpt-4o@312"
     sent.upstream_model = "gpt-4o-mini-2024-07-18"
     sent.operation = "embeddings"
     sent.latency.FromMilliseconds(1500)
@@ -219,6 +221,8 @@ async def test_keeps_every_field_of_an_event(metering: Metering, scope: Scope) -
         "streamed": True,
         "attempts": 3,
         "usage_estimated": True,
+        "continuations": 1,
+        "continued_from": "openai:gpt-4o@312",
     }
     # SQLite hands timestamps back without their zone; both are stored in UTC.
     assert stored["time"].replace(tzinfo=UTC) == scope.at(7) + timedelta(microseconds=123456)

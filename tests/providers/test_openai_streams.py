@@ -68,13 +68,26 @@ async def test_a_stream_cut_mid_body_is_an_error_not_an_end(replay: ReplayServer
     _assert_error(error, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN")
 
 
-async def test_a_stream_ending_cleanly_without_done_is_an_error(replay: ReplayServer) -> None:
-    replay.reply(_replace_event(load(TEXT_STREAM), b"data: [DONE]\n\n", b""))
+async def test_a_stream_ending_cleanly_without_done_before_its_finish_is_an_error(replay: ReplayServer) -> None:
+    recording = load(TEXT_STREAM)
+    body = recording.body
+    cut = body.index(b'data: {"id"', body.index(b'"finish_reason":"stop"') - 400)
+    replay.reply(recording.with_body(body[:cut]))
     async with provider_service(_entry(f"{replay.url}/v1"), ENV) as stub:
         chunks, error = await _failed_stream(stub)
     assert chunks and not any(c.HasField("usage") and c.usage.estimated for c in chunks)
     _assert_error(error, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN")
     assert "[DONE]" in error.message
+
+
+async def test_a_stream_closing_without_done_after_its_finish_is_complete(replay: ReplayServer) -> None:
+    # The end of an answer is recognised by its content: finish_reason and usage came, [DONE] did not.
+    replay.reply(_replace_event(load(TEXT_STREAM), b"data: [DONE]\n\n", b""))
+    async with provider_service(_entry(f"{replay.url}/v1"), ENV) as stub:
+        stream = stub.StreamChat(providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST))
+        chunks = [item.chunk async for item in stream]
+    assert chunks[-1].usage.total_tokens == 44 and not chunks[-1].usage.estimated
+    assert any(c.choices and c.choices[0].finish_reason == chat_pb2.FINISH_REASON_STOP for c in chunks)
 
 
 async def test_a_malformed_chunk_is_an_error(replay: ReplayServer) -> None:

@@ -84,6 +84,10 @@ class UsageEventRow(MeteringModel, table=True):
     streamed: bool
     attempts: int
     usage_estimated: bool
+    continuations: int = 0
+    """How many times a broken stream was continued by a later attempt."""
+    continued_from: str = ""
+    """Where each continuation started (``provider:model@characters``, "; "-separated)."""
     time: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     """When the request was received, UTC."""
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -384,6 +388,8 @@ def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:
         "streamed": record.streamed,
         "attempts": record.attempts,
         "usage_estimated": record.usage_estimated,
+        "continuations": record.continuations,
+        "continued_from": record.continued_from,
         "time": record.time.astimezone(UTC),
         "recorded_at": recorded_at.astimezone(UTC),
     }

@@ -14,8 +14,10 @@ the flavours' differences and what real servers do that the protocol does not pr
 - Tool calls: a choice that called tools and finished "stop" (Ollama; OpenAI when tool_choice
   names a function) finishes "tool_calls"; a whole call sent without ``index`` (Ollama) gets its
   position, and a second call reusing an index gets the next free one.
-- A stream must end with ``data: [DONE]``: one that ends without it, or carries a chunk that is
-  not JSON, raises UPSTREAM_STREAM_BROKEN instead of ending cleanly.
+- A stream ends with ``data: [DONE]``: one that ends without it before every choice delivered its
+  ``finish_reason``, or carries a chunk that is not JSON, raises UPSTREAM_STREAM_BROKEN instead of
+  ending cleanly. One that closes without it after every ``finish_reason`` is a complete answer
+  (the end is recognised by its content; usage is the gateway's count when none came).
 """
 
 from __future__ import annotations
@@ -153,10 +155,13 @@ class OpenAIAdapter:
                     chunk = assembler.feed(chunk_from_openai(data, self.name))
                     if chunk is not None:
                         yield chunk
-                if not done:
+                if not done and not assembler.finished:
+                    # A stream that delivered every choice's finish_reason is a complete answer
+                    # even when the server closed without [DONE]; one that did not is broken.
                     raise stream_broken(self.name, f"the stream from {self.name} ended before 'data: [DONE]'")
                 yield assembler.finish()
-                await drain(events)
+                if done:
+                    await drain(events)
             finally:
                 await events.aclose()
 
@@ -228,6 +233,7 @@ class _Choice:
     def __init__(self) -> None:
         self.role_sent = False
         self.called_tools = False
+        self.finished = False
         self.call_ids: dict[int, str] = {}  # canonical index -> id
         self.remap: dict[int, int] = {}  # upstream index -> canonical index
 
@@ -283,8 +289,15 @@ class _StreamAssembler:
                 self._pieces.append(call.name + call.arguments)
             if choice.finish_reason == chat_pb2.FINISH_REASON_STOP and state.called_tools:
                 choice.finish_reason = chat_pb2.FINISH_REASON_TOOL_CALLS
+            if choice.finish_reason != chat_pb2.FINISH_REASON_UNSPECIFIED:
+                state.finished = True
         self._last = chunk
         return chunk
+
+    @property
+    def finished(self) -> bool:
+        """Whether every choice the stream opened has delivered its finish_reason."""
+        return bool(self._choices) and all(state.finished for state in self._choices.values())
 
     @staticmethod
     def _place(state: _Choice, call: chat_pb2.ToolCallDelta) -> None:
