@@ -19,6 +19,7 @@ from edge import openai_api
 from edge.errors import error_json
 from edge.headers import HeaderLimitsMiddleware
 from edge.middleware import RequestContextMiddleware
+from edge.observability import ResponseTimeMiddleware
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
 from gateway_common import tracing
@@ -83,6 +84,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     # Order matters: the request id is set first (outermost), so that every refusal carries it.
     app.add_middleware(HeaderLimitsMiddleware)
+    app.add_middleware(ResponseTimeMiddleware)
     app.add_middleware(RequestContextMiddleware)
     tracing.instrument_app(app)
     return app

@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse
 from edge.body import BodyTooLarge, read_json
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_body, error_headers, http_status
+from edge.observability import COST_HEADER, cost_usd, format_usd, window_headers
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
 from gateway.router.v1 import router_pb2
@@ -53,8 +54,10 @@ _FORWARDED_PREFIXES = ("x-ratelimit-", "x-gateway-max-tokens-capped")
 
 
 def ratelimit_headers(metadata: Any) -> dict[str, str]:
-    """The router's ``x-ratelimit-*`` metadata, and the max_tokens cap it applied, as HTTP headers."""
-    return {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith(_FORWARDED_PREFIXES)}
+    """The router's ``x-ratelimit-*`` metadata, and the max_tokens cap it applied, as HTTP headers,
+    with the request window also under AI Gateway's names (``X-RateLimit-Remaining``, ``-Reset-Ms``)."""
+    headers = {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith(_FORWARDED_PREFIXES)}
+    return {**headers, **window_headers(headers)}
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
@@ -74,6 +77,8 @@ def rpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
 
 
 @router.post("/v1/chat/completions")
+# Unified Model Gateway documents its OpenAI façade under this name; same handler, same behaviour.
+@router.post("/v1/chat.completions", include_in_schema=False)
 async def create_chat_completion(request: Request) -> Response:
     """OpenAI ``POST /v1/chat/completions``."""
     state: EdgeState = request.app.state.edge
@@ -93,6 +98,9 @@ async def create_chat_completion(request: Request) -> Response:
             return rpc_error_response(exc)
         headers = ratelimit_headers(await call.initial_metadata())
         headers[PROVIDER_HEADER] = response.completion.provider
+        cost = cost_usd(await call.trailing_metadata())
+        if cost is not None:
+            headers[COST_HEADER] = format_usd(cost)
         return Response(
             _dumps(openai_wire.completion_to_openai(response.completion)),
             media_type="application/json",
@@ -126,15 +134,24 @@ async def _stream_chat(
         headers[PROVIDER_HEADER] = first.chunk.provider
 
     async def events() -> AsyncIterator[str]:
+        # The usage chunk is held back until the call ends: the cost it carries (usage.cost_usd,
+        # a gateway extension) arrives in the router's trailers, after the last chunk.
+        usage_chunk: chat_pb2.ChatCompletionChunk | None = None
         try:
-            if first is not None:
-                data = _chunk_json(first.chunk, include_usage)
-                if data is not None:
-                    yield data
-            async for item in chunks:
+            pending = [first] if first is not None else []
+            async for item in _chain(pending, chunks):
+                if include_usage and item.chunk.HasField("usage") and not item.chunk.choices:
+                    usage_chunk = item.chunk
+                    continue
                 data = _chunk_json(item.chunk, include_usage)
                 if data is not None:
                     yield data
+            if usage_chunk is not None:
+                payload = openai_wire.chunk_to_openai(usage_chunk, include_usage)
+                cost = cost_usd(await call.trailing_metadata())
+                if cost is not None and isinstance(payload.get("usage"), dict):
+                    payload["usage"]["cost_usd"] = cost
+                yield json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
             yield "[DONE]"
         except grpc.aio.AioRpcError as exc:
             # Headers are sent: the failure goes in-band, and the stream ends without [DONE] so
@@ -146,6 +163,15 @@ async def _stream_chat(
             call.cancel()
 
     return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
+
+
+async def _chain(
+    head: list[router_pb2.StreamChatResponse], rest: AsyncIterator[router_pb2.StreamChatResponse]
+) -> AsyncIterator[router_pb2.StreamChatResponse]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
 
 
 def _chunk_json(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) -> str | None:

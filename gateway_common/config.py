@@ -9,7 +9,8 @@ that holds their key.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -243,6 +244,34 @@ class TlsConfig(_Strict):
         return self
 
 
+class PromptLogConfig(_Strict):
+    """Which calls have their prompt and answer logged, and what is redacted before they are stored."""
+
+    mode: Literal["policy", "all", "off"] = "policy"
+    """``policy``: tenants whose policy sets ``log_prompts``; ``all``: every call; ``off``: none.
+    ``GATEWAY_PROMPT_LOGGING`` (or AI Gateway's ``AI_GATEWAY_PROMPT_LOGGING``) sets it: true/false/policy."""
+    redact_patterns: list[str] = Field(default_factory=list)
+    """Regular expressions whose matches are replaced by ``[REDACTED]`` before a log is stored,
+    on top of the built-in ones (``sk-…`` keys, bearer tokens)."""
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _boolean_names(cls, value: Any) -> Any:
+        # AI Gateway's users write true/false; ours are the mode names.
+        names = {"true": "all", "1": "all", "yes": "all", "on": "all", "false": "off", "0": "off", "no": "off"}
+        return names.get(str(value).strip().lower(), value) if isinstance(value, str | bool) else value
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {index} ({pattern!r}) is not a valid regular expression: {exc}") from exc
+        return value
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -258,6 +287,7 @@ class GatewayConfig(_Strict):
     metering: MeteringConfig = MeteringConfig()
     router: RouterConfig = RouterConfig()
     tls: TlsConfig = TlsConfig()
+    prompt_log: PromptLogConfig = PromptLogConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("providers")
@@ -303,6 +333,29 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_TLS_KEY": "tls.key_file",
     "GATEWAY_RATELIMIT_LEASE_S": "ratelimit.lease_s",
     "GATEWAY_RATELIMIT_REBUILD_FROM_LEDGER": "ratelimit.rebuild_from_ledger",
+    "GATEWAY_PROMPT_LOGGING": "prompt_log.mode",
+}
+
+
+def _retries_to_attempts(value: str) -> str:
+    # AI Gateway counts retries after the first try; max_attempts counts the first try too.
+    return str(int(value) + 1) if value.strip().isdigit() else value
+
+
+def _ms_to_s(value: str) -> str:
+    try:
+        return str(float(value) / 1000)
+    except ValueError:
+        return value
+
+
+# AI Gateway's variables (seed 004), for its users' existing setups: (our variable or field, conversion).
+# Ours win when both are set.
+_SEED_ENV_ALIASES: dict[str, tuple[str, Callable[[str], str] | None]] = {
+    "AI_GATEWAY_PROMPT_LOGGING": ("GATEWAY_PROMPT_LOGGING", None),
+    "AI_GATEWAY_RATE_LIMIT_RPM": ("GATEWAY_RATE_LIMIT_RPM", None),
+    "AI_GATEWAY_RETRY_ATTEMPTS": ("router.max_attempts", _retries_to_attempts),
+    "AI_GATEWAY_RETRY_DELAY_MS": ("router.retry_backoff_s", _ms_to_s),
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"
@@ -349,13 +402,20 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         if not isinstance(loaded, dict):
             raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
         data = loaded
+    aliased = [name for name, (target, _) in _SEED_ENV_ALIASES.items() if env.get(name) and not env.get(target)]
+    for name in aliased:
+        target, convert = _SEED_ENV_ALIASES[name]
+        if target in _ENV_OVERRIDES:
+            env = {**env, target: env[name]}
+        else:
+            _set_path(data, target, convert(env[name]) if convert else env[name])
     overridden = [name for name in _ENV_OVERRIDES if env.get(name)]
     for name in overridden:
         paths = _ENV_OVERRIDES[name]
         for dotted in (paths,) if isinstance(paths, str) else paths:
             _set_path(data, dotted, env[name])
-    if overridden:
-        source += f" (with {', '.join(overridden)} from the environment)"
+    if overridden or aliased:
+        source += f" (with {', '.join([*overridden, *aliased])} from the environment)"
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:

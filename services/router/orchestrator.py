@@ -63,6 +63,8 @@ class CallContext:
     api_key: str
     request_id: str
     time_remaining: Callable[[], float | None] = lambda: None
+    cost_micro_usd: int | None = None
+    """Set when the request is settled: its actual cost, which the servicer returns in trailers."""
 
 
 @dataclass
@@ -601,6 +603,7 @@ class Orchestrator:
         """Settle the reservation and spool the final usage event (replacing the intent), in the background."""
         candidate = outcome.candidate
         cost = cost_micro_usd(candidate, outcome.prompt_tokens, outcome.completion_tokens) if candidate else 0
+        call.cost_micro_usd = cost
         if admission.reserved.requests:
             if self._leases is not None:
                 for reservation_id in (admission.reservation_id, *admission.extensions):

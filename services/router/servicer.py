@@ -21,6 +21,9 @@ from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+COST_TRAILER = "x-gateway-cost-usd"
+"""Trailing metadata of Chat and StreamChat: the request's actual cost in USD, a decimal string."""
+
 
 def _call_context(context: Context) -> CallContext:
     metadata = tuple(context.invocation_metadata() or ())
@@ -36,6 +39,12 @@ def _header_sink(context: Context) -> HeaderSink:
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id_var.get()), *headers))
 
     return send
+
+
+def _send_cost(context: Context, call: CallContext) -> None:
+    # Trailers, because the cost is known only once the answer is complete (after a stream's last chunk).
+    if call.cost_micro_usd is not None:
+        context.set_trailing_metadata(((COST_TRAILER, f"{call.cost_micro_usd / 1_000_000:.6f}"),))
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -54,18 +63,22 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._upstream_models_at = 0.0
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
-        completion = await self._orchestrator.chat(request.completion, _call_context(context), _header_sink(context))
+        call = _call_context(context)
+        completion = await self._orchestrator.chat(request.completion, call, _header_sink(context))
+        _send_cost(context, call)
         return router_pb2.ChatResponse(completion=completion)
 
     async def StreamChat(
         self, request: router_pb2.StreamChatRequest, context: Context
     ) -> AsyncIterator[router_pb2.StreamChatResponse]:
-        stream = self._orchestrator.stream_chat(request.completion, _call_context(context), _header_sink(context))
+        call = _call_context(context)
+        stream = self._orchestrator.stream_chat(request.completion, call, _header_sink(context))
         try:
             async for chunk in stream:
                 yield router_pb2.StreamChatResponse(chunk=chunk)
         finally:
             await stream.aclose()
+        _send_cost(context, call)
 
     async def Embed(self, request: router_pb2.EmbedRequest, context: Context) -> router_pb2.EmbedResponse:
         embedding = await self._orchestrator.embed(request.embedding, _call_context(context), _header_sink(context))
