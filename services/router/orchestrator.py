@@ -28,6 +28,7 @@ from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
+from gateway_common.redaction import Redactor
 from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
 from services.router.auth_cache import AuthCache
@@ -126,6 +127,7 @@ class Orchestrator:
         # None: reservations get the service's default lease and nothing renews them.
         self._leases = leases
         self.planner = Planner(config)
+        self._redact = Redactor(config.prompt_log.redact_patterns)
         self._labels = metrics.MetricLabels(config)
         self._health = RouteHealth(config.router.unhealthy_after_failures, config.router.unhealthy_cooldown_s)
         self._default_limits = quotas.default_limits(config.limits)
@@ -311,7 +313,7 @@ class Orchestrator:
     ) -> chat_pb2.ChatCompletion:
         """A unary completion with retries and fallbacks."""
         admission = await self._admit_chat(request, call, on_headers)
-        outcome = _Outcome(prompt_log=_prompt_log(admission, request))
+        outcome = _Outcome(prompt_log=_prompt_log(admission, request, self._config.prompt_log.mode))
 
         def succeeded(response: providers_pb2.ChatResponse) -> chat_pb2.ChatCompletion:
             result = response.completion
@@ -357,7 +359,7 @@ class Orchestrator:
     ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
         """A streamed completion. Fallback happens only before the first chunk is passed on."""
         admission = await self._admit_chat(request, call, on_headers)
-        outcome = _Outcome(prompt_log=_prompt_log(admission, request))
+        outcome = _Outcome(prompt_log=_prompt_log(admission, request, self._config.prompt_log.mode))
         try:
             async for chunk in self._stream_attempts(request, admission, outcome, call):
                 yield chunk
@@ -638,8 +640,9 @@ class Orchestrator:
         if outcome.first_chunk_s is not None:
             event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
         if outcome.prompt_log is not None:
-            event.prompt_log.request_json = _loggable(outcome.prompt_log.request_json)
-            event.prompt_log.response_text = _loggable(outcome.prompt_log.response_text)
+            # Redacted before the spool file: a secret pasted into a prompt reaches no disk.
+            event.prompt_log.request_json = _loggable(self._redact(outcome.prompt_log.request_json))
+            event.prompt_log.response_text = _loggable(self._redact(outcome.prompt_log.response_text))
         self._metering.complete(event)
         provider = candidate.provider if candidate else ""
         outcome_name = metering_pb2.Outcome.Name(event.outcome).removeprefix("OUTCOME_").lower()
@@ -733,9 +736,11 @@ def _loggable(text: str) -> str:
     return f"{kept}…[truncated: {len(encoded) - len(kept.encode())} more bytes]"
 
 
-def _prompt_log(admission: _Admission, request: chat_pb2.ChatCompletionRequest) -> metering_pb2.PromptLog | None:
-    """An empty prompt log for a tenant whose policy marks its calls for logging, else None."""
-    if not admission.principal.policy.log_prompts:
+def _prompt_log(
+    admission: _Admission, request: chat_pb2.ChatCompletionRequest, mode: str
+) -> metering_pb2.PromptLog | None:
+    """An empty prompt log when the call is to be logged (the global mode, else the tenant's policy), else None."""
+    if mode == "off" or (mode == "policy" and not admission.principal.policy.log_prompts):
         return None
     return metering_pb2.PromptLog(request_json=json_format.MessageToJson(request, indent=None))
 

@@ -18,6 +18,7 @@ from gateway_common.logging import request_id_var
 from services.router import policy
 from services.router.auth_cache import bearer_token
 from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
+from services.router.reports import ReportsServicer
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -47,7 +48,7 @@ def _send_cost(context: Context, call: CallContext) -> None:
         context.set_trailing_metadata(((COST_TRAILER, f"{call.cost_micro_usd / 1_000_000:.6f}"),))
 
 
-class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
     """The public gRPC API of the gateway."""
 
     def __init__(
@@ -61,6 +62,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._metering = metering
         self._upstream_models: list[chat_pb2.Model] = []
         self._upstream_models_at = 0.0
+
+    def _call(self, context: Context) -> CallContext:
+        return _call_context(context)
 
     async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
         call = _call_context(context)

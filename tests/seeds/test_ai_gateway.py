@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +25,8 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
+T = TypeVar("T")
+
 CONFIG = """
 models:
   gpt-3.5-turbo:
@@ -31,7 +36,7 @@ models:
         input_usd_per_million: 1.0
         output_usd_per_million: 2.0
 prompt_log:
-  redact_patterns: ["ACME-[0-9]{{4}}"]
+  redact_patterns: ["ACME-[0-9]{4}"]
 limits:
   requests_per_minute: 10000
 """
@@ -146,3 +151,102 @@ def test_health(gateway: Gateway) -> None:
     response = httpx.get(f"{gateway.url}/health", timeout=10)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def _get(gateway: Gateway, path: str, key: str | None = None) -> httpx.Response:
+    return httpx.get(f"{gateway.url}{path}", headers={"Authorization": f"Bearer {key or gateway.key}"}, timeout=30)
+
+
+def _poll(check: Callable[[], T | None], timeout_s: float = 20.0) -> T:
+    """``check()``'s first non-None answer; usage reaches the ledger asynchronously (the spool)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def _own_costs(gateway: Gateway, key: str, at_least: int) -> dict[str, Any] | None:
+    response = _get(gateway, "/api/costs", key)
+    assert response.status_code == 200, response.text
+    rows = response.json()["data"]
+    return rows[0] if rows and sum(r["requests"] for r in rows) >= at_least else None
+
+
+def test_api_costs_per_key_and_tenant_isolation(gateway: Gateway) -> None:
+    """``/api/costs`` lists the caller's keys with numbers; ``/api/costs/:key`` of another tenant is 404;
+    an admin key sees every tenant."""
+    for key in (gateway.key, gateway.other_key):
+        assert _chat(gateway, key=key).status_code == 200
+    mine = _poll(lambda: _own_costs(gateway, gateway.key, 1))
+    theirs = _poll(lambda: _own_costs(gateway, gateway.other_key, 1))
+    assert mine["tenant"] == "acme" and theirs["tenant"] == "beta"
+    for field in ("requests", "prompt_tokens", "completion_tokens", "total_tokens"):
+        assert isinstance(mine[field], int) and mine[field] > 0
+    assert isinstance(mine["cost_usd"], float) and mine["cost_usd"] > 0
+    listed = _get(gateway, "/api/costs").json()["data"]
+    assert {row["tenant"] for row in listed} == {"acme"}
+
+    one = _get(gateway, f"/api/costs/{mine['key']}")
+    assert one.status_code == 200, one.text
+    assert one.json()["key"] == mine["key"] and one.json()["requests"] >= 1
+    refused = _get(gateway, f"/api/costs/{theirs['key']}")
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["error"]["message"]
+    assert _get(gateway, "/api/costs/key_does_not_exist").status_code == 404
+
+    everyone = _get(gateway, "/api/costs", gateway.admin_key)
+    assert everyone.status_code == 200, everyone.text
+    tenants = {row["tenant"] for row in everyone.json()["data"]}
+    assert {"acme", "beta"} <= tenants
+    assert _get(gateway, f"/api/costs/{theirs['key']}", gateway.admin_key).status_code == 200
+
+
+def _logged(gateway: Gateway, key: str, marker: str) -> list[dict[str, Any]] | None:
+    response = _get(gateway, "/api/prompt-log?limit=100", key)
+    assert response.status_code == 200, response.text
+    entries: list[dict[str, Any]] = response.json()["data"]
+    return entries if any(marker in e["request_preview"] for e in entries) else None
+
+
+def test_prompt_log_redacts_before_storage_and_stays_in_its_tenant(gateway: Gateway) -> None:
+    """``/api/prompt-log?limit=100`` shows previews and token counts; keys, bearer tokens and the
+    configured pattern are gone from the metering database itself; another tenant sees none of it."""
+    marker = f"marker-{secrets.token_hex(4)}"
+    upstream_secret = "sk-proj-" + secrets.token_hex(16)
+    bearer = "Bearer " + secrets.token_hex(12)
+    text = f"{marker} my key is {upstream_secret}, header {bearer}, order ACME-1234"
+    assert _chat(gateway, messages=[{"role": "user", "content": text}]).status_code == 200
+    entries = _poll(lambda: _logged(gateway, gateway.key, marker))
+    entry = next(e for e in entries if marker in e["request_preview"])
+    assert entry["model"] == "gpt-3.5-turbo"
+    assert entry["prompt_tokens"] > 0 and entry["completion_tokens"] > 0
+    assert entry["response_preview"]
+    assert entry["time"].endswith("Z")
+    preview = entry["request_preview"]
+    assert upstream_secret not in preview and bearer not in preview and "ACME-1234" not in preview
+    assert "[REDACTED]" in preview
+
+    database = gateway.data / "metering.db"
+    with sqlite3.connect(database) as connection:
+        stored = " ".join(
+            row[0] + row[1] for row in connection.execute("SELECT request_json, response_text FROM prompt_logs")
+        )
+    assert marker in stored
+    assert upstream_secret not in stored and bearer.split()[1] not in stored and "ACME-1234" not in stored
+    spool = (gateway.data / "router-usage-spool.db").read_bytes()
+    assert upstream_secret.encode() not in spool
+
+    other = _get(gateway, "/api/prompt-log?limit=100", gateway.other_key).json()["data"]
+    assert not any(marker in e["request_preview"] for e in other)
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "-1", "ten"])
+def test_prompt_log_limit_is_bounded(gateway: Gateway, limit: str) -> None:
+    """A limit outside 1..1000 is a 400 naming ``limit``."""
+    response = _get(gateway, f"/api/prompt-log?limit={limit}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "limit"
