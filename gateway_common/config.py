@@ -105,6 +105,9 @@ class HttpProviderConfig(_Strict):
     """Sent to upstreams that require max_tokens (Anthropic) when the client gave none."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra non-secret headers sent upstream."""
+    forward_client_key: bool = False
+    """Bring-your-own-key: when no key is configured for this upstream, send it the client's own
+    (``X-Upstream-Authorization: Bearer …``), for that request only; never logged or stored."""
 
 
 ProviderConfig = Annotated[MockProviderConfig | HttpProviderConfig, Field(discriminator="type")]
@@ -414,12 +417,59 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         paths = _ENV_OVERRIDES[name]
         for dotted in (paths,) if isinstance(paths, str) else paths:
             _set_path(data, dotted, env[name])
+    routes_variable = next((name for name in _MODEL_ROUTES_VARIABLES if env.get(name)), None)
+    if routes_variable is not None:
+        _add_model_routes(data, routes_variable, env[routes_variable], env)
+        aliased.append(routes_variable)
     if overridden or aliased:
         source += f" (with {', '.join([*overridden, *aliased])} from the environment)"
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+
+
+_MODEL_ROUTES_VARIABLES = ("GATEWAY_MODEL_ROUTES", "AI_GATEWAY_MODEL_ROUTES")
+"""``model:base_url,model2:base_url2``: each model served by an OpenAI-compatible upstream; ours wins."""
+
+_ROUTE_PROVIDER_PREFIX = "route-"
+
+
+def _add_model_routes(data: dict[str, Any], variable: str, value: str, env: Mapping[str, str]) -> None:
+    """Add an ``openai_compatible`` provider (``route-<model>``) and a model of that id per entry.
+
+    The upstreams' key is AI Gateway's ``AI_GATEWAY_API_KEY`` when set, else ``OPENAI_API_KEY``.
+    Raises ConfigError naming the variable and the entry for anything that is not ``id:http(s)://…``.
+    """
+    key_env = "AI_GATEWAY_API_KEY" if env.get("AI_GATEWAY_API_KEY") else "OPENAI_API_KEY"
+    providers = data.setdefault("providers", {})
+    models = data.setdefault("models", {})
+    if not isinstance(providers, dict) or not isinstance(models, dict):
+        raise ConfigError(f"{variable}: providers and models must be mappings to add routes to")
+    seen: set[str] = set()
+    for index, entry in enumerate(value.split(",")):
+        entry = entry.strip()
+        model, _, url = entry.partition(":")
+        model, url = model.strip(), url.strip()
+        where = f"{variable} entry {index} ({entry!r})"
+        if not entry:
+            raise ConfigError(f"{where}: empty; write model:base_url entries separated by commas")
+        if not model or not url:
+            raise ConfigError(f"{where}: must be model:base_url, e.g. llama:http://127.0.0.1:8080/v1")
+        if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+            raise ConfigError(f"{where}: the base URL must start with http:// or https://")
+        if model in seen:
+            raise ConfigError(f"{where}: the model {model!r} is routed twice")
+        seen.add(model)
+        provider = _ROUTE_PROVIDER_PREFIX + model
+        # AI Gateway forwards the client's own upstream key when it has none: so do its routes here.
+        providers[provider] = {
+            "type": "openai_compatible",
+            "base_url": url.rstrip("/"),
+            "api_key_env": key_env,
+            "forward_client_key": True,
+        }
+        models[model] = {"deployments": [{"provider": provider, "model": model}]}
 
 
 # Providers that exist without configuration; each needs only its key in the environment (a

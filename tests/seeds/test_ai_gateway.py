@@ -27,6 +27,9 @@ pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 
+ROUTE_KEY = "sk-route-" + secrets.token_hex(8)
+"""The upstream key of the environment's model routes (AI Gateway's ``AI_GATEWAY_API_KEY``)."""
+
 CONFIG = """
 models:
   gpt-3.5-turbo:
@@ -75,6 +78,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "GATEWAY_TENANT_KEYS": f"acme:{key},beta:{other_key}",
         "GATEWAY_ADMIN_KEY": admin_key,
         "AI_GATEWAY_PROMPT_LOGGING": "true",
+        # The README's model routing, with the local upstream on loopback.
+        "AI_GATEWAY_MODEL_ROUTES": f"llama:{upstream.base_url}",
+        "AI_GATEWAY_API_KEY": ROUTE_KEY,
     }
     suite = Suite(data_dir=data, ports=ports, env=env)
     suite.start()
@@ -250,3 +256,15 @@ def test_prompt_log_limit_is_bounded(gateway: Gateway, limit: str) -> None:
     response = _get(gateway, f"/api/prompt-log?limit={limit}")
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "limit"
+
+
+def test_model_routes_from_the_environment(gateway: Gateway) -> None:
+    """``AI_GATEWAY_MODEL_ROUTES="llama:http://127.0.0.1:…/v1"`` sends ``llama`` to that upstream, with
+    ``AI_GATEWAY_API_KEY``; the answer is the upstream's."""
+    before = gateway.upstream.stats.requests
+    response = _chat(gateway, model="llama")
+    assert response.status_code == 200, response.text
+    assert gateway.upstream.stats.requests == before + 1
+    assert gateway.upstream.stats.last_body["model"] == "llama"
+    assert gateway.upstream.stats.last_authorization == f"Bearer {ROUTE_KEY}"
+    assert response.headers["x-gateway-provider"] == "route-llama"
