@@ -29,7 +29,11 @@ from gateway_common.errors import GatewayError, Reason
 
 router = APIRouter()
 
-_FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
+# Credentials always; trace context only when the instrumentation does not inject its own.
+# X-Upstream-Authorization is the client's own upstream key (bring-your-own-key); the gateway key
+# stays in Authorization.
+_CREDENTIAL_HEADERS = ("authorization", "x-upstream-authorization")
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 # Which provider served the answer ("<name> (stub)" for a provider in stub mode).
 PROVIDER_HEADER = "x-gateway-provider"
@@ -43,7 +47,7 @@ def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for the router: the caller's credentials, request id and trace context."""
     metadata = [("x-request-id", request.state.request_id)]
     # With tracing on, the instrumentation continues the client's trace and injects its own context.
-    for name in _FORWARDED_HEADERS if not tracing.enabled() else _FORWARDED_HEADERS[:1]:
+    for name in _CREDENTIAL_HEADERS + (() if tracing.enabled() else _TRACE_HEADERS):
         value = request.headers.get(name)
         if value is not None:
             metadata.append((name, value))

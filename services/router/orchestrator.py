@@ -50,6 +50,9 @@ HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 # tried at once, or the error goes back to the client with its Retry-After.
 _MAX_RETRY_WAIT_S = 2.0
 
+UPSTREAM_AUTHORIZATION_KEY = "x-upstream-authorization"
+"""Metadata: the client's own upstream key, for providers that forward it (bring-your-own-key)."""
+
 CAPPED_HEADER = "x-gateway-max-tokens-capped"
 """Response header: the max_tokens the gateway set upstream for a request that gave none."""
 
@@ -64,6 +67,9 @@ class CallContext:
     api_key: str
     request_id: str
     time_remaining: Callable[[], float | None] = lambda: None
+    upstream_authorization: str = field(default="", repr=False)
+    """The client's own upstream key (``x-upstream-authorization``), passed to providers for
+    bring-your-own-key; never logged (kept out of repr) or stored."""
     cost_micro_usd: int | None = None
     """Set when the request is settled: its actual cost, which the servicer returns in trailers."""
 
@@ -759,6 +765,8 @@ def _target(candidate: Candidate) -> providers_pb2.Target:
 
 
 def _metadata(call: CallContext) -> tuple[tuple[str, str], ...]:
+    if call.upstream_authorization:
+        return (("x-request-id", call.request_id), (UPSTREAM_AUTHORIZATION_KEY, call.upstream_authorization))
     return (("x-request-id", call.request_id),)
 
 

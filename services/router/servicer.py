@@ -17,7 +17,7 @@ from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
 from services.router import policy
 from services.router.auth_cache import bearer_token
-from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
+from services.router.orchestrator import UPSTREAM_AUTHORIZATION_KEY, CallContext, HeaderSink, Orchestrator
 from services.router.reports import ReportsServicer
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -28,10 +28,12 @@ COST_TRAILER = "x-gateway-cost-usd"
 
 def _call_context(context: Context) -> CallContext:
     metadata = tuple(context.invocation_metadata() or ())
+    upstream = next((v for k, v in metadata if k == UPSTREAM_AUTHORIZATION_KEY and isinstance(v, str)), "")
     return CallContext(
         api_key=bearer_token(metadata),
         request_id=request_id_var.get(),
         time_remaining=context.time_remaining,
+        upstream_authorization=upstream,
     )
 
 

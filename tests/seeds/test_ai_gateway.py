@@ -31,7 +31,17 @@ ROUTE_KEY = "sk-route-" + secrets.token_hex(8)
 """The upstream key of the environment's model routes (AI Gateway's ``AI_GATEWAY_API_KEY``)."""
 
 CONFIG = """
+providers:
+  byok:
+    type: openai_compatible
+    base_url: UPSTREAM
+    api_key_env: BYOK_UPSTREAM_KEY_UNSET
+    forward_client_key: true
 models:
+  byok-model:
+    deployments:
+      - provider: byok
+        model: byok-plain
   gpt-3.5-turbo:
     deployments:
       - provider: mock
@@ -69,7 +79,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     upstream = FakeUpstream(free_port())
     upstream.start()
     config = data / "gateway.yaml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("UPSTREAM", upstream.base_url))
     key, other_key, admin_key = (f"gw-{secrets.token_urlsafe(32)}" for _ in range(3))
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
     env = {
@@ -268,3 +278,36 @@ def test_model_routes_from_the_environment(gateway: Gateway) -> None:
     assert gateway.upstream.stats.last_body["model"] == "llama"
     assert gateway.upstream.stats.last_authorization == f"Bearer {ROUTE_KEY}"
     assert response.headers["x-gateway-provider"] == "route-llama"
+
+
+def test_bring_your_own_key_reaches_the_upstream_and_nothing_else(gateway: Gateway) -> None:
+    """A provider with forward_client_key and no key sends the client's X-Upstream-Authorization
+    upstream (the gateway key stays in Authorization); the key is in no log, spool or ledger."""
+    client_key = "sk-client-" + secrets.token_hex(16)
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}", "X-Upstream-Authorization": f"Bearer {client_key}"},
+        json={"model": "byok-model", "messages": [{"role": "user", "content": "Hi"}]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert gateway.upstream.stats.last_body["model"] == "byok-plain"
+    assert gateway.upstream.stats.last_authorization == f"Bearer {client_key}"
+
+    streamed = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gateway.key}", "X-Upstream-Authorization": f"Bearer {client_key}"},
+        json={"model": "byok-model", "messages": [{"role": "user", "content": "Hi"}], "stream": True},
+        timeout=30,
+    )
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("[DONE]"), streamed.text
+
+    missing = _chat(gateway, model="byok-model")
+    assert missing.status_code == 503, missing.text
+    assert "X-Upstream-Authorization" in missing.json()["error"]["message"]
+
+    _poll(lambda: _logged(gateway, gateway.key, "Hi"))
+    stored = [path for path in gateway.data.rglob("*") if path.is_file()]
+    assert any(path.parent == gateway.suite.log_dir for path in stored)  # the processes' logs are read too
+    for path in stored:
+        assert client_key.encode() not in path.read_bytes(), path
