@@ -43,7 +43,7 @@ async def metering(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     try:
         yield Metering(metering_pb2_grpc.MeteringServiceStub(channel), url)
     finally:
-        await channel.close()
+        await channel.close(None)
         await app.stop(0)
 
 
