@@ -37,3 +37,14 @@ def test_cost_trailer() -> None:
     assert cost_usd((("other", "1"),)) is None
     assert cost_usd(None) is None
     assert format_usd(0.000123) == "0.000123"
+
+
+def test_the_upstream_key_header_is_bounded_like_the_other_forwarded_ones() -> None:
+    """X-Upstream-Authorization becomes gRPC metadata: non-ASCII is a 400, an oversized one a 431."""
+    from edge.headers import check_headers
+
+    assert check_headers([(b"x-upstream-authorization", b"Bearer sk-ok")]) is None
+    bad = check_headers([(b"x-upstream-authorization", "Bearer sk-é".encode())])
+    assert bad is not None and bad[0] == 400
+    long = check_headers([(b"x-upstream-authorization", b"Bearer " + b"k" * 3000)])
+    assert long is not None and long[0] == 431
