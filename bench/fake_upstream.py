@@ -30,6 +30,8 @@ class UpstreamStats:
     streams_finished: int = 0
     streams_disconnected: int = 0
     last_body: dict[str, object] = field(default_factory=dict)
+    last_authorization: str = ""
+    """The Authorization header of the last chat request (to see which key reached the upstream)."""
 
 
 def _completion(model: str) -> bytes:
@@ -72,6 +74,7 @@ def create_app(stats: UpstreamStats, chunks: int = 8, chunk_delay_s: float = 0.0
         body = json.loads(await request.body())
         stats.requests += 1
         stats.last_body = body
+        stats.last_authorization = request.headers.get("authorization", "")
         model = str(body.get("model", "fake"))
         if not body.get("stream"):
             return Response(_completion(model), media_type="application/json")

@@ -15,11 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge import openai_api
+from edge import api_reports, openai_api
 from edge.cors import AllowedOriginsCORS
 from edge.errors import error_json
 from edge.headers import HeaderLimitsMiddleware
 from edge.middleware import RequestContextMiddleware
+from edge.observability import ResponseTimeMiddleware
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
 from gateway_common import tracing
@@ -45,6 +46,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     app = FastAPI(title="LLM Gateway", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(openai_api.router)
+    app.include_router(api_reports.router)
     add_native_routes(app, _state)
 
     @app.get("/health", include_in_schema=False)
@@ -84,6 +86,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     # Order matters: the request id is set first (outermost), so that every refusal carries it.
     app.add_middleware(HeaderLimitsMiddleware)
+    app.add_middleware(ResponseTimeMiddleware)
     app.add_middleware(RequestContextMiddleware)
     tracing.instrument_app(app)
     if config.edge.cors_origins:

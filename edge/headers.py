@@ -21,7 +21,12 @@ MAX_HEADER_BYTES = 16 * 1024
 
 # The headers forwarded as gRPC metadata, each with its own bound, together under gRPC's 8 KiB.
 # A W3C traceparent is 55 characters and a tracestate at most 512; a bearer key or a JWT fits 4 KiB.
-FORWARDED_HEADER_LIMITS: dict[bytes, int] = {b"authorization": 4096, b"traceparent": 512, b"tracestate": 512}
+FORWARDED_HEADER_LIMITS: dict[bytes, int] = {
+    b"authorization": 4096,
+    b"x-upstream-authorization": 2048,
+    b"traceparent": 512,
+    b"tracestate": 512,
+}
 
 
 class HeaderLimitsMiddleware:

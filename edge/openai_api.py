@@ -21,6 +21,7 @@ from edge.body import BodyTooLarge, read_json
 from edge.client_ip import CLIENT_IP_KEY, client_ip
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_body, error_headers, http_status
+from edge.observability import COST_HEADER, cost_usd, format_usd, window_headers
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
 from gateway.router.v1 import router_pb2
@@ -29,7 +30,11 @@ from gateway_common.errors import GatewayError, Reason
 
 router = APIRouter()
 
-_FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate")
+# Credentials always; trace context only when the instrumentation does not inject its own.
+# X-Upstream-Authorization is the client's own upstream key (bring-your-own-key); the gateway key
+# stays in Authorization.
+_CREDENTIAL_HEADERS = ("authorization", "x-upstream-authorization")
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 # Which provider served the answer ("<name> (stub)" for a provider in stub mode).
 PROVIDER_HEADER = "x-gateway-provider"
@@ -52,7 +57,7 @@ def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     if address:
         metadata.append((CLIENT_IP_KEY, address))
     # With tracing on, the instrumentation continues the client's trace and injects its own context.
-    for name in _FORWARDED_HEADERS if not tracing.enabled() else _FORWARDED_HEADERS[:1]:
+    for name in _CREDENTIAL_HEADERS + (() if tracing.enabled() else _TRACE_HEADERS):
         value = request.headers.get(name)
         if value is not None:
             metadata.append((name, value))
@@ -63,8 +68,10 @@ _FORWARDED_PREFIXES = ("x-ratelimit-", "x-gateway-max-tokens-capped")
 
 
 def ratelimit_headers(metadata: Any) -> dict[str, str]:
-    """The router's ``x-ratelimit-*`` metadata, and the max_tokens cap it applied, as HTTP headers."""
-    return {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith(_FORWARDED_PREFIXES)}
+    """The router's ``x-ratelimit-*`` metadata, and the max_tokens cap it applied, as HTTP headers,
+    with the request window also under AI Gateway's names (``X-RateLimit-Remaining``, ``-Reset-Ms``)."""
+    headers = {k: v for k, v in (metadata or ()) if isinstance(v, str) and k.startswith(_FORWARDED_PREFIXES)}
+    return {**headers, **window_headers(headers)}
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
@@ -88,6 +95,8 @@ def rpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
 
 
 @router.post("/v1/chat/completions")
+# Unified Model Gateway documents its OpenAI façade under this name; same handler, same behaviour.
+@router.post("/v1/chat.completions", include_in_schema=False)
 async def create_chat_completion(request: Request) -> Response:
     """OpenAI ``POST /v1/chat/completions``."""
     state: EdgeState = request.app.state.edge
@@ -113,6 +122,9 @@ async def create_chat_completion(request: Request) -> Response:
         if isinstance(attempts, str):
             # The router lists the attempts of an answer that needed more than one.
             headers[ATTEMPTS_HEADER] = attempts
+        cost = cost_usd(await call.trailing_metadata())
+        if cost is not None:
+            headers[COST_HEADER] = format_usd(cost)
         return Response(
             _dumps(openai_wire.completion_to_openai(response.completion)),
             media_type="application/json",
@@ -148,15 +160,24 @@ async def _stream_chat(
             headers[ROUTE_HEADER] = first.chunk.route
 
     async def events() -> AsyncIterator[str]:
+        # The usage chunk is held back until the call ends: the cost it carries (usage.cost_usd,
+        # a gateway extension) arrives in the router's trailers, after the last chunk.
+        usage_chunk: chat_pb2.ChatCompletionChunk | None = None
         try:
-            if first is not None:
-                data = _chunk_json(first.chunk, include_usage)
-                if data is not None:
-                    yield data
-            async for item in chunks:
+            pending = [first] if first is not None else []
+            async for item in _chain(pending, chunks):
+                if include_usage and item.chunk.HasField("usage") and not item.chunk.choices:
+                    usage_chunk = item.chunk
+                    continue
                 data = _chunk_json(item.chunk, include_usage)
                 if data is not None:
                     yield data
+            if usage_chunk is not None:
+                payload = openai_wire.chunk_to_openai(usage_chunk, include_usage)
+                cost = cost_usd(await call.trailing_metadata())
+                if cost is not None and isinstance(payload.get("usage"), dict):
+                    payload["usage"]["cost_usd"] = cost
+                yield json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
             yield "[DONE]"
         except grpc.aio.AioRpcError as exc:
             # Headers are sent: the failure goes in-band, and the stream ends without [DONE] so
@@ -168,6 +189,15 @@ async def _stream_chat(
             call.cancel()
 
     return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
+
+
+async def _chain(
+    head: list[router_pb2.StreamChatResponse], rest: AsyncIterator[router_pb2.StreamChatResponse]
+) -> AsyncIterator[router_pb2.StreamChatResponse]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
 
 
 def _chunk_json(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -134,6 +134,9 @@ class HttpProviderConfig(_Strict):
     """Sent to upstreams that require max_tokens (Anthropic) when the client gave none."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra non-secret headers sent upstream."""
+    forward_client_key: bool = False
+    """Bring-your-own-key: when no key is configured for this upstream, send it the client's own
+    (``X-Upstream-Authorization: Bearer …``), for that request only; never logged or stored."""
 
 
 ProviderConfig = Annotated[MockProviderConfig | HttpProviderConfig, Field(discriminator="type")]
@@ -377,6 +380,34 @@ DEFAULT_CHAT_ALIAS = "default-chat"
 """The alias that exists without configuration, naming ``default_model`` (unless defined)."""
 
 
+class PromptLogConfig(_Strict):
+    """Which calls have their prompt and answer logged, and what is redacted before they are stored."""
+
+    mode: Literal["policy", "all", "off"] = "policy"
+    """``policy``: tenants whose policy sets ``log_prompts``; ``all``: every call; ``off``: none.
+    ``GATEWAY_PROMPT_LOGGING`` (or AI Gateway's ``AI_GATEWAY_PROMPT_LOGGING``) sets it: true/false/policy."""
+    redact_patterns: list[str] = Field(default_factory=list)
+    """Regular expressions whose matches are replaced by ``[REDACTED]`` before a log is stored,
+    on top of the built-in ones (``sk-…`` keys, bearer tokens)."""
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _boolean_names(cls, value: Any) -> Any:
+        # AI Gateway's users write true/false; ours are the mode names.
+        names = {"true": "all", "1": "all", "yes": "all", "on": "all", "false": "off", "0": "off", "no": "off"}
+        return names.get(str(value).strip().lower(), value) if isinstance(value, str | bool) else value
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {index} ({pattern!r}) is not a valid regular expression: {exc}") from exc
+        return value
+
+
 class GatewayConfig(_Strict):
     """The whole configuration file."""
 
@@ -402,6 +433,7 @@ class GatewayConfig(_Strict):
     router: RouterConfig = RouterConfig()
     routing: RoutingConfig = RoutingConfig()
     tls: TlsConfig = TlsConfig()
+    prompt_log: PromptLogConfig = PromptLogConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("providers")
@@ -467,6 +499,29 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_MAX_PROMPT_TOKENS": "max_prompt_tokens",
     "GATEWAY_STUB_WHEN_KEY_MISSING": "providers_stub_when_key_missing",
     "GATEWAY_TELEMETRY_LOG_FILE": "telemetry.log_file",
+    "GATEWAY_PROMPT_LOGGING": "prompt_log.mode",
+}
+
+
+def _retries_to_attempts(value: str) -> str:
+    # AI Gateway counts retries after the first try; max_attempts counts the first try too.
+    return str(int(value) + 1) if value.strip().isdigit() else value
+
+
+def _ms_to_s(value: str) -> str:
+    try:
+        return str(float(value) / 1000)
+    except ValueError:
+        return value
+
+
+# AI Gateway's variables (seed 004), for its users' existing setups: (our variable or field, conversion).
+# Ours win when both are set.
+_SEED_ENV_ALIASES: dict[str, tuple[str, Callable[[str], str] | None]] = {
+    "AI_GATEWAY_PROMPT_LOGGING": ("GATEWAY_PROMPT_LOGGING", None),
+    "AI_GATEWAY_RATE_LIMIT_RPM": ("GATEWAY_RATE_LIMIT_RPM", None),
+    "AI_GATEWAY_RETRY_ATTEMPTS": ("router.max_attempts", _retries_to_attempts),
+    "AI_GATEWAY_RETRY_DELAY_MS": ("router.retry_backoff_s", _ms_to_s),
 }
 for _service in ("router", "auth", "ratelimit", "providers", "metering"):
     _ENV_OVERRIDES[f"GATEWAY_{_service.upper()}_LISTEN"] = f"services.{_service}.listen"
@@ -513,17 +568,71 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         if not isinstance(loaded, dict):
             raise ConfigError(f"invalid configuration in {path}: the top level must be a mapping")
         data = loaded
+    aliased = [name for name, (target, _) in _SEED_ENV_ALIASES.items() if env.get(name) and not env.get(target)]
+    for name in aliased:
+        target, convert = _SEED_ENV_ALIASES[name]
+        if target in _ENV_OVERRIDES:
+            env = {**env, target: env[name]}
+        else:
+            _set_path(data, target, convert(env[name]) if convert else env[name])
     overridden = [name for name in _ENV_OVERRIDES if env.get(name)]
     for name in overridden:
         paths = _ENV_OVERRIDES[name]
         for dotted in (paths,) if isinstance(paths, str) else paths:
             _set_path(data, dotted, env[name])
-    if overridden:
-        source += f" (with {', '.join(overridden)} from the environment)"
+    routes_variable = next((name for name in _MODEL_ROUTES_VARIABLES if env.get(name)), None)
+    if routes_variable is not None:
+        _add_model_routes(data, routes_variable, env[routes_variable], env)
+        aliased.append(routes_variable)
+    if overridden or aliased:
+        source += f" (with {', '.join([*overridden, *aliased])} from the environment)"
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+
+
+_MODEL_ROUTES_VARIABLES = ("GATEWAY_MODEL_ROUTES", "AI_GATEWAY_MODEL_ROUTES")
+"""``model:base_url,model2:base_url2``: each model served by an OpenAI-compatible upstream; ours wins."""
+
+_ROUTE_PROVIDER_PREFIX = "route-"
+
+
+def _add_model_routes(data: dict[str, Any], variable: str, value: str, env: Mapping[str, str]) -> None:
+    """Add an ``openai_compatible`` provider (``route-<model>``) and a model of that id per entry.
+
+    The upstreams' key is AI Gateway's ``AI_GATEWAY_API_KEY`` when set, else ``OPENAI_API_KEY``.
+    Raises ConfigError naming the variable and the entry for anything that is not ``id:http(s)://…``.
+    """
+    key_env = "AI_GATEWAY_API_KEY" if env.get("AI_GATEWAY_API_KEY") else "OPENAI_API_KEY"
+    providers = data.setdefault("providers", {})
+    models = data.setdefault("models", {})
+    if not isinstance(providers, dict) or not isinstance(models, dict):
+        raise ConfigError(f"{variable}: providers and models must be mappings to add routes to")
+    seen: set[str] = set()
+    for index, entry in enumerate(value.split(",")):
+        entry = entry.strip()
+        model, _, url = entry.partition(":")
+        model, url = model.strip(), url.strip()
+        where = f"{variable} entry {index} ({entry!r})"
+        if not entry:
+            raise ConfigError(f"{where}: empty; write model:base_url entries separated by commas")
+        if not model or not url:
+            raise ConfigError(f"{where}: must be model:base_url, e.g. llama:http://127.0.0.1:8080/v1")
+        if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+            raise ConfigError(f"{where}: the base URL must start with http:// or https://")
+        if model in seen:
+            raise ConfigError(f"{where}: the model {model!r} is routed twice")
+        seen.add(model)
+        provider = _ROUTE_PROVIDER_PREFIX + model
+        # AI Gateway forwards the client's own upstream key when it has none: so do its routes here.
+        providers[provider] = {
+            "type": "openai_compatible",
+            "base_url": url.rstrip("/"),
+            "api_key_env": key_env,
+            "forward_client_key": True,
+        }
+        models[model] = {"deployments": [{"provider": provider, "model": model}]}
 
 
 # Providers that exist without configuration; each needs only its key in the environment (a

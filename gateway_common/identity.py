@@ -62,6 +62,8 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         # ratelimit reads the ledger to rebuild counters Redis lost; the CLI reads across tenants.
         "QueryUsage": frozenset({ROUTER, RATELIMIT, CLI}),
         "SumUsageByDescriptor": frozenset({RATELIMIT}),
+        # Always for a named tenant (metering refuses others): the router passes the principal's.
+        "QueryPromptLog": frozenset({ROUTER}),
     },
 }
 """Service (full gRPC name) → RPC → identities allowed to call it. Anything absent is refused."""

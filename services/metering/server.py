@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common.config import GatewayConfig
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+from gateway_common.redaction import Redactor
 from services.metering.servicer import MeteringServicer
 from services.metering.storage.sql import SqlLedgerStore, create_engine
 from services.metering.telemetry import TelemetryLog
@@ -20,7 +21,9 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     telemetry = TelemetryLog(config.telemetry.log_file) if config.telemetry.log_file else None
     registration = ServiceRegistration(
         add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
-        servicer=MeteringServicer(store, telemetry=telemetry),
+        servicer=MeteringServicer(
+            store, telemetry=telemetry, redact=Redactor(config.prompt_log.redact_patterns)
+        ),
         name=metering_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name,
     )
     server = GrpcServer(listen or config.services.metering.listen, [registration])

@@ -14,6 +14,7 @@ from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common import identity
 from gateway_common.db import unavailable_on_outage
 from gateway_common.errors import FieldViolation, GatewayError, Reason, invalid_argument
+from gateway_common.redaction import Redactor
 from services.metering import metrics
 from services.metering.descriptor_usage import DescriptorUsageServicer
 from services.metering.ledger import (
@@ -29,6 +30,7 @@ from services.metering.ledger import (
     resolve_period,
     unique_by_event_id,
 )
+from services.metering.prompt_log import PromptLogServicer
 from services.metering.storage import LedgerStore, LedgerUnavailable
 from services.metering.telemetry import TelemetryLog
 
@@ -58,15 +60,21 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServiceServicer):
+class MeteringServicer(DescriptorUsageServicer, PromptLogServicer, metering_pb2_grpc.MeteringServiceServicer):
     """Records usage events and sums them; every decision is in :mod:`services.metering.ledger`."""
 
     def __init__(
-        self, store: LedgerStore, clock: Callable[[], datetime] = _utc_now, telemetry: TelemetryLog | None = None
+        self,
+        store: LedgerStore,
+        clock: Callable[[], datetime] = _utc_now,
+        telemetry: TelemetryLog | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._telemetry = telemetry
+        # Prompt logs are redacted here too, before the database: a router may run with fewer patterns.
+        self._redact = redact or Redactor()
 
     async def RecordEvents(
         self,
@@ -82,7 +90,7 @@ class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServic
         records: list[UsageRecord] = []
         quarantined: list[QuarantinedEvent] = []
         for index, event in enumerate(request.events):
-            record, problems = _to_record(index, event, now)
+            record, problems = _to_record(index, event, now, self._redact)
             if record is not None:
                 problems.extend(check_record(index, record))
             if problems:
@@ -162,7 +170,7 @@ class MeteringServicer(DescriptorUsageServicer, metering_pb2_grpc.MeteringServic
 
 
 def _to_record(
-    index: int, event: metering_pb2.UsageEvent, now: datetime
+    index: int, event: metering_pb2.UsageEvent, now: datetime, redact: Callable[[str], str]
 ) -> tuple[UsageRecord | None, list[FieldViolation]]:
     """The event as a ledger record, or what stops it from being one (wire-level problems only)."""
     where = f"events[{index}]"
@@ -200,7 +208,7 @@ def _to_record(
         continued_from=event.continued_from,
         time=time,
         prompt_log=(
-            PromptLog(event.prompt_log.request_json, event.prompt_log.response_text)
+            PromptLog(redact(event.prompt_log.request_json), redact(event.prompt_log.response_text))
             if event.HasField("prompt_log")
             else None
         ),

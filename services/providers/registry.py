@@ -125,6 +125,10 @@ class UnconfiguredAdapter:
         """Nothing to close."""
 
 
+# The adapters that can send a client's own key (bring-your-own-key) per request.
+_FORWARDING_TYPES = frozenset({"openai", "openai_compatible", "azure"})
+
+
 def _stub(name: str) -> Adapter:
     return MockAdapter(name, MockProviderConfig(), label=f"{name} (stub)")
 
@@ -133,7 +137,12 @@ def _http_adapter(name: str, entry: HttpProviderConfig, env: Mapping[str, str], 
     flavour = HTTP_FLAVOURS[entry.type]
     key_env = entry.api_key_env or flavour.key_env
     api_key = (env.get(key_env) or None) if key_env else None
-    if api_key is None and key_env and (flavour.key_required or entry.api_key_env):
+    if entry.forward_client_key and entry.type not in _FORWARDING_TYPES:
+        raise ConfigError(
+            f"invalid configuration: providers.{name}.forward_client_key: supported for types "
+            f"{', '.join(sorted(_FORWARDING_TYPES))}, not {entry.type}"
+        )
+    if api_key is None and key_env and (flavour.key_required or entry.api_key_env) and not entry.forward_client_key:
         if stub_when_missing:
             log.warning("provider %s answers as a stub: environment variable %s is not set", name, key_env)
             return _stub(name)

@@ -17,6 +17,7 @@ import grpc
 from gateway.chat.v1 import chat_pb2
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway_common.errors import GatewayError, invalid_argument
+from services.providers import byok
 from services.providers.adapters.base import Adapter
 from services.providers.registry import ProviderRegistry
 
@@ -46,6 +47,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     ) -> providers_pb2.ChatResponse:
         """One completion from the target provider."""
         adapter = self._adapter(request.target)
+        byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
         try:
             completion = await adapter.chat(request.target.model, request.completion)
         except GatewayError as exc:
@@ -57,6 +59,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     ) -> AsyncIterator[providers_pb2.StreamChatResponse]:
         """The target provider's chunks, each passed on as soon as it arrives."""
         adapter = self._adapter(request.target)
+        byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
         chunks = adapter.stream_chat(request.target.model, request.completion)
         try:
             async for chunk in chunks:
@@ -75,6 +78,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     ) -> providers_pb2.EmbedResponse:
         """Embeddings from the target provider (UNIMPLEMENTED where the upstream has none)."""
         adapter = self._adapter(request.target)
+        byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
         try:
             embedding = await adapter.embed(request.target.model, request.embedding)
         except GatewayError as exc:

@@ -27,6 +27,7 @@ from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway_common.config import GatewayConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
+from gateway_common.redaction import Redactor
 from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
 from services.router import metrics, policy, quotas, validation
 from services.router.anonymous import AnonymousAccess
@@ -59,6 +60,9 @@ HeaderSink = Callable[[list[tuple[str, str]]], Awaitable[None]]
 ATTEMPTS_HEADER = "x-gateway-attempts"
 """Trailing metadata of an answer that took more than one attempt: each attempt and its result."""
 
+UPSTREAM_AUTHORIZATION_KEY = "x-upstream-authorization"
+"""Metadata: the client's own upstream key, for providers that forward it (bring-your-own-key)."""
+
 CAPPED_HEADER = "x-gateway-max-tokens-capped"
 """Response header: the max_tokens the gateway set upstream for a request that gave none."""
 
@@ -77,8 +81,13 @@ class CallContext:
     """The client's address as the edge saw it (or the gRPC peer's); names anonymous callers."""
     client_id: str = ""
     """The request's ``gateway.client_id``; names anonymous callers."""
-    set_trailers: Callable[[list[tuple[str, str]]], None] = lambda _trailers: None
-    """Sets the call's trailing metadata (a unary answer's ``x-gateway-attempts``)."""
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+    """Trailing metadata the answer gets once it is complete (a unary answer's ``x-gateway-attempts``)."""
+    upstream_authorization: str = field(default="", repr=False)
+    """The client's own upstream key (``x-upstream-authorization``), passed to providers for
+    bring-your-own-key; never logged (kept out of repr) or stored."""
+    cost_micro_usd: int | None = None
+    """Set when the request is settled: its actual cost, which the servicer returns in trailers."""
 
 
 @dataclass
@@ -186,6 +195,7 @@ class Orchestrator:
         # None: the config alone (no route overrides); the server passes one reading auth's table.
         self.planner = planner or Planner(config)
         self._anonymous = AnonymousAccess(config.anonymous)
+        self._redact = Redactor(config.prompt_log.redact_patterns)
         self._labels = metrics.MetricLabels(config)
         self._default_limits = quotas.default_limits(config.limits)
         self._model_limits = {
@@ -414,7 +424,7 @@ class Orchestrator:
     ) -> chat_pb2.ChatCompletion:
         """A unary completion with retries and fallbacks."""
         admission = await self._admit_chat(request, call, on_headers)
-        outcome = _Outcome(prompt_log=_prompt_log(admission, request))
+        outcome = _Outcome(prompt_log=_prompt_log(admission, request, self._config.prompt_log.mode))
 
         def succeeded(response: providers_pb2.ChatResponse) -> chat_pb2.ChatCompletion:
             result = response.completion
@@ -466,7 +476,7 @@ class Orchestrator:
     ) -> AsyncGenerator[chat_pb2.ChatCompletionChunk, None]:
         """A streamed completion. Fallback happens only before the first chunk is passed on."""
         admission = await self._admit_chat(request, call, on_headers)
-        outcome = _Outcome(prompt_log=_prompt_log(admission, request))
+        outcome = _Outcome(prompt_log=_prompt_log(admission, request, self._config.prompt_log.mode))
         try:
             first = True
             async for chunk in self._stream_attempts(request, admission, outcome, call):
@@ -755,7 +765,7 @@ class Orchestrator:
                 result = await attempt(candidate, self._attempt_timeout(call))
                 self._health.record_success(candidate)
                 if attempts.log:
-                    call.set_trailers([(ATTEMPTS_HEADER, "; ".join([*attempts.log, f"{candidate.id}: answered"]))])
+                    call.trailers.append((ATTEMPTS_HEADER, "; ".join([*attempts.log, f"{candidate.id}: answered"])))
                 return result
             except grpc.aio.AioRpcError as exc:
                 error = GatewayError.from_rpc_error(exc, "providers")
@@ -782,6 +792,7 @@ class Orchestrator:
         """Settle the reservation and spool the final usage event (replacing the intent), in the background."""
         candidate = outcome.candidate
         cost = _attempts_cost(outcome)
+        call.cost_micro_usd = cost
         if admission.reserved.requests:
             if self._leases is not None:
                 for reservation_id in (admission.reservation_id, *admission.extensions):
@@ -819,8 +830,9 @@ class Orchestrator:
         if outcome.first_chunk_s is not None:
             event.time_to_first_chunk.CopyFrom(_duration(outcome.first_chunk_s))
         if outcome.prompt_log is not None:
-            event.prompt_log.request_json = _loggable(outcome.prompt_log.request_json)
-            event.prompt_log.response_text = _loggable(outcome.prompt_log.response_text)
+            # Redacted before the spool file: a secret pasted into a prompt reaches no disk.
+            event.prompt_log.request_json = _loggable(self._redact(outcome.prompt_log.request_json))
+            event.prompt_log.response_text = _loggable(self._redact(outcome.prompt_log.response_text))
         self._metering.complete(event)
         provider = candidate.provider if candidate else ""
         outcome_name = metering_pb2.Outcome.Name(event.outcome).removeprefix("OUTCOME_").lower()
@@ -907,9 +919,11 @@ def _loggable(text: str) -> str:
     return f"{kept}…[truncated: {len(encoded) - len(kept.encode())} more bytes]"
 
 
-def _prompt_log(admission: _Admission, request: chat_pb2.ChatCompletionRequest) -> metering_pb2.PromptLog | None:
-    """An empty prompt log for a tenant whose policy marks its calls for logging, else None."""
-    if not admission.principal.policy.log_prompts:
+def _prompt_log(
+    admission: _Admission, request: chat_pb2.ChatCompletionRequest, mode: str
+) -> metering_pb2.PromptLog | None:
+    """An empty prompt log when the call is to be logged (the global mode, else the tenant's policy), else None."""
+    if mode == "off" or (mode == "policy" and not admission.principal.policy.log_prompts):
         return None
     return metering_pb2.PromptLog(request_json=json_format.MessageToJson(request, indent=None))
 
@@ -928,6 +942,8 @@ def _target(candidate: Candidate) -> providers_pb2.Target:
 
 
 def _metadata(call: CallContext) -> tuple[tuple[str, str], ...]:
+    if call.upstream_authorization:
+        return (("x-request-id", call.request_id), (UPSTREAM_AUTHORIZATION_KEY, call.upstream_authorization))
     return (("x-request-id", call.request_id),)
 
 

@@ -17,9 +17,13 @@ from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
 from services.router import catalog, policy, unified
 from services.router.auth_cache import bearer_token
-from services.router.orchestrator import CallContext, HeaderSink, Orchestrator
+from services.router.orchestrator import UPSTREAM_AUTHORIZATION_KEY, CallContext, HeaderSink, Orchestrator
+from services.router.reports import ReportsServicer
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+COST_TRAILER = "x-gateway-cost-usd"
+"""Trailing metadata of Chat and StreamChat: the request's actual cost in USD, a decimal string."""
 
 
 CLIENT_IP_KEY = "x-gateway-client-ip"
@@ -42,12 +46,13 @@ def _client_ip(metadata: tuple[tuple[str, str | bytes], ...], context: Context) 
 
 def _call_context(context: Context) -> CallContext:
     metadata = tuple(context.invocation_metadata() or ())
+    upstream = next((v for k, v in metadata if k == UPSTREAM_AUTHORIZATION_KEY and isinstance(v, str)), "")
     return CallContext(
         api_key=bearer_token(metadata),
         request_id=request_id_var.get(),
         time_remaining=context.time_remaining,
         client_ip=_client_ip(metadata, context),
-        set_trailers=lambda trailers: context.set_trailing_metadata(tuple(trailers)),
+        upstream_authorization=upstream,
     )
 
 
@@ -58,7 +63,17 @@ def _header_sink(context: Context) -> HeaderSink:
     return send
 
 
-class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+def _send_trailers(context: Context, call: CallContext) -> None:
+    # Trailers, because the cost (and the attempts) are known only once the answer is complete,
+    # after a stream's last chunk. gRPC keeps only the last set_trailing_metadata: one call for all.
+    trailers = list(call.trailers)
+    if call.cost_micro_usd is not None:
+        trailers.append((COST_TRAILER, f"{call.cost_micro_usd / 1_000_000:.6f}"))
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
+
+
+class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
     """The public gRPC API of the gateway."""
 
     def __init__(
@@ -76,6 +91,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         # so the planner's own entries are read at each call.
         self._provider_entries = catalog.provider_models(orchestrator.planner.config)
 
+    def _call(self, context: Context) -> CallContext:
+        return _call_context(context)
+
     async def Chat(self, request: router_pb2.ChatRequest, context: Context) -> router_pb2.ChatResponse:
         """Answers in the form asked: canonical for canonical, unified for unified."""
         is_unified = request.HasField("unified")
@@ -83,7 +101,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         if is_unified:
             unified.refuse_stream_flag(request.unified)
         canonical = unified.to_canonical(request.unified) if is_unified else request.completion
-        completion = await self._orchestrator.chat(canonical, _call_context(context), _header_sink(context))
+        call = _call_context(context)
+        completion = await self._orchestrator.chat(canonical, call, _header_sink(context))
+        _send_trailers(context, call)
         if is_unified:
             return router_pb2.ChatResponse(unified=unified.from_completion(completion))
         return router_pb2.ChatResponse(completion=completion)
@@ -95,7 +115,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         is_unified = request.HasField("unified")
         unified.one_form(request.HasField("completion"), is_unified)
         canonical = unified.to_canonical(request.unified) if is_unified else request.completion
-        stream = self._orchestrator.stream_chat(canonical, _call_context(context), _header_sink(context))
+        call = _call_context(context)
+        stream = self._orchestrator.stream_chat(canonical, call, _header_sink(context))
         try:
             async for chunk in stream:
                 if is_unified:
@@ -104,6 +125,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     yield router_pb2.StreamChatResponse(chunk=chunk)
         finally:
             await stream.aclose()
+        _send_trailers(context, call)
 
     async def Embed(self, request: router_pb2.EmbedRequest, context: Context) -> router_pb2.EmbedResponse:
         embedding = await self._orchestrator.embed(request.embedding, _call_context(context), _header_sink(context))

@@ -37,6 +37,7 @@ from services.metering.ledger import (
     UsageRecord,
     UsageTotals,
 )
+from services.metering.prompt_log import PromptLogEntry, latest_prompt_logs
 from services.metering.storage import LedgerUnavailable
 
 VERSION_TABLE = "alembic_version_metering"
@@ -308,6 +309,10 @@ class SqlLedgerStore:
     async def sum_by_descriptor(self, start: datetime, end: datetime | None) -> list[DescriptorTotals]:
         """See :class:`services.metering.descriptor_usage.DescriptorUsageStore`."""
         return await sum_by_descriptor(self._engine, _events, start, end)
+
+    async def latest_prompt_logs(self, tenant_id: str, limit: int) -> list[PromptLogEntry]:
+        """See :class:`services.metering.prompt_log.PromptLogStore`."""
+        return await latest_prompt_logs(self._engine, _events, _prompt_logs, tenant_id, limit)
 
 
 def _dialect_insert(connection: AsyncConnection) -> Callable[..., Any]:

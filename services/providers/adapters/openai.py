@@ -39,6 +39,7 @@ from gateway_common.openai_wire import (
     from_struct,
 )
 from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tokens, estimate_text_tokens
+from services.providers.byok import client_key_var, missing_client_key
 from services.providers.http import (
     bad_response,
     build_client,
@@ -61,7 +62,9 @@ class OpenAIAdapter:
         self.name = name
         self._config = config
         self._azure = config.type == "azure"
-        self._secrets = (api_key,)
+        self._own_secrets = (api_key,)
+        # Bring-your-own-key: only an upstream with no key of its own takes the client's.
+        self._forward_client_key = config.forward_client_key and not api_key
         headers = dict(config.headers)
         if api_key:
             if self._azure:
@@ -70,6 +73,20 @@ class OpenAIAdapter:
                 headers["Authorization"] = f"Bearer {api_key}"
         self._client = build_client(config, base_url, headers)
         self._params = {"api-version": config.api_version or DEFAULT_AZURE_API_VERSION} if self._azure else {}
+
+    @property
+    def _secrets(self) -> tuple[str | None, ...]:
+        """The secrets every error of this call redacts: the configured key and the client's."""
+        return (*self._own_secrets, client_key_var.get()) if self._forward_client_key else self._own_secrets
+
+    def _call_headers(self) -> dict[str, str]:
+        """Per-request headers: the client's own key when this upstream forwards it."""
+        if not self._forward_client_key:
+            return {}
+        key = client_key_var.get()
+        if key is None:
+            raise missing_client_key(self.name)
+        return {"api-key": key} if self._azure else {"Authorization": f"Bearer {key}"}
 
     def _path(self, model: str, operation: str) -> str:
         if self._azure:
@@ -101,6 +118,7 @@ class OpenAIAdapter:
             provider=self.name,
             total_timeout_s=self._config.total_timeout_s,
             secrets=self._secrets,
+            headers=self._call_headers(),
             json=body,
             params=self._params,
         )
@@ -132,6 +150,7 @@ class OpenAIAdapter:
             self._path(model, "chat/completions"),
             provider=self.name,
             secrets=self._secrets,
+            headers=self._call_headers(),
             json=body,
             params=self._params,
         ) as response:
@@ -175,6 +194,7 @@ class OpenAIAdapter:
             provider=self.name,
             total_timeout_s=self._config.total_timeout_s,
             secrets=self._secrets,
+            headers=self._call_headers(),
             json=body,
             params=self._params,
         )
@@ -197,6 +217,7 @@ class OpenAIAdapter:
             provider=self.name,
             total_timeout_s=self._config.total_timeout_s,
             secrets=self._secrets,
+            headers=self._call_headers(),
             params=self._params,
         )
         data = read_json(response, self.name)

@@ -486,3 +486,113 @@ class SumUsageByDescriptorResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SumUsageByDescriptorResponse: _TypeAlias = SumUsageByDescriptorResponse  # noqa: Y015
+
+@_typing.final
+class QueryPromptLogRequest(_message.Message):
+    """QueryPromptLogRequest selects the latest prompt log entries of a tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (required)."""
+    limit: _builtins.int
+    """How many entries, newest first: 1 to 1000."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPromptLogRequest: _TypeAlias = QueryPromptLogRequest  # noqa: Y015
+
+@_typing.final
+class PromptLogEntry(_message.Message):
+    """PromptLogEntry is one logged call: previews of what it asked and answered, and its usage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    REQUEST_PREVIEW_FIELD_NUMBER: _builtins.int
+    RESPONSE_PREVIEW_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The usage event's id."""
+    request_id: _builtins.str
+    """The client's request id."""
+    tenant_id: _builtins.str
+    """The tenant."""
+    key_id: _builtins.str
+    """The key's id."""
+    model: _builtins.str
+    """The model the client asked for."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens."""
+    completion_tokens: _builtins.int
+    """Completion tokens."""
+    request_preview: _builtins.str
+    """The start of the request's message text (secrets were redacted before storage)."""
+    response_preview: _builtins.str
+    """The start of the answer's text (secrets were redacted before storage)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the request was received."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        request_preview: _builtins.str = ...,
+        response_preview: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "event_id", b"event_id", "key_id", b"key_id", "model", b"model", "prompt_tokens", b"prompt_tokens", "request_id", b"request_id", "request_preview", b"request_preview", "response_preview", b"response_preview", "tenant_id", b"tenant_id", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromptLogEntry: _TypeAlias = PromptLogEntry  # noqa: Y015
+
+@_typing.final
+class QueryPromptLogResponse(_message.Message):
+    """QueryPromptLogResponse holds the entries, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PromptLogEntry]:
+        """The entries."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___PromptLogEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPromptLogResponse: _TypeAlias = QueryPromptLogResponse  # noqa: Y015

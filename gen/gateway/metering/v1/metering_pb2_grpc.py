@@ -50,6 +50,11 @@ class MeteringServiceStub:
                 request_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorRequest.SerializeToString,
                 response_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorResponse.FromString,
                 _registered_method=True)
+        self.QueryPromptLog = channel.unary_unary(
+                '/gateway.metering.v1.MeteringService/QueryPromptLog',
+                request_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryPromptLogRequest.SerializeToString,
+                response_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryPromptLogResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
@@ -79,6 +84,14 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryPromptLog(self, request, context):
+        """QueryPromptLog returns the latest prompt log entries of one tenant, newest first. Every
+        caller must name the tenant: the prompt log is never read across tenants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +109,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.SumUsageByDescriptor,
                     request_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorRequest.FromString,
                     response_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorResponse.SerializeToString,
+            ),
+            'QueryPromptLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryPromptLog,
+                    request_deserializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryPromptLogRequest.FromString,
+                    response_serializer=gateway_dot_metering_dot_v1_dot_metering__pb2.QueryPromptLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +198,33 @@ class MeteringService:
             '/gateway.metering.v1.MeteringService/SumUsageByDescriptor',
             gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorRequest.SerializeToString,
             gateway_dot_metering_dot_v1_dot_metering__pb2.SumUsageByDescriptorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryPromptLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.metering.v1.MeteringService/QueryPromptLog',
+            gateway_dot_metering_dot_v1_dot_metering__pb2.QueryPromptLogRequest.SerializeToString,
+            gateway_dot_metering_dot_v1_dot_metering__pb2.QueryPromptLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class MeteringServiceStub:
     """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
     limit service can rebuild day and month counters it lost (the ledger is their source of truth).
     """
+    QueryPromptLog: _grpc.UnaryUnaryMultiCallable[_metering_pb2.QueryPromptLogRequest, _metering_pb2.QueryPromptLogResponse]
+    """QueryPromptLog returns the latest prompt log entries of one tenant, newest first. Every
+    caller must name the tenant: the prompt log is never read across tenants.
+    """
 
 @_typing.type_check_only
 class MeteringServiceAsyncStub(MeteringServiceStub):
@@ -58,6 +62,10 @@ class MeteringServiceAsyncStub(MeteringServiceStub):
     SumUsageByDescriptor: _aio.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]  # type: ignore[assignment]
     """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
     limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+    """
+    QueryPromptLog: _aio.UnaryUnaryMultiCallable[_metering_pb2.QueryPromptLogRequest, _metering_pb2.QueryPromptLogResponse]  # type: ignore[assignment]
+    """QueryPromptLog returns the latest prompt log entries of one tenant, newest first. Every
+    caller must name the tenant: the prompt log is never read across tenants.
     """
 
 class MeteringServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +97,16 @@ class MeteringServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metering_pb2.SumUsageByDescriptorResponse, _abc.Awaitable[_metering_pb2.SumUsageByDescriptorResponse]]:
         """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
         limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+        """
+
+    @_abc_1.abstractmethod
+    def QueryPromptLog(
+        self,
+        request: _metering_pb2.QueryPromptLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metering_pb2.QueryPromptLogResponse, _abc.Awaitable[_metering_pb2.QueryPromptLogResponse]]:
+        """QueryPromptLog returns the latest prompt log entries of one tenant, newest first. Every
+        caller must name the tenant: the prompt log is never read across tenants.
         """
 
 def add_MeteringServiceServicer_to_server(servicer: MeteringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

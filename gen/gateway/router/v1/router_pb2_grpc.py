@@ -61,6 +61,16 @@ class RouterServiceStub:
                 request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.GetCosts = channel.unary_unary(
+                '/gateway.router.v1.RouterService/GetCosts',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetCostsRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetCostsResponse.FromString,
+                _registered_method=True)
+        self.GetPromptLog = channel.unary_unary(
+                '/gateway.router.v1.RouterService/GetPromptLog',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -105,6 +115,22 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCosts(self, request, context):
+        """GetCosts reports each key's requests, tokens and cost in the caller's tenant (or the tenant
+        an admin key names). Needs the "usage:read" scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPromptLog(self, request, context):
+        """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
+        Needs the "usage:read" scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +158,16 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageRequest.FromString,
                     response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetCosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCosts,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetCostsRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetCostsResponse.SerializeToString,
+            ),
+            'GetPromptLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPromptLog,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +307,60 @@ class RouterService:
             '/gateway.router.v1.RouterService/GetUsage',
             gateway_dot_router_dot_v1_dot_router__pb2.GetUsageRequest.SerializeToString,
             gateway_dot_router_dot_v1_dot_router__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.router.v1.RouterService/GetCosts',
+            gateway_dot_router_dot_v1_dot_router__pb2.GetCostsRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.GetCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPromptLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.router.v1.RouterService/GetPromptLog',
+            gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

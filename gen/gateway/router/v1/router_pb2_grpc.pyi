@@ -49,6 +49,14 @@ class RouterServiceStub:
     """ListModels lists the models the caller may use."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetUsageRequest, _router_pb2.GetUsageResponse]
     """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope."""
+    GetCosts: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetCostsRequest, _router_pb2.GetCostsResponse]
+    """GetCosts reports each key's requests, tokens and cost in the caller's tenant (or the tenant
+    an admin key names). Needs the "usage:read" scope.
+    """
+    GetPromptLog: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetPromptLogRequest, _router_pb2.GetPromptLogResponse]
+    """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
+    Needs the "usage:read" scope.
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -71,6 +79,14 @@ class RouterServiceAsyncStub(RouterServiceStub):
     """ListModels lists the models the caller may use."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_router_pb2.GetUsageRequest, _router_pb2.GetUsageResponse]  # type: ignore[assignment]
     """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope."""
+    GetCosts: _aio.UnaryUnaryMultiCallable[_router_pb2.GetCostsRequest, _router_pb2.GetCostsResponse]  # type: ignore[assignment]
+    """GetCosts reports each key's requests, tokens and cost in the caller's tenant (or the tenant
+    an admin key names). Needs the "usage:read" scope.
+    """
+    GetPromptLog: _aio.UnaryUnaryMultiCallable[_router_pb2.GetPromptLogRequest, _router_pb2.GetPromptLogResponse]  # type: ignore[assignment]
+    """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
+    Needs the "usage:read" scope.
+    """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """RouterService is the gateway's public gRPC entry point. Calls carry the API key in the
@@ -120,5 +136,25 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.GetUsageResponse, _abc.Awaitable[_router_pb2.GetUsageResponse]]:
         """GetUsage sums the usage ledger of the caller's tenant. Needs the "usage:read" scope."""
+
+    @_abc_1.abstractmethod
+    def GetCosts(
+        self,
+        request: _router_pb2.GetCostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.GetCostsResponse, _abc.Awaitable[_router_pb2.GetCostsResponse]]:
+        """GetCosts reports each key's requests, tokens and cost in the caller's tenant (or the tenant
+        an admin key names). Needs the "usage:read" scope.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPromptLog(
+        self,
+        request: _router_pb2.GetPromptLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.GetPromptLogResponse, _abc.Awaitable[_router_pb2.GetPromptLogResponse]]:
+        """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
+        Needs the "usage:read" scope.
+        """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
