@@ -174,9 +174,15 @@ async def _stream_chat(
                     yield data
             if usage_chunk is not None:
                 payload = openai_wire.chunk_to_openai(usage_chunk, include_usage)
-                cost = cost_usd(await call.trailing_metadata())
+                trailers = await call.trailing_metadata()
+                cost = cost_usd(trailers)
                 if cost is not None and isinstance(payload.get("usage"), dict):
                     payload["usage"]["cost_usd"] = cost
+                attempts = dict(trailers or ()).get(ATTEMPTS_HEADER)
+                if isinstance(attempts, str) and isinstance(payload.get("usage"), dict):
+                    # A gateway extension, like cost_usd: the stream's headers left before the
+                    # router knew it would take more than one attempt.
+                    payload["usage"]["gateway_attempts"] = attempts.split("; ")
                 yield json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
             yield "[DONE]"
         except grpc.aio.AioRpcError as exc:

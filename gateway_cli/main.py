@@ -162,6 +162,13 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="whether metering logs the tenant's prompts and completions",
     )
+    parser.add_argument(
+        "--continue-streams",
+        dest="continue_streams",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether a stream broken mid-answer is continued by another attempt (default: the router's setting)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +326,8 @@ def _policy_text(policy: auth_pb2.Policy) -> str:
         parts.append(f"max {policy.max_prompt_tokens} prompt tokens")
     if policy.log_prompts:
         parts.append("logs prompts")
+    if policy.HasField("continue_broken_streams") and not policy.continue_broken_streams:
+        parts.append("broken streams not continued")
     return "; ".join(parts) or "-"
 
 
@@ -396,6 +405,9 @@ def _policy(args: argparse.Namespace, current: auth_pb2.Policy) -> tuple[auth_pb
         given = True
     if args.log_prompts is not None:
         policy.log_prompts = args.log_prompts
+        given = True
+    if args.continue_streams is not None:
+        policy.continue_broken_streams = args.continue_streams
         given = True
     return policy, given
 

@@ -137,6 +137,16 @@ class HttpProviderConfig(_Strict):
     forward_client_key: bool = False
     """Bring-your-own-key: when no key is configured for this upstream, send it the client's own
     (``X-Upstream-Authorization: Bearer …``), for that request only; never logged or stored."""
+    continue_final_message: bool = False
+    """An ``openai_compatible`` server that takes vLLM's ``continue_final_message`` (with
+    ``add_generation_prompt: false``): a broken stream is continued on it by sending the partial
+    answer as a final assistant message to extend, not with an explicit instruction."""
+
+    @model_validator(mode="after")
+    def _continue_final_message_is_vllms(self) -> HttpProviderConfig:
+        if self.continue_final_message and self.type != "openai_compatible":
+            raise ValueError("continue_final_message is for openai_compatible servers (vLLM)")
+        return self
 
 
 ProviderConfig = Annotated[MockProviderConfig | HttpProviderConfig, Field(discriminator="type")]

@@ -68,6 +68,9 @@ def policy_from_proto(message: auth_pb2.Policy, field: str) -> Policy:
         max_prompt_tokens=message.max_prompt_tokens if message.HasField("max_prompt_tokens") else None,
         log_prompts=message.log_prompts,
         refuse_unpriced=message.refuse_unpriced,
+        continue_broken_streams=(
+            message.continue_broken_streams if message.HasField("continue_broken_streams") else None
+        ),
     )
     return check_policy(policy, field)
 
@@ -82,6 +85,8 @@ def policy_to_proto(policy: Policy) -> auth_pb2.Policy:
     )
     if policy.max_prompt_tokens is not None:
         message.max_prompt_tokens = policy.max_prompt_tokens
+    if policy.continue_broken_streams is not None:
+        message.continue_broken_streams = policy.continue_broken_streams
     return message
 
 

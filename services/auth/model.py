@@ -75,6 +75,8 @@ class Policy:
     log_prompts: bool = False
     refuse_unpriced: bool = False
     """With a budget set, refuse deployments that have no known price (see auth.proto Policy)."""
+    continue_broken_streams: bool | None = None
+    """False: the tenant's broken streams are not continued; None follows the router's setting."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ CONTINUE_INSTRUCTION = (
 # Provider types whose API continues a final assistant message by itself.
 PREFILL_TYPES = frozenset({"anthropic"})
 
+CONTINUE_FINAL_MESSAGE = {"continue_final_message": True, "add_generation_prompt": False}
+"""vLLM's request parameters that make it extend the final assistant message instead of answering it."""
+
 
 def why_not_continuable(request: chat_pb2.ChatCompletionRequest, *, enabled: bool) -> str | None:
     """Why a broken stream of ``request`` cannot be continued, or None when it can."""
@@ -95,12 +98,16 @@ class Splice:
         request: chat_pb2.ChatCompletionRequest,
         *,
         prefill: bool,
+        continue_final_message: bool = False,
         broken: str,
         prompt_tokens: int,
         completion_tokens: int,
     ) -> chat_pb2.ChatCompletionRequest:
         """The request for the next attempt: ``request`` asked to continue what the client has.
 
+        ``prefill``: the upstream extends a final assistant message by itself (Anthropic);
+        ``continue_final_message``: it does when asked with vLLM's parameters, sent in ``extra``
+        (the OpenAI-style body carries ``extra`` as is). Otherwise an explicit instruction follows.
         ``broken`` names the attempt that broke (``<deployment>``); its usage (the prompt estimate
         and the completion counted so far) is carried into the answer's total.
         """
@@ -111,7 +118,9 @@ class Splice:
         follow = chat_pb2.ChatCompletionRequest()
         follow.CopyFrom(request)
         follow.messages.add(role=chat_pb2.ROLE_ASSISTANT, text=self.text)
-        if not prefill:
+        if continue_final_message:
+            follow.extra.update(CONTINUE_FINAL_MESSAGE)
+        elif not prefill:
             follow.messages.add(role=chat_pb2.ROLE_USER, text=CONTINUE_INSTRUCTION)
         return follow
 

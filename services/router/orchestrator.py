@@ -25,7 +25,7 @@ from gateway.chat.v1 import chat_pb2
 from gateway.metering.v1 import metering_pb2
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from gateway_common.config import GatewayConfig, effective_providers
+from gateway_common.config import GatewayConfig, HttpProviderConfig, effective_providers
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.redaction import Redactor
 from gateway_common.tokens import completion_token_ceiling, embedding_token_ceiling, prompt_token_ceiling
@@ -207,6 +207,11 @@ class Orchestrator:
             name for name, provider in effective_providers(config).items() if provider.type == "openai_compatible"
         }
         self._prefill = {name for name, p in effective_providers(config).items() if p.type in PREFILL_TYPES}
+        self._continue_final_message = {
+            name
+            for name, p in effective_providers(config).items()
+            if isinstance(p, HttpProviderConfig) and p.continue_final_message
+        }
         self._context_windows = {
             (d.provider, d.model): d.context_window
             for model in config.models.values()
@@ -570,6 +575,12 @@ class Orchestrator:
                     except grpc.aio.AioRpcError as exc:
                         error = GatewayError.from_rpc_error(exc, "providers")
                     else:
+                        if attempts.log:
+                            # A stream's headers left before its attempts were known: the edge
+                            # lists them in-band, in the final usage chunk, from this trailer.
+                            call.trailers.append(
+                                (ATTEMPTS_HEADER, "; ".join([*attempts.log, f"{candidate.id}: answered"]))
+                            )
                         return
             finally:
                 stream.cancel()
@@ -579,7 +590,15 @@ class Orchestrator:
                 if next_attempt is None:
                     raise _annotate(error, outcome)  # in-band: the client has part of an answer
                 attempt_request = self._continuation(
-                    request, attempt_request, next_attempt.candidate, splice, outcome, error, candidate, ceiling_before
+                    request,
+                    attempt_request,
+                    admission,
+                    next_attempt.candidate,
+                    splice,
+                    outcome,
+                    error,
+                    candidate,
+                    ceiling_before,
                 )
             elif next_attempt is None:
                 raise attempts.final_error()
@@ -589,6 +608,7 @@ class Orchestrator:
         self,
         request: chat_pb2.ChatCompletionRequest,
         sent: chat_pb2.ChatCompletionRequest,
+        admission: _Admission,
         next_candidate: Candidate,
         splice: Splice,
         outcome: _Outcome,
@@ -597,7 +617,10 @@ class Orchestrator:
         ceiling_before: int,
     ) -> chat_pb2.ChatCompletionRequest:
         """The request that continues a stream broken by ``error``; raises (in-band) when impossible."""
-        why_not = why_not_continuable(request, enabled=self._config.router.continue_broken_streams)
+        policy = admission.principal.policy
+        # The tenant can only narrow the router's setting: unset follows it, false turns it off.
+        tenant_allows = not policy.HasField("continue_broken_streams") or policy.continue_broken_streams
+        why_not = why_not_continuable(request, enabled=self._config.router.continue_broken_streams and tenant_allows)
         if why_not is None and splice.tool_calls:
             why_not = "a tool call was under way"
         if why_not is not None:
@@ -612,6 +635,7 @@ class Orchestrator:
         return splice.continue_request(
             request,
             prefill=next_candidate.provider in self._prefill,
+            continue_final_message=next_candidate.provider in self._continue_final_message,
             broken=broken.id,
             prompt_tokens=prompt_estimate,
             completion_tokens=streamed,

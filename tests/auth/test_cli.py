@@ -129,6 +129,35 @@ async def test_tenants_and_keys_end_to_end(auth: RunningAuth, capsys: pytest.Cap
     assert status == 0 and '"tenant_id": "acme"' in out
 
 
+async def test_a_tenant_can_turn_off_the_continuation_of_broken_streams(
+    auth: RunningAuth, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def policy_of(tenant: str) -> auth_pb2.Policy:
+        status, out, _ = await gateway(
+            auth, capsys, "keys", "create", "--tenant", tenant, "--name", "k", "--scopes", "chat"
+        )
+        assert status == 0, out
+        secret = out.strip().splitlines()[-1]
+        return (await auth.stub.Authenticate(auth_pb2.AuthenticateRequest(api_key=secret))).principal.policy
+
+    status, out, _ = await gateway(auth, capsys, "tenants", "create", "strict", "--no-continue-streams")
+    assert status == 0, out
+    assert "broken streams not continued" in out
+    policy = await policy_of("strict")
+    assert policy.HasField("continue_broken_streams") and not policy.continue_broken_streams
+
+    # A tenant that says nothing follows the router's own setting: the field stays unset.
+    status, out, _ = await gateway(auth, capsys, "tenants", "create", "plain")
+    assert status == 0, out
+    assert not (await policy_of("plain")).HasField("continue_broken_streams")
+
+    status, out, _ = await gateway(auth, capsys, "tenants", "update", "strict", "--continue-streams")
+    assert status == 0, out
+    assert "broken streams not continued" not in out
+    policy = await policy_of("strict")
+    assert policy.HasField("continue_broken_streams") and policy.continue_broken_streams
+
+
 async def test_errors_are_one_line_and_exit_non_zero(auth: RunningAuth, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = await gateway(auth, capsys, "keys", "create", "--tenant", "nobody")
     assert status == 1

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.auth.v1 import auth_pb2_grpc
+from gateway.auth.v1 import auth_pb2, auth_pb2_grpc
 from gateway.chat.v1 import chat_pb2
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2_grpc
@@ -54,6 +54,7 @@ MODELS: dict[str, list[dict[str, Any]]] = {
     "flapping": [{"model": "flapping"}],
     "toolcut": [{"model": "toolcut"}, {"model": "ok"}],
     "cut-rejects": [{"model": "cut"}, {"model": "rejects"}],
+    "cut-vllm": [{"model": "cut"}, {"provider": "vllm", "model": "ok"}],
     "priced": [
         {"model": "cut", "input_usd_per_million": 1_000_000, "output_usd_per_million": 1_000_000},
         {"model": "ok", "input_usd_per_million": 2_000_000, "output_usd_per_million": 2_000_000},
@@ -83,9 +84,28 @@ def request(model: str, **fields: Any) -> chat_pb2.ChatCompletionRequest:
     )
 
 
-def metadata(request_id: str) -> tuple[tuple[str, str], ...]:
+NO_CONTINUE_KEY = "sk-test-no-continuation"
+"""A key of a tenant whose policy disables the continuation of broken streams."""
+
+
+class TenantAuth(FakeAuth):
+    """The router tests' auth, plus a tenant that turned continuation off."""
+
+    async def Authenticate(self, request: auth_pb2.AuthenticateRequest, context: Any) -> auth_pb2.AuthenticateResponse:
+        if request.api_key != NO_CONTINUE_KEY:
+            return await super().Authenticate(request, context)
+        principal = auth_pb2.Principal(
+            tenant_id="t-strict",
+            key_id="k-strict",
+            scopes=["chat"],
+            policy=auth_pb2.Policy(continue_broken_streams=False),
+        )
+        return auth_pb2.AuthenticateResponse(principal=principal, cache_ttl_seconds=2)
+
+
+def metadata(request_id: str, key: str = KEY) -> tuple[tuple[str, str], ...]:
     """The caller's key and a request id for the ledger."""
-    return (("authorization", f"Bearer {KEY}"), ("x-request-id", request_id))
+    return (("authorization", f"Bearer {key}"), ("x-request-id", request_id))
 
 
 class Clock:
@@ -111,7 +131,15 @@ def router_config(tmp_path: Path, upstream: FaultyUpstream, addresses: dict[str,
                     "base_url": upstream.base_url,
                     "read_timeout_s": ATTEMPT_TIMEOUT_S * 2,
                     "stream_idle_timeout_s": STREAM_IDLE_TIMEOUT_S,
-                }
+                },
+                # The same upstream, declared as a vLLM server that extends a final assistant message.
+                "vllm": {
+                    "type": "openai_compatible",
+                    "base_url": upstream.base_url,
+                    "read_timeout_s": ATTEMPT_TIMEOUT_S * 2,
+                    "stream_idle_timeout_s": STREAM_IDLE_TIMEOUT_S,
+                    "continue_final_message": True,
+                },
             },
             "models": {
                 alias: {"deployments": [{"provider": "up", **d} for d in deployments]}
@@ -138,7 +166,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await upstream.start()
     ledger = FakeMetering()
     fakes = {
-        "auth": ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, FakeAuth(), "a"),
+        "auth": ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, TenantAuth(), "a"),
         "ratelimit": ServiceRegistration(
             ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server, FakeRateLimit(), "r"
         ),

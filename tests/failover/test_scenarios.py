@@ -8,6 +8,7 @@ after an error it sends an in-band error event and no ``[DONE]``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from services.router.continuation import CONTINUE_INSTRUCTION
 from tests.failover.conftest import (
     ATTEMPT_TIMEOUT_S,
     FIRST_CONTENT_TIMEOUT_S,
+    NO_CONTINUE_KEY,
     STREAM_IDLE_TIMEOUT_S,
     Clock,
     Rig,
@@ -41,6 +43,7 @@ class Result:
     error: GatewayError | None = None
     chunks: list[chat_pb2.ChatCompletionChunk] = field(default_factory=list)
     completion: chat_pb2.ChatCompletion | None = None
+    trailers: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
 
     @property
@@ -56,21 +59,25 @@ class Result:
         return next(k.usage for k in reversed(self.chunks) if k.HasField("usage"))
 
 
-async def call(rig: Rig, alias: str, request_id: str, *, streaming: bool, **fields: Any) -> Result:
-    """One chat call through the router; errors are captured, not raised."""
+async def call(
+    rig: Rig, alias: str, request_id: str, *, streaming: bool, key: str | None = None, **fields: Any
+) -> Result:
+    """One chat call through the router (with the default key, or ``key``); errors are captured, not raised."""
     result = Result()
+    call_metadata = metadata(request_id) if key is None else metadata(request_id, key)
     with Clock() as clock:
         try:
             if streaming:
                 stream = rig.router.StreamChat(
-                    router_pb2.StreamChatRequest(completion=request(alias, **fields)), metadata=metadata(request_id)
+                    router_pb2.StreamChatRequest(completion=request(alias, **fields)), metadata=call_metadata
                 )
                 async for item in stream:
                     result.chunks.append(item.chunk)
                     result.text += "".join(c.delta.content for c in item.chunk.choices if c.index == 0)
+                result.trailers = {k: v for k, v in await stream.trailing_metadata() or () if isinstance(v, str)}
             else:
                 response = await rig.router.Chat(
-                    router_pb2.ChatRequest(completion=request(alias, **fields)), metadata=metadata(request_id)
+                    router_pb2.ChatRequest(completion=request(alias, **fields)), metadata=call_metadata
                 )
                 result.completion = response.completion
                 result.text = response.completion.choices[0].message.text
@@ -357,6 +364,48 @@ async def test_tool_call_cut_mid_arguments_is_restarted_cleanly(rig: Rig) -> Non
     assert (event.attempts, event.continuations, event.upstream_model) == (3, 0, "ok")
 
 
+async def test_a_tenant_that_disables_continuation_gets_an_in_band_error(rig: Rig) -> None:
+    result = await call(rig, "cut", "strict", streaming=True, key=NO_CONTINUE_KEY)
+    assert result.error is not None and result.error.code == grpc.StatusCode.UNAVAILABLE
+    assert "continuation of broken streams is disabled" in result.error.message
+    assert result.text == "The quick brown "
+    assert not result.finish_reasons  # never a truncated answer that looks complete
+    assert rig.upstream.requests == {"cut": 1}
+    event = await rig.event("strict")
+    assert (event.outcome, event.attempts, event.continuations) == (metering_pb2.OUTCOME_ERROR, 1, 0)
+    # The same request from a tenant without the policy is continued (the router's setting is on).
+    complete(await call(rig, "cut", "lenient", streaming=True))
+
+
+async def test_a_vllm_fallback_continues_the_final_message_as_a_prefill(rig: Rig) -> None:
+    result = await call(rig, "cut-vllm", "vllm", streaming=True)
+    complete(result)  # the spliced prefill repeats nothing: exactly the answer
+    assert rig.upstream.requests == {"cut": 2, "ok": 1}
+    # The same-deployment retry (plain openai_compatible) got the explicit instruction ...
+    assert rig.upstream.bodies_for("cut")[1]["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    # ... the vLLM deployment the partial answer as the final message to extend, and vLLM's parameters.
+    body = rig.upstream.bodies_for("ok")[0]
+    assert body["messages"][-1] == {"role": "assistant", "content": "The quick brown fox jumps over "}
+    assert CONTINUE_INSTRUCTION not in json.dumps(body)
+    assert (body["continue_final_message"], body["add_generation_prompt"]) == (True, False)
+    event = await rig.event("vllm")
+    assert (event.attempts, event.continuations, event.continued_from) == (3, 2, "up:cut@16; up:cut@31")
+
+
+async def test_a_stream_that_took_several_attempts_lists_them_in_its_trailers(rig: Rig) -> None:
+    result = await call(rig, "cut", "listed", streaming=True)
+    complete(result)
+    attempts = result.trailers["x-gateway-attempts"].split("; ")
+    assert len(attempts) == 3 and attempts[-1] == "up:ok: answered"
+    assert all(
+        a.startswith("up:cut: ") and a.endswith("continued after " + n + " characters")
+        for a, n in zip(attempts[:2], ("16", "31"), strict=True)
+    )
+    first = await call(rig, "up:ok", "first", streaming=True)
+    complete(first)
+    assert "x-gateway-attempts" not in first.trailers  # one attempt: nothing to list
+
+
 async def test_a_fallback_refusing_the_continuation_ends_with_an_in_band_error(rig: Rig) -> None:
     result = await call(rig, "cut-rejects", "refused", streaming=True)
     assert result.error is not None and result.error.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -378,3 +427,14 @@ def test_continuation_is_refused_where_it_would_lie() -> None:
     with_logprobs = request("cut")
     with_logprobs.extra.update({"logprobs": True})
     assert "log probabilities" in str(why_not_continuable(with_logprobs, enabled=True))
+
+
+def test_continue_final_message_is_only_for_openai_compatible_servers() -> None:
+    from pydantic import ValidationError
+
+    from gateway_common.config import HttpProviderConfig
+
+    assert HttpProviderConfig(type="openai_compatible", continue_final_message=True).continue_final_message
+    assert not HttpProviderConfig(type="openai_compatible").continue_final_message  # off by default
+    with pytest.raises(ValidationError, match="continue_final_message is for openai_compatible"):
+        HttpProviderConfig(type="anthropic", continue_final_message=True)

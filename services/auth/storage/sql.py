@@ -43,12 +43,14 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
         "max_prompt_tokens": policy.max_prompt_tokens,
         "log_prompts": policy.log_prompts,
         "refuse_unpriced": policy.refuse_unpriced,
+        "continue_broken_streams": policy.continue_broken_streams,
     }
 
 
 def policy_from_json(data: dict[str, Any]) -> Policy:
     """The policy a JSON document from :func:`policy_to_json` describes."""
     cap = data.get("max_prompt_tokens")
+    cont = data.get("continue_broken_streams")
     return Policy(
         deny_models=tuple(data.get("deny_models", ())),
         deny_providers=tuple(data.get("deny_providers", ())),
@@ -56,6 +58,8 @@ def policy_from_json(data: dict[str, Any]) -> Policy:
         log_prompts=bool(data.get("log_prompts", False)),
         # Absent in documents written before the field existed: the old behaviour (allow).
         refuse_unpriced=bool(data.get("refuse_unpriced", False)),
+        # Absent or null: the router's own setting decides.
+        continue_broken_streams=None if cont is None else bool(cont),
     )
 
 

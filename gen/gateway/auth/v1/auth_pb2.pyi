@@ -31,6 +31,7 @@ class Policy(_message.Message):
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     LOG_PROMPTS_FIELD_NUMBER: _builtins.int
     REFUSE_UNPRICED_FIELD_NUMBER: _builtins.int
+    CONTINUE_BROKEN_STREAMS_FIELD_NUMBER: _builtins.int
     max_prompt_tokens: _builtins.int
     """The most prompt tokens one request may carry; unset for no cap."""
     log_prompts: _builtins.bool
@@ -39,6 +40,12 @@ class Policy(_message.Message):
     """Whether a request with a budget (a spend quota, or gateway.max_cost_usd) refuses deployments
     that have no known price, since a budget cannot count what they cost; when none is left, the
     request is refused with PERMISSION_DENIED naming the model.
+    """
+    continue_broken_streams: _builtins.bool
+    """Whether a stream that breaks after part of the answer reached the client is continued by
+    another attempt; unset follows the router's continue_broken_streams, false refuses it for the
+    tenant (the stream then ends with an in-band error), true cannot enable it where the router
+    has it off.
     """
     @_builtins.property
     def deny_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -56,13 +63,19 @@ class Policy(_message.Message):
         max_prompt_tokens: _builtins.int | None = ...,
         log_prompts: _builtins.bool = ...,
         refuse_unpriced: _builtins.bool = ...,
+        continue_broken_streams: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens", "max_prompt_tokens", b"max_prompt_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_continue_broken_streams", b"_continue_broken_streams", "_max_prompt_tokens", b"_max_prompt_tokens", "continue_broken_streams", b"continue_broken_streams", "max_prompt_tokens", b"max_prompt_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens", "deny_models", b"deny_models", "deny_providers", b"deny_providers", "log_prompts", b"log_prompts", "max_prompt_tokens", b"max_prompt_tokens", "refuse_unpriced", b"refuse_unpriced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_continue_broken_streams", b"_continue_broken_streams", "_max_prompt_tokens", b"_max_prompt_tokens", "continue_broken_streams", b"continue_broken_streams", "deny_models", b"deny_models", "deny_providers", b"deny_providers", "log_prompts", b"log_prompts", "max_prompt_tokens", b"max_prompt_tokens", "refuse_unpriced", b"refuse_unpriced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__continue_broken_streams: _TypeAlias = _typing.Literal["continue_broken_streams"]  # noqa: Y015
+    _WhichOneofArgType__continue_broken_streams: _TypeAlias = _typing.Literal["_continue_broken_streams", b"_continue_broken_streams"]  # noqa: Y015
     _WhichOneofReturnType__max_prompt_tokens: _TypeAlias = _typing.Literal["max_prompt_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_prompt_tokens: _TypeAlias = _typing.Literal["_max_prompt_tokens", b"_max_prompt_tokens"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__continue_broken_streams) -> _WhichOneofReturnType__continue_broken_streams | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_prompt_tokens) -> _WhichOneofReturnType__max_prompt_tokens | None: ...
 
 Global___Policy: _TypeAlias = Policy  # noqa: Y015
