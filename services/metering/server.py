@@ -21,9 +21,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     telemetry = TelemetryLog(config.telemetry.log_file) if config.telemetry.log_file else None
     registration = ServiceRegistration(
         add=metering_pb2_grpc.add_MeteringServiceServicer_to_server,
-        servicer=MeteringServicer(
-            store, telemetry=telemetry, redact=Redactor(config.prompt_log.redact_patterns)
-        ),
+        servicer=MeteringServicer(store, telemetry=telemetry, redact=Redactor(config.prompt_log.redact_patterns)),
         name=metering_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name,
     )
     server = GrpcServer(listen or config.services.metering.listen, [registration])

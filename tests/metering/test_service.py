@@ -326,10 +326,11 @@ async def test_groups_totals_in_group_order(
     assert [_totals(row) for row in rows] == [(group.format(p=scope.prefix), *sums) for group, *sums in expected]
 
 
-async def test_an_empty_selection_is_one_zero_row_or_no_groups(metering: Metering, scope: Scope) -> None:
+async def test_an_empty_selection_is_no_rows_grouped_or_not(metering: Metering, scope: Scope) -> None:
+    # No usage is an empty list (Unified Model Gateway's clients read `rows` as such), not a row of zeros.
     nobody = scope.name("nobody")
 
-    assert [_totals(row) for row in await metering.query(tenant_id=nobody)] == [("", 0, 0, 0, 0, 0)]
+    assert list(await metering.query(tenant_id=nobody)) == []
     assert await metering.query(tenant_id=nobody, group_by=metering_pb2.GROUP_BY_MODEL) == []
 
 
@@ -356,7 +357,7 @@ async def test_forty_good_events_and_one_with_nul_in_its_model_record_forty_and_
     assert await metering.send(*good[:20], bad, *good[20:]) == (40, 1)
 
     assert [row.requests for row in await metering.query(tenant_id=scope.name("X"))] == [40]
-    assert [row.requests for row in await metering.query(tenant_id=scope.name("Y"))] == [0]
+    assert [row.requests for row in await metering.query(tenant_id=scope.name("Y"))] == []
     stored = (await metering.quarantined(bad.event_id))[bad.event_id]
     assert stored["reason"].startswith("events[20].model: must not contain NUL characters")
     assert metering_pb2.UsageEvent.FromString(stored["source"]).model == "mock:a\x00b"

@@ -149,10 +149,6 @@ def test_routing_constraints_on_chat_completions(running: Running) -> None:
     assert unknown.status_code == 400, unknown.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ungrouped sum over no ledger rows answers one zero row (services/metering/storage/sql.py query)",
-)
 def test_usage_aggregation_of_an_empty_range_is_an_empty_list(running: Running) -> None:
     # Example #6, verbatim: nothing was sent in 2024, and the README's request has no group_by.
     empty = running.get("/v1/usage?from=2024-01-01T00:00:00Z&to=2024-12-31T23:59:59Z")

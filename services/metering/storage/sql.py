@@ -304,6 +304,8 @@ class SqlLedgerStore:
                 errors=int(row["errors"]),
             )
             for row in rows
+            # An ungrouped sum over no events is one row of zeros in SQL; no usage is no rows.
+            if column_name is not None or int(row["requests"])
         ]
 
     async def sum_by_descriptor(self, start: datetime, end: datetime | None) -> list[DescriptorTotals]:
