@@ -190,6 +190,11 @@ def main() -> None:
     parser.add_argument("--throughput-requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--stream-chunks", type=int, default=200)
+    parser.add_argument(
+        "--plaintext-internal",
+        action="store_true",
+        help="run the internal gRPC hops without mutual TLS (GATEWAY_INTERNAL_TLS=off), to see what TLS costs",
+    )
     args = parser.parse_args()
 
     # The upstream gets its own process: in this one it would share the GIL with the client and
@@ -209,6 +214,8 @@ def main() -> None:
     key = f"gw-{secrets.token_urlsafe(32)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_TENANT_KEYS": f"bench:{key}"})
+    if args.plaintext_internal:
+        env["GATEWAY_INTERNAL_TLS"] = "off"
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
     suite = Suite(data_dir=data, ports=ports, env=env)
     print("starting the suite and a fake upstream on loopback…", flush=True)
