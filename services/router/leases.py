@@ -14,7 +14,6 @@ nothing, so its estimate stands).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -22,6 +21,7 @@ from google.protobuf import duration_pb2
 from prometheus_client import Counter
 
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from gateway_common.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Leases:
         self._lease_ms = max(1, round(lease_s * 1000))
         self._interval_s = lease_s / 3
         self._held: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("lease-renewal", self._interval_s, self.renew)
 
     @property
     def lease(self) -> duration_pb2.Duration:
@@ -71,23 +71,13 @@ class Leases:
         return len(self._held)
 
     def start(self) -> None:
-        """Start renewing every third of a lease."""
-        self._task = asyncio.create_task(self._run(), name="lease-renewal")
+        """Start renewing every third of a lease (a failed renewal is logged and retried next time:
+        the loop must outlive any one failure, or every lease would lapse)."""
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop renewing (on shutdown, after the in-flight calls ended)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.renew()
-            except Exception:  # the loop must outlive any one failure, or every lease would lapse
-                log.exception("lease renewal failed")
+        await self._loop.stop()
 
     async def renew(self) -> None:
         """Renew the leases of everything held now, in one call (or one per MAX_IDS_PER_CALL)."""

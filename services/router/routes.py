@@ -8,7 +8,6 @@ reroute traffic) and is retried at the next tick.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -17,6 +16,7 @@ import grpc
 from prometheus_client import Counter
 
 from gateway.auth.v1 import auth_pb2, auth_pb2_grpc
+from gateway_common.periodic import Periodic
 from services.router.planner import RouteOverride
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class RouteTable:
         self._stub = stub
         self._interval_s = interval_s
         self._table = _EMPTY
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("route-refresh", self._interval_s, self.refresh)
 
     def current(self) -> Mapping[str, RouteOverride]:
         """The overrides now in force (read-only; replaced whole by each refresh)."""
@@ -63,21 +63,10 @@ class RouteTable:
 
     async def start(self) -> None:
         """Load the table once (not fatal: the router serves prefixes and aliases meanwhile), then
-        refresh it every interval."""
+        refresh it every interval (a failed refresh keeps the last table and is retried)."""
         await self.refresh()
-        self._task = asyncio.create_task(self._run(), name="route-refresh")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop refreshing."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.refresh()
-            except Exception:  # the loop must outlive any one failure, or overrides would freeze
-                log.exception("route refresh failed")
+        await self._loop.stop()
