@@ -20,7 +20,6 @@ from edge.cors import AllowedOriginsCORS
 from edge.errors import error_json
 from edge.headers import HeaderLimitsMiddleware
 from edge.middleware import RequestContextMiddleware
-from edge.observability import ResponseTimeMiddleware
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
 from gateway_common import tracing
@@ -86,7 +85,6 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     # Order matters: the request id is set first (outermost), so that every refusal carries it.
     app.add_middleware(HeaderLimitsMiddleware)
-    app.add_middleware(ResponseTimeMiddleware)
     app.add_middleware(RequestContextMiddleware)
     tracing.instrument_app(app)
     if config.edge.cors_origins:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.errors import error_json
+from edge.observability import RESPONSE_TIME_HEADER
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.logging import request_id_var
 
@@ -30,6 +31,9 @@ LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# AI Gateway's clients read it: milliseconds from the request's arrival to its response headers.
+_RESPONSE_TIME = RESPONSE_TIME_HEADER.encode()
 
 # A client's id is echoed back and logged: keep it to something safe to log and to put in a header.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -71,11 +75,13 @@ class RequestContextMiddleware:
             nonlocal started_response
             if message["type"] == "http.response.start":
                 started_response = True
+                elapsed = time.perf_counter() - started
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.append((_RESPONSE_TIME, f"{elapsed * 1000:.1f}".encode()))
                 message["headers"] = headers
                 REQUESTS.labels(route, str(message["status"])).inc()
-                LATENCY.labels(route).observe(time.perf_counter() - started)
+                LATENCY.labels(route).observe(elapsed)
             await send(message)
 
         try:

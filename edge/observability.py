@@ -1,18 +1,16 @@
 """Response headers that AI Gateway's users read: time taken, cost, and its rate-limit names.
 
-``X-Response-Time-Ms`` is set by :class:`ResponseTimeMiddleware` on every response (for a stream, the
-time to its headers). ``X-Cost-USD`` comes from the router's ``x-gateway-cost-usd`` trailer, and
-``X-RateLimit-Remaining`` / ``X-RateLimit-Reset-Ms`` restate the request window the router already
-reports as OpenAI's ``x-ratelimit-remaining-requests`` / ``x-ratelimit-reset-requests``.
+``X-Response-Time-Ms`` is set on every response by ``edge.middleware.RequestContextMiddleware``
+(for a stream, the time to its headers), from the clock of the latency histogram. ``X-Cost-USD``
+comes from the router's ``x-gateway-cost-usd`` trailer, and ``X-RateLimit-Remaining`` /
+``X-RateLimit-Reset-Ms`` restate the request window the router already reports as OpenAI's
+``x-ratelimit-remaining-requests`` / ``x-ratelimit-reset-requests``.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RESPONSE_TIME_HEADER = "x-response-time-ms"
 COST_HEADER = "x-cost-usd"
@@ -60,24 +58,3 @@ def cost_usd(trailing_metadata: Iterable[tuple[str, str | bytes]] | None) -> flo
 def format_usd(value: float) -> str:
     """A cost as a plain decimal (micro-USD precision, no exponent), as the header carries it."""
     return f"{value:.6f}"
-
-
-class ResponseTimeMiddleware:
-    """Adds ``X-Response-Time-Ms``: milliseconds from the request's arrival to its response headers."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-
-        async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                elapsed = f"{(time.perf_counter() - started) * 1000:.1f}".encode()
-                message["headers"] = [*message.get("headers", []), (RESPONSE_TIME_HEADER.encode(), elapsed)]
-            await send(message)
-
-        await self.app(scope, receive, timed_send)
