@@ -15,12 +15,16 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Runs ``run`` every ``interval_s`` seconds (the first time after one interval) until stopped."""
+    """Runs ``run`` every ``interval_s`` seconds until stopped: the first time after one interval,
+    or at once with ``run_at_start``."""
 
-    def __init__(self, name: str, interval_s: float, run: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self, name: str, interval_s: float, run: Callable[[], Awaitable[object]], *, run_at_start: bool = False
+    ) -> None:
         self._name = name
         self._interval_s = interval_s
         self._run = run
+        self._run_at_start = run_at_start
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -35,8 +39,10 @@ class Periodic:
             self._task = None
 
     async def _loop(self) -> None:
+        wait = 0.0 if self._run_at_start else self._interval_s
         while True:
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(wait)
+            wait = self._interval_s
             try:
                 await self._run()
             except Exception:

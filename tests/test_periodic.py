@@ -30,3 +30,18 @@ async def test_a_failure_does_not_end_the_loop_and_stop_ends_it(caplog: pytest.L
     await asyncio.sleep(0.05)
     assert runs == stopped_at, "nothing runs after stop()"
     assert any("flaky failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_run_at_start_runs_before_the_first_interval() -> None:
+    ran = asyncio.Event()
+
+    async def mark() -> None:
+        ran.set()
+
+    loop = Periodic("eager", 3600, mark, run_at_start=True)
+    loop.start()
+    try:
+        async with asyncio.timeout(5):
+            await ran.wait()
+    finally:
+        await loop.stop()

@@ -11,9 +11,6 @@ time (the rest stays on disk for the next start), close the spool, then close th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from redis.asyncio import Redis
 
 from gateway.auth.v1 import auth_pb2_grpc
@@ -24,6 +21,7 @@ from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.config import GatewayConfig
 from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+from gateway_common.periodic import Periodic
 from gateway_common.tls import client_credentials
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
@@ -33,7 +31,7 @@ from services.router.orchestrator import Orchestrator
 from services.router.planner import Planner
 from services.router.routes import RouteTable
 from services.router.servicer import RouterServicer
-from services.router.spool_adoption import PLACEHOLDER, keep_adopting, spool_path
+from services.router.spool_adoption import PLACEHOLDER, adopt_orphans, spool_path
 from services.router.usage_shipper import UsageShipper
 from services.router.usage_spool import UsageSpool
 
@@ -55,7 +53,14 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     providers = providers_pb2_grpc.ProviderServiceStub(providers_channel)
     metering_stub = metering_pb2_grpc.MeteringServiceStub(metering_channel)
     spool = UsageSpool(spool_path(config.metering.spool_path))
-    adoption: asyncio.Task[None] | None = None
+    # Replicas sharing a spool volume take over the files of replicas that are gone (a replica may
+    # die at any time, so not only at start).
+    template = config.metering.spool_path
+    adoption = (
+        Periodic("spool-adoption", 60.0, lambda: adopt_orphans(spool, template), run_at_start=True)
+        if PLACEHOLDER in template
+        else None
+    )
     shipper = UsageShipper(
         spool,
         metering_stub,
@@ -112,9 +117,8 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         await routes.start()
         if breakers is not None:
             breakers.start()
-        if PLACEHOLDER in config.metering.spool_path:
-            nonlocal adoption
-            adoption = asyncio.create_task(keep_adopting(spool, config.metering.spool_path), name="spool-adoption")
+        if adoption is not None:
+            adoption.start()
 
     async def on_stop() -> None:
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
@@ -123,9 +127,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         if breakers is not None:
             await breakers.stop()
         if adoption is not None:
-            adoption.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await adoption
+            await adoption.stop()
         await background.drain()
         await shipper.drain()
         await spool.close()

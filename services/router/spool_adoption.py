@@ -89,13 +89,3 @@ async def adopt_orphans(spool: UsageSpool, template: str, min_age_s: float = 60.
     if moved:
         ADOPTED.inc(moved)
     return moved
-
-
-async def keep_adopting(spool: UsageSpool, template: str, interval_s: float = 60.0) -> None:
-    """Adopt now and then every ``interval_s``, until cancelled (a replica may die at any time)."""
-    while True:
-        try:
-            await adopt_orphans(spool, template)
-        except Exception:  # the next round tries again; the files stay where they are meanwhile
-            log.exception("adopting orphaned usage spools failed")
-        await asyncio.sleep(interval_s)

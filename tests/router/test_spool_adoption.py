@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -81,3 +82,24 @@ def test_without_the_placeholder_nothing_is_a_candidate(tmp_path: Path) -> None:
     own = tmp_path / "usage-spool.db"
     assert orphan_candidates(str(own), own) == []
     assert orphan_candidates(str(tmp_path / "{hostname}.db"), own) == [tmp_path / "auth.db", tmp_path / "metering.db"]
+
+
+async def test_a_router_with_a_placeholder_spool_adopts_at_start(tmp_path: Path) -> None:
+    """The router wires adoption in: a dead replica's file is taken over when a router starts."""
+    from gateway_common.config import GatewayConfig, MeteringConfig, RateLimitConfig
+    from services.router.server import build
+
+    template = str(tmp_path / "router-{hostname}.db")
+    dead = spool_path(template, "router-gone")
+    await _left_behind(dead, ["a"], ["b"])
+    config = GatewayConfig(
+        metering=MeteringConfig(spool_path=template), ratelimit=RateLimitConfig(rebuild_from_ledger=False)
+    )
+    app = build(config, listen="127.0.0.1:0")
+    await app.start()
+    try:
+        async with asyncio.timeout(10):
+            while _files(tmp_path, "router-gone.db*"):
+                await asyncio.sleep(0.05)
+    finally:
+        await app.stop(0)
