@@ -139,8 +139,12 @@ def read_number(value: Any, path: str, low: float | None = None, high: float | N
     number = float(_expect(value, (int, float), "a number", path))
     if not math.isfinite(number):
         raise invalid_argument(f"Invalid value for '{path}': must be a finite number.", path)
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise invalid_argument(f"Invalid value for '{path}': {number:g} is not between {low:g} and {high:g}.", path)
+    if low is not None and number < low:
+        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise invalid_argument(f"Invalid value for '{path}': {number:g} is not {bound}.", path)
+    if high is not None and number > high:
+        bound = f"between {low:g} and {high:g}" if low is not None else f"at most {high:g}"
+        raise invalid_argument(f"Invalid value for '{path}': {number:g} is not {bound}.", path)
     return number
 
 
