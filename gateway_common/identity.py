@@ -65,6 +65,12 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         # Always for a named tenant (metering refuses others): the router passes the principal's.
         "QueryPromptLog": frozenset({ROUTER}),
     },
+    # Stored Responses API responses: always for a named tenant, the router passing the principal's.
+    "gateway.metering.v1.ResponseStoreService": {
+        "PutResponse": frozenset({ROUTER}),
+        "GetResponse": frozenset({ROUTER}),
+        "DeleteResponse": frozenset({ROUTER}),
+    },
 }
 """Service (full gRPC name) → RPC → identities allowed to call it. Anything absent is refused."""
 
