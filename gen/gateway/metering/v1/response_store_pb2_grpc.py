@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class ResponseStoreServiceStub:
     """ResponseStoreService keeps the Responses API's stored responses (`store: true`), per tenant.
-    The payloads are opaque to it: the router serializes them (gateway.responses.v1 messages) and is
+    The payloads are opaque to it: the router serializes them (the canonical request and answer) and is
     the only one that reads them. Every call names the tenant and only ever sees that tenant's rows.
     """
 
@@ -56,7 +56,7 @@ class ResponseStoreServiceStub:
 
 class ResponseStoreServiceServicer:
     """ResponseStoreService keeps the Responses API's stored responses (`store: true`), per tenant.
-    The payloads are opaque to it: the router serializes them (gateway.responses.v1 messages) and is
+    The payloads are opaque to it: the router serializes them (the canonical request and answer) and is
     the only one that reads them. Every call names the tenant and only ever sees that tenant's rows.
     """
 
@@ -110,7 +110,7 @@ def add_ResponseStoreServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ResponseStoreService:
     """ResponseStoreService keeps the Responses API's stored responses (`store: true`), per tenant.
-    The payloads are opaque to it: the router serializes them (gateway.responses.v1 messages) and is
+    The payloads are opaque to it: the router serializes them (the canonical request and answer) and is
     the only one that reads them. Every call names the tenant and only ever sees that tenant's rows.
     """
 

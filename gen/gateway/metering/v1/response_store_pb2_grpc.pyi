@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class ResponseStoreServiceStub:
     """ResponseStoreService keeps the Responses API's stored responses (`store: true`), per tenant.
-    The payloads are opaque to it: the router serializes them (gateway.responses.v1 messages) and is
+    The payloads are opaque to it: the router serializes them (the canonical request and answer) and is
     the only one that reads them. Every call names the tenant and only ever sees that tenant's rows.
     """
 
@@ -48,7 +48,7 @@ class ResponseStoreServiceStub:
 @_typing.type_check_only
 class ResponseStoreServiceAsyncStub(ResponseStoreServiceStub):
     """ResponseStoreService keeps the Responses API's stored responses (`store: true`), per tenant.
-    The payloads are opaque to it: the router serializes them (gateway.responses.v1 messages) and is
+    The payloads are opaque to it: the router serializes them (the canonical request and answer) and is
     the only one that reads them. Every call names the tenant and only ever sees that tenant's rows.
     """
 
@@ -64,7 +64,7 @@ class ResponseStoreServiceAsyncStub(ResponseStoreServiceStub):
 
 class ResponseStoreServiceServicer(metaclass=_abc_1.ABCMeta):
     """ResponseStoreService keeps the Responses API's stored responses (`store: true`), per tenant.
-    The payloads are opaque to it: the router serializes them (gateway.responses.v1 messages) and is
+    The payloads are opaque to it: the router serializes them (the canonical request and answer) and is
     the only one that reads them. Every call names the tenant and only ever sees that tenant's rows.
     """
 
