@@ -25,6 +25,7 @@ TRUST_DOMAIN = "llm-gateway"
 _PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 
 ROUTER, EDGE, CLI, RATELIMIT = "router", "edge", "cli", "ratelimit"
+PROVIDERS = "providers"
 
 _AUTH_ADMIN = (
     "CreateTenant",
@@ -45,6 +46,22 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         # Each router refreshes its cached route overrides from here every few seconds.
         "GetRouteTable": frozenset({ROUTER}),
         **{rpc: frozenset({EDGE, CLI}) for rpc in _AUTH_ADMIN},
+    },
+    # Upstream credentials: administered from the edge (admin UI, /ui/gemini) and the CLI; read in
+    # clear, and refreshed, only by the providers service that uses them.
+    "gateway.auth.v1.CredentialService": {
+        **{
+            rpc: frozenset({EDGE, CLI})
+            for rpc in (
+                "CreateCredential",
+                "ListCredentials",
+                "UpdateCredential",
+                "RotateCredential",
+                "DeleteCredential",
+            )
+        },
+        "ResolveCredentials": frozenset({PROVIDERS}),
+        "StoreRefreshedTokens": frozenset({PROVIDERS}),
     },
     "gateway.ratelimit.v1.RateLimitService": {
         "Acquire": frozenset({ROUTER}),
