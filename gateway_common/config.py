@@ -257,6 +257,12 @@ class MeteringConfig(_Strict):
     container restarts). Unbounded on purpose: usage is never dropped, however long metering is down.
     ``{hostname}`` in the name gives replicas sharing one volume a file each, and makes every router
     take over the spools that replicas which are gone left there (see ``services.router.spool_adoption``)."""
+    response_retention_days: Annotated[int, Field(ge=0)] = 30
+    """How long stored Responses API responses (``store: true``) are kept after they were created, as
+    OpenAI keeps them; 0 keeps them until deleted. Older ones are purged by metering in the background."""
+    response_max_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    """The most one stored response may hold (its serialized answer and input items together); a
+    larger one is refused with INVALID_ARGUMENT rather than stored."""
 
 
 class RouterConfig(_Strict):

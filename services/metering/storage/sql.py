@@ -133,6 +133,27 @@ class QuarantinedEventRow(MeteringModel, table=True):
     """When it was first quarantined, UTC."""
 
 
+class StoredResponseRow(MeteringModel, table=True):
+    """A Responses API response kept with ``store: true``, keyed by tenant first: every read and
+    delete names the tenant, so another tenant's row is never even a candidate."""
+
+    __tablename__ = "stored_responses"
+    __table_args__ = (Index("ix_stored_responses_created_at", "created_at"),)
+
+    tenant_id: str = Field(primary_key=True)
+    response_id: str = Field(primary_key=True)
+    key_id: str
+    """The id of the key that created it."""
+    previous_response_id: str
+    """The response it continued, empty for the first of a conversation."""
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """When the response was created, UTC; retention counts from here."""
+    response: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    """The response as the router serialized it."""
+    input_items: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    """The request's input items as the router serialized them."""
+
+
 metadata = MeteringModel.metadata
 _events = cast(Table, UsageEventRow.__table__)  # type: ignore[attr-defined]
 _prompt_logs = cast(Table, PromptLogRow.__table__)  # type: ignore[attr-defined]
@@ -317,7 +338,8 @@ class SqlLedgerStore:
         return await latest_prompt_logs(self._engine, _events, _prompt_logs, tenant_id, limit)
 
 
-def _dialect_insert(connection: AsyncConnection) -> Callable[..., Any]:
+def dialect_insert(connection: AsyncConnection) -> Callable[..., Any]:
+    """The ``insert`` of ``connection``'s dialect: both have ``on_conflict_do_nothing/update``."""
     return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
 
 
@@ -325,7 +347,7 @@ async def _insert(connection: AsyncConnection, records: Sequence[UsageRecord], r
     """Insert the records new to the ledger and their prompt logs; returns the event ids that were new."""
     if not records:
         return set()
-    insert = _dialect_insert(connection)
+    insert = dialect_insert(connection)
     statement = (
         insert(_events).on_conflict_do_nothing(index_elements=[_events.c.event_id]).returning(_events.c.event_id)
     )
@@ -363,7 +385,7 @@ async def _insert_quarantined(
         }
         for event in events
     ]
-    insert = _dialect_insert(connection)
+    insert = dialect_insert(connection)
     await connection.execute(insert(_quarantine).on_conflict_do_nothing(index_elements=[_quarantine.c.digest]), rows)
 
 
