@@ -499,6 +499,7 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_AUTH_DATABASE_URL": "auth.database_url",
     "GATEWAY_METERING_DATABASE_URL": "metering.database_url",
     "GATEWAY_METERING_SPOOL_PATH": "metering.spool_path",
+    "GATEWAY_RESPONSE_RETENTION_DAYS": "metering.response_retention_days",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
     "GATEWAY_INTERNAL_TLS": "tls.internal",

@@ -18,13 +18,16 @@ from sqlalchemy import Connection, inspect, text
 
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common.config import GatewayConfig, MeteringConfig
+from gateway_common.db import alembic_lock
 from gateway_common.grpc_server import ServiceApp
 from services.metering.ledger import Outcome, PromptLog, UsageQuery, UsageRecord
+from services.metering.response_store import StoredResponse
 from services.metering.server import build
+from services.metering.storage.responses import SqlResponseStore
 from services.metering.storage.sql import VERSION_TABLE, SqlLedgerStore, alembic_config, create_engine, metadata
 from tests.metering.databases import create_postgres_database
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _config(url: str) -> GatewayConfig:
@@ -174,5 +177,87 @@ async def test_migrations_match_the_models_and_go_both_ways_keeping_the_ledger(
 
         async with engine.begin() as connection:
             assert await connection.run_sync(_downgrade("base")) == [VERSION_TABLE]
+    finally:
+        await store.close()
+
+
+def _upgrade_to(revision: str) -> Callable[[Connection], None]:
+    def run(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), revision)
+
+    return run
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_the_response_store_migration_keeps_a_0004_ledger_intact(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_0005")
+    engine = create_engine(url)
+    store = SqlLedgerStore(engine)
+    records = [
+        UsageRecord(
+            event_id=f"e{i}",
+            request_id=f"r{i}",
+            tenant_id="acme",
+            key_id="k1",
+            model="m",
+            provider="p",
+            upstream_model="m",
+            operation="chat",
+            prompt_tokens=10 + i,
+            completion_tokens=20 + i,
+            cost_micro_usd=3_000_000_000_000 + i,
+            latency_ms=1.5,
+            time_to_first_chunk_ms=None,
+            outcome=Outcome.SUCCESS,
+            error_code="",
+            streamed=True,
+            attempts=2,
+            usage_estimated=False,
+            time=datetime(2001, 1, 1, tzinfo=UTC),
+            prompt_log=PromptLog("{}", f"answer {i}"),
+            continuations=1,
+            continued_from="mock:m@3",
+        )
+        for i in range(3)
+    ]
+    try:
+        # A deployment at 0004 with a ledger in it.
+        async with alembic_lock(), engine.begin() as connection:
+            await connection.run_sync(_upgrade_to("0004"))
+        assert (await store.record(records)).recorded == 3
+        async with engine.connect() as connection:
+            before = {
+                table: (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id"))).all()
+                for table in ("usage_events", "prompt_logs")
+            }
+            assert "stored_responses" not in await connection.run_sync(lambda c: inspect(c).get_table_names())
+
+        await store.open()  # what a metering process does at start: up to 0005
+
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_version) == [HEAD]
+            assert await connection.run_sync(_differences) == []
+            for table, rows in before.items():
+                assert (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id"))).all() == rows
+        assert [(t.requests, t.cost_micro_usd) for t in await store.query(UsageQuery(tenant_id="acme"))] == [
+            (3, 9_000_000_000_003)
+        ]
+        # The new table works on the migrated schema, and going back to 0004 leaves the ledger too.
+        responses = SqlResponseStore(engine)
+        await responses.put(
+            StoredResponse("acme", "resp_1", "k1", "", datetime(2001, 1, 1, tzinfo=UTC), b"\x00", b"[]")
+        )
+        assert (await responses.get("acme", "resp_1")) is not None
+        async with alembic_lock(), engine.begin() as connection:
+            tables = await connection.run_sync(_downgrade("0004"))
+        assert "stored_responses" not in tables
+        async with engine.connect() as connection:
+            for table, rows in before.items():
+                assert (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id"))).all() == rows
     finally:
         await store.close()

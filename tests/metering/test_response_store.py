@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 
 from gateway.metering.v1 import response_store_pb2 as pb
 from gateway.metering.v1 import response_store_pb2_grpc as pb_grpc
-from gateway_common.config import GatewayConfig, MeteringConfig, TlsConfig
+from gateway_common.config import ConfigError, GatewayConfig, MeteringConfig, TlsConfig, load_config
 from gateway_common.grpc_server import ServerSecurity, ServiceApp
 from gateway_common.tls import channel_credentials, load_material, write_local_ca
 from services.metering.response_store import MAX_ID_BYTES, NOT_FOUND_REASON, purge_expired
@@ -358,3 +358,10 @@ async def test_the_service_purges_expired_responses_when_it_starts(tmp_path: Pat
             assert kept.stored.response_id == "resp_kept"
     finally:
         await second.stop(0)
+
+
+def test_retention_is_configurable_and_checked() -> None:
+    assert load_config(None, env={}).metering.response_retention_days == 30
+    assert load_config(None, env={"GATEWAY_RESPONSE_RETENTION_DAYS": "0"}).metering.response_retention_days == 0
+    with pytest.raises(ConfigError, match=r"metering\.response_retention_days"):
+        load_config(None, env={"GATEWAY_RESPONSE_RETENTION_DAYS": "-1"})
