@@ -235,6 +235,18 @@ class RateLimitConfig(_Strict):
     settle and reach the ledger; longer than the router's metering flush interval."""
 
 
+class CredentialsConfig(_Strict):
+    """The auth service's store of tenant-owned upstream credentials (keys come from the environment)."""
+
+    kek_file: str = ".gateway/credentials.kek"
+    """The embedded default's key-encryption key file, generated once (mode 0600) when neither
+    GATEWAY_CREDENTIALS_KEK nor GATEWAY_CREDENTIALS_KEK_FILE is set."""
+    cache_ttl_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """How long a resolved credential list is reused (here and by the providers service)."""
+    rewrap_at_start: bool = True
+    """Re-wrap, in the background after start, every data key an older KEK wraps."""
+
+
 class AuthConfig(_Strict):
     """The auth service."""
 
@@ -243,6 +255,7 @@ class AuthConfig(_Strict):
     demo_key_file: str = ".gateway/demo-key"
     """Where the embedded default keeps its generated demo key (used when no keys are configured)."""
     database_url: str = "sqlite+aiosqlite:///.gateway/auth.db"
+    credentials: CredentialsConfig = CredentialsConfig()
 
 
 class MeteringConfig(_Strict):
