@@ -51,7 +51,11 @@ class RedactingLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Always keeps the record; only its text changes."""
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # A record whose arguments do not fit its format: logging reports that itself.
+            return True
         redacted = self._redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None

@@ -8,19 +8,30 @@ import base64
 import io
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from edge.app import create_app
 from edge.state import EdgeState
+from gateway.auth.v1 import credentials_pb2, credentials_pb2_grpc
+from gateway_cli.credentials import format_credentials
 from gateway_cli.main import main
 from gateway_common.config import load_config
-from services.auth.credentials.keyring import KEK_ENV
+from gateway_common.db import async_database_url
+from services.auth.accounts import Accounts, utc_now
+from services.auth.credentials.domain import Credentials
+from services.auth.credentials.keyring import KEK_ENV, parse_keks
+from services.auth.credentials.servicer import CredentialServicer
+from services.auth.credentials.store import SqlCredentialStore
 from services.auth.settings import AuthSecrets, BootstrapKey
-from tests.auth.helpers import RunningAuth, auth_config, running_auth
+from services.auth.storage.sql import SqlStore
+from tests.auth.helpers import RunningAuth, auth_config, bearer, running_auth
 
 ADMIN = "gw-admin-api-admin-key-0123456789abcdef"
 ACME = "gw-admin-api-acme-key-0123456789abcdefg"
@@ -151,3 +162,46 @@ async def test_cli_credentials_commands(
     assert status == 1 and "NOT_FOUND" in err
     for value in (secret, rotated, access):
         assert value not in out and value not in err
+
+
+async def test_listings_show_cooldowns_from_the_rate_limit_seam(auth: RunningAuth, tmp_path: Path) -> None:
+    """The servicer fills ``cooldown_until`` from an injected lookup (the rate limit side wires it)."""
+    engine = create_async_engine(async_database_url(f"sqlite:///{tmp_path / 'auth.db'}"))
+    keyring = parse_keks(base64.b64encode(bytes(range(32))).decode(), KEK_ENV)
+    credentials = Credentials(SqlCredentialStore(engine), keyring, utc_now, 0.0)
+    until = datetime(2031, 1, 1, 12, 0, tzinfo=UTC)
+    asked: list[list[str]] = []
+
+    async def cooldowns(ids: Sequence[str]) -> Mapping[str, datetime]:
+        asked.append(list(ids))
+        return {ids[0]: until}
+
+    server = grpc.aio.server()
+    credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
+        CredentialServicer(Accounts(SqlStore(engine)), credentials, cooldowns), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            api = credentials_pb2_grpc.CredentialServiceStub(channel)
+            for priority in (0, 1):
+                await api.CreateCredential(
+                    credentials_pb2.CreateCredentialRequest(
+                        provider="openai",
+                        priority=priority,
+                        secret=credentials_pb2.CredentialSecret(api_key=f"upstream-{secrets.token_hex(16)}"),
+                    ),
+                    metadata=bearer(ACME),
+                )
+            listed = (
+                await api.ListCredentials(credentials_pb2.ListCredentialsRequest(), metadata=bearer(ACME))
+            ).credentials
+    finally:
+        await server.stop(None)
+        await engine.dispose()
+    assert asked == [[c.credential_id for c in listed]]
+    assert listed[0].cooldown_until.ToDatetime(tzinfo=UTC) == until and not listed[1].HasField("cooldown_until")
+    table = format_credentials(listed)
+    assert "cooling down until 2031-01-01 12:00:00Z" in table.splitlines()[1]
+    assert table.splitlines()[2].endswith("active")

@@ -8,6 +8,8 @@ no key: the service identity (providers only, ``gateway_common/identity.py``) is
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -25,13 +27,20 @@ SERVICE_NAME = credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"].
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+CooldownLookup = Callable[[Sequence[str]], Awaitable[Mapping[str, datetime]]]
+"""Until when each of these credentials cools down after a 429 or 401 (absent: usable).
+
+The seam for the rate limit service, which keeps that runtime state: ``server.py`` passes a lookup
+once ratelimit answers it; without one, listings leave ``cooldown_until`` unset."""
+
 
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     """Translates CredentialService calls to :class:`Credentials`."""
 
-    def __init__(self, accounts: Accounts, credentials: Credentials) -> None:
+    def __init__(self, accounts: Accounts, credentials: Credentials, cooldowns: CooldownLookup | None = None) -> None:
         self._accounts = accounts
         self._credentials = credentials
+        self._cooldowns = cooldowns
 
     async def _caller(self, context: Context) -> Principal:
         return await self._accounts.authenticate(bearer_key(context))
@@ -58,7 +67,13 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         """List credentials without secrets."""
         caller = await self._caller(context)
         found = await self._credentials.listing(caller, request.tenant_id, request.provider)
-        return credentials_pb2.ListCredentialsResponse(credentials=[convert.credential_to_proto(c) for c in found])
+        messages = [convert.credential_to_proto(c) for c in found]
+        if self._cooldowns is not None and messages:
+            until = await self._cooldowns([m.credential_id for m in messages])
+            for message in messages:
+                if message.credential_id in until:
+                    message.cooldown_until.FromDatetime(until[message.credential_id])
+        return credentials_pb2.ListCredentialsResponse(credentials=messages)
 
     async def UpdateCredential(
         self, request: credentials_pb2.UpdateCredentialRequest, context: Context
