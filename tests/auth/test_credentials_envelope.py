@@ -102,6 +102,10 @@ def test_the_embedded_default_generates_one_private_kek_file_once(tmp_path: Path
     assert load_keyring(path, env={KEK_FILE_ENV: str(named)}).ids == ("new", "old")
     with pytest.raises(ConfigError, match=f"cannot read the credentials KEK file {KEK_FILE_ENV}="):
         load_keyring(path, env={KEK_FILE_ENV: str(tmp_path / "missing")})
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    with pytest.raises(ConfigError, match=f"cannot create the credentials KEK file .*; set {KEK_ENV}"):
+        load_keyring(blocked / "credentials.kek", env={})
     # The environment wins over every file.
     key = os.urandom(32)
     assert load_keyring(path, env={KEK_ENV: _b64(key), KEK_FILE_ENV: str(named)}).current.key == key

@@ -35,6 +35,7 @@ MAX_PRIORITY = 1_000_000
 MAX_SECRET_BYTES = 64 * 1024
 _CREDENTIAL_ID = re.compile(r"cred_[0-9a-f]{16}")
 _COUNTED_UNITS = (Unit.REQUESTS, Unit.TOKENS)
+_MAX_CACHED = 1024
 
 
 def new_credential_id() -> str:
@@ -259,6 +260,9 @@ class Credentials:
         credentials = await self._store.select(tenant_id, provider)
         resolved = [Resolved(c, self._open(c)) for c in credentials if c.state is State.ACTIVE]
         if self._cache_ttl_s > 0:
+            if len(self._cache) >= _MAX_CACHED:
+                # Stale answers hold secrets in clear: never keep more of them than needed.
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
             self._cache[key] = (now + self._cache_ttl_s, resolved)
         return resolved
 

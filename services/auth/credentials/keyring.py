@@ -93,7 +93,12 @@ def load_keyring(default_file: Path, env: Mapping[str, str] | None = None) -> Ke
     named = env.get(KEK_FILE_ENV, "").strip()
     path = Path(named) if named else default_file
     if not named:
-        generate_kek_file(path)
+        try:
+            generate_kek_file(path)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the credentials KEK file {path}: {exc.strerror}; set {KEK_ENV} or {KEK_FILE_ENV}"
+            ) from None
     try:
         text = path.read_text()
     except OSError as exc:
