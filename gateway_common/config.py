@@ -508,6 +508,8 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_METERING_SPOOL_PATH": "metering.spool_path",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
+    # Where the embedded default generates its credentials KEK file (a suite's data folder, say).
+    "GATEWAY_AUTH_CREDENTIALS_KEK_FILE": "auth.credentials.kek_file",
     "GATEWAY_INTERNAL_TLS": "tls.internal",
     "GATEWAY_TLS_DIR": "tls.dir",
     "GATEWAY_TLS_CA": "tls.ca_file",
