@@ -1,5 +1,5 @@
 """The native API: HTTP/JSON routes generated from the ``google.api.http`` annotations of the
-router's and the auth service's RPCs, grpc-gateway style.
+router's and the auth service's RPCs (AuthService and CredentialService), grpc-gateway style.
 
 Request JSON (protobuf JSON mapping; both snake_case and lowerCamelCase field names are accepted)
 is parsed into the RPC's request message (or into its ``body`` field), path parameters and query
@@ -31,7 +31,7 @@ from edge.errors import error_headers, error_json, http_status
 from edge.openai_api import PROVIDER_HEADER, call_metadata, ratelimit_headers
 from edge.proto_json import to_json
 from edge.state import EdgeState
-from gateway.auth.v1 import auth_pb2
+from gateway.auth.v1 import auth_pb2, credentials_pb2
 from gateway.router.v1 import router_pb2
 from gateway_common.errors import GatewayError, invalid_argument
 
@@ -40,6 +40,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 _SERVICES = (
     ("router", router_pb2.DESCRIPTOR.services_by_name["RouterService"]),
     ("auth", auth_pb2.DESCRIPTOR.services_by_name["AuthService"]),
+    ("auth", credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"]),
 )
 
 

@@ -10,6 +10,8 @@
     gateway routes set gpt-4o openai-eu [--upstream-model gpt-4o-2024-08-06]
     gateway routes list
     gateway routes delete gpt-4o
+    gateway credentials add --tenant acme --provider openai --rpm 500 < key.txt   (see credentials.py)
+    gateway credentials list|disable|enable|rotate|delete|set-limits|rewrap
     gateway check-config gateway.yaml
 
 Admin calls need a key with the ``admin`` scope: ``--admin-key`` or ``GATEWAY_ADMIN_KEY``. The
@@ -33,11 +35,13 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
-from gateway.auth.v1 import auth_pb2, auth_pb2_grpc
+from gateway.auth.v1 import auth_pb2, auth_pb2_grpc, credentials_pb2_grpc
 from gateway_common.config import ConfigError, effective_providers, load_config
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_client import open_channel
 
+from . import credentials as credential_commands
+from .credentials import UsageError
 from .identity import channel_credentials, tls_settings
 from .limits import (
     describe_limits,
@@ -55,18 +59,22 @@ ADMIN_KEY_ENV = "GATEWAY_ADMIN_KEY"
 
 
 class Admin:
-    """The auth service's stub and what every admin call sends: the admin key and a deadline."""
+    """The auth service's stubs and what every admin call sends: the admin key and a deadline."""
 
-    def __init__(self, stub: auth_pb2_grpc.AuthServiceAsyncStub, admin_key: str, deadline_s: float) -> None:
+    def __init__(
+        self,
+        stub: auth_pb2_grpc.AuthServiceAsyncStub,
+        admin_key: str,
+        deadline_s: float,
+        credentials: credentials_pb2_grpc.CredentialServiceAsyncStub | None = None,
+    ) -> None:
         self.stub = stub
+        if credentials is not None:
+            self.credentials = credentials
         self.options: dict[str, Any] = {
             "metadata": (("authorization", f"Bearer {admin_key}"),),
             "timeout": deadline_s,
         }
-
-
-class UsageError(Exception):
-    """The command cannot run as given (exit status 2)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     common = _common_options()
     parser = argparse.ArgumentParser(prog="gateway", description="Administer LLM Gateway.", parents=[common])
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{keys,tenants,routes,check-config}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{keys,tenants,routes,credentials,check-config}"
+    )
 
     keys = groups.add_parser("keys", help="create, list, update and revoke API keys")
     key_commands = keys.add_subparsers(dest="command", required=True)
@@ -268,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     route_delete = route_commands.add_parser("delete", parents=[common], help="remove a route override")
     route_delete.add_argument("model")
     route_delete.set_defaults(handler=_routes_delete)
+
+    credential_commands.add_parser(groups, common)
 
     check = groups.add_parser("check-config", parents=[common], help="check a configuration file offline")
     check.add_argument("file", nargs="?", help="the file (default: $GATEWAY_CONFIG, else built-in defaults)")
@@ -580,7 +592,12 @@ async def _call(
 ) -> None:
     channel = open_channel(address, credentials=credentials)
     try:
-        admin = Admin(auth_pb2_grpc.AuthServiceStub(channel), admin_key, args.timeout)
+        admin = Admin(
+            auth_pb2_grpc.AuthServiceStub(channel),
+            admin_key,
+            args.timeout,
+            credentials_pb2_grpc.CredentialServiceStub(channel),
+        )
         await handler(admin, args)
     finally:
         await channel.close(None)

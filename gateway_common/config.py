@@ -235,6 +235,18 @@ class RateLimitConfig(_Strict):
     settle and reach the ledger; longer than the router's metering flush interval."""
 
 
+class CredentialsConfig(_Strict):
+    """The auth service's store of tenant-owned upstream credentials (keys come from the environment)."""
+
+    kek_file: str = ".gateway/credentials.kek"
+    """The embedded default's key-encryption key file, generated once (mode 0600) when neither
+    GATEWAY_CREDENTIALS_KEK nor GATEWAY_CREDENTIALS_KEK_FILE is set."""
+    cache_ttl_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """How long a resolved credential list is reused (here and by the providers service)."""
+    rewrap_at_start: bool = True
+    """Re-wrap, in the background after start, every data key an older KEK wraps."""
+
+
 class AuthConfig(_Strict):
     """The auth service."""
 
@@ -243,6 +255,7 @@ class AuthConfig(_Strict):
     demo_key_file: str = ".gateway/demo-key"
     """Where the embedded default keeps its generated demo key (used when no keys are configured)."""
     database_url: str = "sqlite+aiosqlite:///.gateway/auth.db"
+    credentials: CredentialsConfig = CredentialsConfig()
 
 
 class MeteringConfig(_Strict):
@@ -502,6 +515,8 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_RESPONSE_RETENTION_DAYS": "metering.response_retention_days",
     "GATEWAY_DEMO_KEY_FILE": "auth.demo_key_file",
     "GATEWAY_AUTH_CACHE_TTL_S": "auth.cache_ttl_s",
+    # Where the embedded default generates its credentials KEK file (a suite's data folder, say).
+    "GATEWAY_AUTH_CREDENTIALS_KEK_FILE": "auth.credentials.kek_file",
     "GATEWAY_INTERNAL_TLS": "tls.internal",
     "GATEWAY_TLS_DIR": "tls.dir",
     "GATEWAY_TLS_CA": "tls.ca_file",

@@ -58,6 +58,7 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
                 "UpdateCredential",
                 "RotateCredential",
                 "DeleteCredential",
+                "RewrapCredentials",
             )
         },
         "ResolveCredentials": frozenset({PROVIDERS}),

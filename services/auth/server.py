@@ -3,12 +3,18 @@
 Start (``on_ready``), before health reports SERVING:
 1. the database answers a ping;
 2. under a PostgreSQL advisory lock (replicas start one after another), Alembic upgrades the
-   schema to head and the bootstrap keys are put in place.
-Stop (``on_stop``), after the server drained: the engine's connections are closed.
+   schema to head and the bootstrap keys are put in place;
+3. every KEK id the stored credentials name must be configured and open one of its rows, else the
+   service stops with a message saying which KEK is missing or wrong (it never serves credentials
+   it cannot read); data keys an older KEK wraps are then re-wrapped in the background.
+Stop (``on_stop``), after the server drained: the re-wrap is cancelled, the engine's connections closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 from pathlib import Path
 
@@ -16,13 +22,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.auth.v1 import auth_pb2_grpc
+from gateway.auth.v1 import auth_pb2_grpc, credentials_pb2_grpc
 from gateway_common.config import ConfigError, GatewayConfig, effective_providers
 from gateway_common.db import async_database_url
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
+from gateway_common.redaction import install_log_redaction
 
 from .accounts import Accounts, Clock, utc_now
 from .bootstrap import bootstrap
+from .credentials.domain import Credentials
+from .credentials.keyring import load_keyring
+from .credentials.servicer import SERVICE_NAME as CREDENTIALS_SERVICE_NAME
+from .credentials.servicer import CredentialServicer
+from .credentials.store import SqlCredentialStore
 from .routes import Routes
 from .servicer import SERVICE_NAME, AuthServicer
 from .settings import AuthSecrets
@@ -31,6 +43,8 @@ from .storage.routes import SqlRouteStore
 from .storage.sql import SqlStore
 
 _CONNECT_TIMEOUT_S = 3.0
+
+log = logging.getLogger(__name__)
 
 
 def _anchor_sqlite_path(url: str) -> str:
@@ -55,6 +69,9 @@ def build(
     """The auth service, not yet started. ``secrets=None`` reads them from the environment
     (ConfigError when malformed); ``clock`` is for tests of expiry."""
     secrets = AuthSecrets.from_env() if secrets is None else secrets
+    # This process holds upstream secrets in clear while it seals and resolves them: a last line of
+    # defence should one ever reach a log line.
+    install_log_redaction()
     url = async_database_url(_anchor_sqlite_path(config.auth.database_url))
     demo_key_file = Path(config.auth.demo_key_file).resolve()
     shown_url = make_url(url).render_as_string(hide_password=True)
@@ -67,11 +84,30 @@ def build(
     )
     store = SqlStore(engine)
     routes = Routes(SqlRouteStore(engine), effective_providers(config), clock)
-    servicer = AuthServicer(Accounts(store, clock), cache_ttl_seconds=math.ceil(config.auth.cache_ttl_s), routes=routes)
+    accounts = Accounts(store, clock)
+    servicer = AuthServicer(accounts, cache_ttl_seconds=math.ceil(config.auth.cache_ttl_s), routes=routes)
+    settings = config.auth.credentials
+    keyring = load_keyring(Path(settings.kek_file).resolve())
+    credentials = Credentials(SqlCredentialStore(engine), keyring, clock, settings.cache_ttl_s)
     server = GrpcServer(
         listen or config.services.auth.listen,
-        [ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, SERVICE_NAME)],
+        [
+            ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, SERVICE_NAME),
+            ServiceRegistration(
+                credentials_pb2_grpc.add_CredentialServiceServicer_to_server,
+                CredentialServicer(accounts, credentials),
+                CREDENTIALS_SERVICE_NAME,
+            ),
+        ],
     )
+    background: set[asyncio.Task[None]] = set()
+
+    async def rewrap() -> None:
+        try:
+            await credentials.rewrap_all()
+        except Exception:
+            # The RPC (``gateway credentials rewrap``) can finish the job; serving goes on meanwhile.
+            log.exception("background re-wrap of credential data keys failed")
 
     async def on_ready() -> None:
         try:
@@ -81,8 +117,17 @@ def build(
         async with startup_lock(engine):
             await upgrade(engine)
             await bootstrap(store, secrets, demo_key_file, clock)
+        await credentials.verify_keys()
+        if settings.rewrap_at_start:
+            task = asyncio.create_task(rewrap())
+            background.add(task)
+            task.add_done_callback(background.discard)
 
     async def on_stop() -> None:
+        for task in list(background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await engine.dispose()
 
     return ServiceApp("auth", server, on_ready=on_ready, on_stop=on_stop)

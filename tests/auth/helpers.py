@@ -40,6 +40,8 @@ def auth_config(database_url: str, folder: Path, cache_ttl_s: float = 2.0) -> Ga
                 "database_url": database_url,
                 "demo_key_file": str(folder / "demo" / "key"),
                 "cache_ttl_s": cache_ttl_s,
+                # Never the working directory's .gateway/: each test its own generated KEK file.
+                "credentials": {"kek_file": str(folder / "credentials.kek")},
             }
         }
     )

@@ -35,6 +35,6 @@ async def test_migrations_match_the_models_and_go_both_ways(database_url: str) -
         await upgrade(engine)
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda sync: sorted(inspect(sync).get_table_names()))
-        assert tables == [VERSION_TABLE, "auth_api_keys", "auth_routes", "auth_tenants"]
+        assert tables == [VERSION_TABLE, "auth_api_keys", "auth_credentials", "auth_routes", "auth_tenants"]
     finally:
         await engine.dispose()

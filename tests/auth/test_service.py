@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import stat
@@ -57,7 +58,7 @@ async def test_serving_only_after_migrations_and_bootstrap(database_url: str, tm
         async with engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version_auth"))).scalar_one()
         await engine.dispose()
-        assert version == "0002"
+        assert version == "0003"
 
 
 async def test_bootstrap_from_environment(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -463,6 +464,8 @@ async def test_replicas_starting_together_migrate_and_bootstrap_once(postgres_ur
         "GATEWAY_ADMIN_KEY": ADMIN,
         "GATEWAY_DEMO_KEY_FILE": str(tmp_path / "demo-key"),
         "GATEWAY_CONFIG": "",
+        # Replicas share one key ring (a generated file in the working directory is for one process).
+        "GATEWAY_CREDENTIALS_KEK": base64.b64encode(bytes(range(32))).decode(),
     }
     replicas = [
         await asyncio.create_subprocess_exec(
@@ -483,5 +486,5 @@ async def test_replicas_starting_together_migrate_and_bootstrap_once(postgres_ur
         versions = (await conn.execute(text("SELECT version_num FROM alembic_version_auth"))).all()
         keys = (await conn.execute(text("SELECT tenant_id FROM auth_api_keys ORDER BY tenant_id"))).all()
     await engine.dispose()
-    assert [v[0] for v in versions] == ["0002"]
+    assert [v[0] for v in versions] == ["0003"]
     assert [k[0] for k in keys] == ["acme", "admin"]
