@@ -19,8 +19,8 @@ COPY . .
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
-    && mkdir -p /app/.gateway /certs /var/lib/gateway/spool \
-    && chown gateway:gateway /app/.gateway /certs /var/lib/gateway/spool
+    && mkdir -p /app/.gateway /certs /var/lib/gateway/spool /keys \
+    && chown gateway:gateway /app/.gateway /certs /var/lib/gateway/spool /keys
 
 # The code stays root-owned and read-only to the service; only .gateway (embedded-default files
 # such as the demo key and SQLite databases) is writable, /certs, which compose's one-shot certs

@@ -121,6 +121,8 @@ class Suite:
         # The router's usage spool lives with the rest of the suite's data, so a restarted router
         # ships what its predecessor left.
         env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / "router-usage-spool.db")
+        # auth's generated key-encryption key stays with the suite's data, not in the caller's cwd.
+        env["GATEWAY_AUTH_CREDENTIALS_KEK_FILE"] = str(self.data_dir / "credentials.kek")
         env.update(self.env)
         for name in SERVICES:
             address = f"{self.host}:{self.ports[name]}"
