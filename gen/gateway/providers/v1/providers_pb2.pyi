@@ -53,6 +53,11 @@ class ChatRequest(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant the call is made for: its own upstream credentials for the provider are used when
+    it has any; empty (or a tenant without any) for the provider's global credential.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """Where to send it."""
@@ -66,10 +71,11 @@ class ChatRequest(_message.Message):
         *,
         target: Global___Target | None = ...,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,6 +113,11 @@ class StreamChatRequest(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant the call is made for: its own upstream credentials for the provider are used when
+    it has any; empty (or a tenant without any) for the provider's global credential.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """Where to send it."""
@@ -120,10 +131,11 @@ class StreamChatRequest(_message.Message):
         *,
         target: Global___Target | None = ...,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,6 +173,11 @@ class EmbedRequest(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant the call is made for: its own upstream credentials for the provider are used when
+    it has any; empty (or a tenant without any) for the provider's global credential.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """Where to send it."""
@@ -174,10 +191,11 @@ class EmbedRequest(_message.Message):
         *,
         target: Global___Target | None = ...,
         embedding: _chat_pb2.EmbeddingRequest | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "target", b"target", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
