@@ -233,6 +233,13 @@ class RateLimitConfig(_Strict):
     rebuild_grace_s: Annotated[float, Field(ge=0)] = 2.0
     """How long a rebuild waits (refusing) after the loss is seen, so that requests then in flight
     settle and reach the ledger; longer than the router's metering flush interval."""
+    credential_cooldown_base_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
+    """The cooldown of an upstream credential after its first 429 or 401 in a row; each further
+    one doubles it, up to ``credential_cooldown_cap_s``."""
+    credential_cooldown_cap_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """The longest cooldown a failure streak earns (an upstream's longer Retry-After still wins)."""
+    credential_failure_memory_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600.0
+    """How long after its cooldown ended a failure streak is remembered (a success ends it at once)."""
 
 
 class AuthConfig(_Strict):
