@@ -141,6 +141,13 @@ class HttpProviderConfig(_Strict):
     """An ``openai_compatible`` server that takes vLLM's ``continue_final_message`` (with
     ``add_generation_prompt: false``): a broken stream is continued on it by sending the partial
     answer as a final assistant message to extend, not with an explicit instruction."""
+    oauth_token_url: str | None = None
+    """The token endpoint where tenants' OAuth credentials for this upstream are refreshed; unset
+    when they are never refreshed by the gateway."""
+    oauth_client_id_env: str | None = None
+    """The environment variable holding the OAuth client id used for refreshing."""
+    oauth_client_secret_env: str | None = None
+    """The environment variable holding the OAuth client secret (unset for a public client)."""
 
     @model_validator(mode="after")
     def _continue_final_message_is_vllms(self) -> HttpProviderConfig:

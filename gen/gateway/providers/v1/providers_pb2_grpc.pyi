@@ -28,8 +28,8 @@ GRPC_VERSION: str
 
 class ProviderServiceStub:
     """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
-    When a tenant's own credential served a call, the response's trailing metadata carries its id as
-    "x-gateway-credential-id".
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
     """
 
     @_typing.overload
@@ -48,8 +48,8 @@ class ProviderServiceStub:
 @_typing.type_check_only
 class ProviderServiceAsyncStub(ProviderServiceStub):
     """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
-    When a tenant's own credential served a call, the response's trailing metadata carries its id as
-    "x-gateway-credential-id".
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -64,8 +64,8 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
 
 class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
-    When a tenant's own credential served a call, the response's trailing metadata carries its id as
-    "x-gateway-credential-id".
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
     """
 
     @_abc_1.abstractmethod
