@@ -25,6 +25,9 @@ from services.ratelimit.storage.base import BackendUnavailable
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
+_SWEEP_AT = 10_000
+"""The memory store drops forgotten streaks once it holds this many."""
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -86,6 +89,10 @@ class MemoryCooldowns:
     async def fail(self, credential_id: str, retry_after_ms: int) -> CooldownState:
         """See :meth:`CooldownStore.fail`."""
         now_ms = self._now_ms()
+        if len(self._entries) >= _SWEEP_AT:
+            # Streaks nobody read again would otherwise stay forever.
+            forget = self._backoff.forget_ms
+            self._entries = {k: v for k, v in self._entries.items() if v[1] + forget > now_ms}
         streak = self._get(credential_id, now_ms)[0] + 1
         until_ms = now_ms + self._backoff.cooldown_ms(streak, retry_after_ms)
         self._entries[credential_id] = (streak, until_ms)
