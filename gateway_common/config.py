@@ -141,6 +141,13 @@ class HttpProviderConfig(_Strict):
     """An ``openai_compatible`` server that takes vLLM's ``continue_final_message`` (with
     ``add_generation_prompt: false``): a broken stream is continued on it by sending the partial
     answer as a final assistant message to extend, not with an explicit instruction."""
+    oauth_token_url: str | None = None
+    """The token endpoint where tenants' OAuth credentials for this upstream are refreshed; unset
+    when they are never refreshed by the gateway."""
+    oauth_client_id_env: str | None = None
+    """The environment variable holding the OAuth client id used for refreshing."""
+    oauth_client_secret_env: str | None = None
+    """The environment variable holding the OAuth client secret (unset for a public client)."""
 
     @model_validator(mode="after")
     def _continue_final_message_is_vllms(self) -> HttpProviderConfig:
@@ -233,6 +240,13 @@ class RateLimitConfig(_Strict):
     rebuild_grace_s: Annotated[float, Field(ge=0)] = 2.0
     """How long a rebuild waits (refusing) after the loss is seen, so that requests then in flight
     settle and reach the ledger; longer than the router's metering flush interval."""
+    credential_cooldown_base_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
+    """The cooldown of an upstream credential after its first 429 or 401 in a row; each further
+    one doubles it, up to ``credential_cooldown_cap_s``."""
+    credential_cooldown_cap_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """The longest cooldown a failure streak earns (an upstream's longer Retry-After still wins)."""
+    credential_failure_memory_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600.0
+    """How long after its cooldown ended a failure streak is remembered (a success ends it at once)."""
 
 
 class CredentialsConfig(_Strict):

@@ -68,6 +68,12 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "Acquire": frozenset({ROUTER}),
         "Settle": frozenset({ROUTER}),
         "RenewLeases": frozenset({ROUTER}),
+        # Per-credential windows and cooldowns: providers chooses a tenant's upstream credential.
+        "AcquireCredential": frozenset({PROVIDERS}),
+        "SettleCredential": frozenset({PROVIDERS}),
+        "ReportCredentialFailure": frozenset({PROVIDERS}),
+        # The admin view of credentials (auth's ListCredentials, the CLI) shows cooldowns and usage.
+        "GetCredentialStates": frozenset({PROVIDERS, CLI, EDGE}),
     },
     "gateway.providers.v1.ProviderService": {
         "Chat": frozenset({ROUTER}),

@@ -52,6 +52,7 @@ from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from gateway_common.config import HttpProviderConfig
 from gateway_common.errors import GatewayError, Reason
+from services.providers.tenant_credentials import TenantCredentialAuth, current_secret
 
 _RETRYABLE_STATUS: dict[int, tuple[grpc.StatusCode, bool]] = {
     400: (grpc.StatusCode.INVALID_ARGUMENT, False),
@@ -78,8 +79,18 @@ _MAX_PLAIN_BODY = 300
 _DRAIN_TIMEOUT_S = 0.25
 
 
-def build_client(config: HttpProviderConfig, base_url: str, headers: Mapping[str, str]) -> httpx.AsyncClient:
+def build_client(
+    config: HttpProviderConfig,
+    base_url: str,
+    headers: Mapping[str, str],
+    *,
+    key_header: str = "Authorization",
+    key_prefix: str = "Bearer ",
+) -> httpx.AsyncClient:
     """The one pooled client of a provider: its base URL, auth and extra headers, timeouts and limits.
+
+    ``key_header`` and ``key_prefix`` say how this upstream takes an API key: a tenant's own key
+    replaces the provider's there for the calls made with it (:class:`TenantCredentialAuth`).
 
     ``read_timeout_s`` bounds the wait for each read (for a stream, the response headers; after
     that the stream idle timeout of :func:`iter_sse` applies); ``total_timeout_s`` is applied per
@@ -98,6 +109,7 @@ def build_client(config: HttpProviderConfig, base_url: str, headers: Mapping[str
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
         headers=dict(headers),
+        auth=TenantCredentialAuth(key_header, key_prefix),
         timeout=timeout,
         limits=limits,
         follow_redirects=False,
@@ -105,8 +117,9 @@ def build_client(config: HttpProviderConfig, base_url: str, headers: Mapping[str
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` without the given secrets or anything shaped like an API key."""
-    for secret in secrets:
+    """``text`` without the given secrets (and the current tenant credential's) or anything shaped
+    like an API key."""
+    for secret in (*secrets, *current_secret()):
         if secret and len(secret) >= 4:
             text = text.replace(secret, _REDACTED)
     return _KEY_PATTERN.sub(_REDACTED, text)

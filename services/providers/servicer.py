@@ -3,11 +3,16 @@
 Errors are the adapters' GatewayErrors (the ErrorInterceptor turns them into rich statuses); the
 servicer only makes sure each names the provider. A cancelled StreamChat closes the adapter's
 iterator, which closes the upstream request.
+
+With a ``tenant_id`` and a :class:`CredentialSelection`, each call runs with the tenant's own
+credential for the provider when it has any (:mod:`services.providers.selection`); the response
+names the one that served it (``credential_id``, on a stream's first chunk).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,8 +25,15 @@ from gateway_common.errors import GatewayError, invalid_argument
 from services.providers import byok
 from services.providers.adapters.base import Adapter
 from services.providers.registry import ProviderRegistry
+from services.providers.selection import CredentialSelection, estimate_tokens
+from services.providers.tenant_credentials import current_credential
 
 log = logging.getLogger(__name__)
+
+
+def _selection_for(selection: CredentialSelection | None, adapter: Adapter) -> CredentialSelection | None:
+    """The selection, for an adapter that can call with a tenant's credential (not the mock)."""
+    return selection if getattr(adapter, "accepts_tenant_credentials", False) else None
 
 
 def _named(error: GatewayError, provider: str) -> GatewayError:
@@ -32,8 +44,9 @@ def _named(error: GatewayError, provider: str) -> GatewayError:
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     """Routes each call to the adapter of ``target.provider``."""
 
-    def __init__(self, registry: ProviderRegistry) -> None:
+    def __init__(self, registry: ProviderRegistry, selection: CredentialSelection | None = None) -> None:
         self._registry = registry
+        self._selection = selection
 
     def _adapter(self, target: providers_pb2.Target) -> Adapter:
         if not target.provider:
@@ -48,11 +61,23 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         """One completion from the target provider."""
         adapter = self._adapter(request.target)
         byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
+        model, canonical = request.target.model, request.completion
+        credential_id = ""
+        selection = _selection_for(self._selection, adapter)
         try:
-            completion = await adapter.chat(request.target.model, request.completion)
+            if selection is None:
+                completion = await adapter.chat(model, canonical)
+            else:
+                completion, credential_id = await selection.call(
+                    request.tenant_id,
+                    adapter.name,
+                    estimate_tokens(canonical),
+                    lambda: adapter.chat(model, canonical),
+                    lambda c: c.usage.total_tokens,
+                )
         except GatewayError as exc:
             raise _named(exc, adapter.name) from None
-        return providers_pb2.ChatResponse(completion=completion)
+        return providers_pb2.ChatResponse(completion=completion, credential_id=credential_id)
 
     async def StreamChat(
         self, request: providers_pb2.StreamChatRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -60,18 +85,50 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         """The target provider's chunks, each passed on as soon as it arrives."""
         adapter = self._adapter(request.target)
         byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
-        chunks = adapter.stream_chat(request.target.model, request.completion)
-        try:
-            async for chunk in chunks:
-                yield providers_pb2.StreamChatResponse(chunk=chunk)
-        except GatewayError as exc:
-            raise _named(exc, adapter.name) from None
-        finally:
-            # Closing the adapter's generator closes the upstream response, whether the stream
-            # ended, failed, or this call was cancelled.
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        walk = None
+        selection = _selection_for(self._selection, adapter)
+        if selection is not None:
+            try:
+                walk = await selection.walk(request.tenant_id, adapter.name, estimate_tokens(request.completion))
+            except GatewayError as exc:
+                raise _named(exc, adapter.name) from None
+        if walk is None:
+            async for item in _relay(adapter.stream_chat(request.target.model, request.completion), adapter.name):
+                yield item
+            return
+        while True:
+            try:
+                credential = await walk.next()
+            except GatewayError as exc:
+                raise _named(exc, adapter.name) from None
+            token = current_credential.set(credential)
+            try:
+                chunks = adapter.stream_chat(request.target.model, request.completion)
+                try:
+                    # A refusal comes before the first chunk: only then may another credential take over.
+                    first = await anext(chunks, None)
+                except GatewayError as exc:
+                    await _close(chunks)
+                    try:
+                        await walk.refused(exc)
+                    except GatewayError as final:
+                        raise _named(final, adapter.name) from None
+                    continue
+                tokens: int | None = None
+                if first is not None:
+                    if first.HasField("usage"):
+                        tokens = first.usage.total_tokens
+                    yield providers_pb2.StreamChatResponse(chunk=first, credential_id=credential.credential_id)
+                    async for item in _relay(chunks, adapter.name):
+                        if item.chunk.HasField("usage"):
+                            tokens = item.chunk.usage.total_tokens
+                        yield item
+                await walk.succeeded(tokens)
+                return
+            finally:
+                # A generator closed from another context cannot reset there; that context ends anyway.
+                with contextlib.suppress(ValueError):
+                    current_credential.reset(token)
 
     async def Embed(
         self, request: providers_pb2.EmbedRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -79,11 +136,23 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         """Embeddings from the target provider (UNIMPLEMENTED where the upstream has none)."""
         adapter = self._adapter(request.target)
         byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
+        model, canonical = request.target.model, request.embedding
+        credential_id = ""
+        selection = _selection_for(self._selection, adapter)
         try:
-            embedding = await adapter.embed(request.target.model, request.embedding)
+            if selection is None:
+                embedding = await adapter.embed(model, canonical)
+            else:
+                embedding, credential_id = await selection.call(
+                    request.tenant_id,
+                    adapter.name,
+                    estimate_tokens(canonical),
+                    lambda: adapter.embed(model, canonical),
+                    lambda e: e.usage.total_tokens,
+                )
         except GatewayError as exc:
             raise _named(exc, adapter.name) from None
-        return providers_pb2.EmbedResponse(embedding=embedding)
+        return providers_pb2.EmbedResponse(embedding=embedding, credential_id=credential_id)
 
     async def ListModels(
         self, request: providers_pb2.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -112,3 +181,24 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             else:
                 models.extend(result)
         return providers_pb2.ListModelsResponse(models=models)
+
+
+async def _close(chunks: AsyncIterator[chat_pb2.ChatCompletionChunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _relay(
+    chunks: AsyncIterator[chat_pb2.ChatCompletionChunk], provider: str
+) -> AsyncIterator[providers_pb2.StreamChatResponse]:
+    """The adapter's chunks as responses, its errors naming the provider."""
+    try:
+        async for chunk in chunks:
+            yield providers_pb2.StreamChatResponse(chunk=chunk)
+    except GatewayError as exc:
+        raise _named(exc, provider) from None
+    finally:
+        # Closing the adapter's generator closes the upstream response, whether the stream
+        # ended, failed, or this call was cancelled.
+        await _close(chunks)

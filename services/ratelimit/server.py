@@ -18,10 +18,12 @@ from gateway_common.config import GatewayConfig
 from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
 from gateway_common.tls import client_credentials
+from services.ratelimit.credentials import CredentialSelector
 from services.ratelimit.limiter import Limiter
 from services.ratelimit.rebuild import MeteringLedger, Rebuilder
 from services.ratelimit.servicer import RateLimitServicer
 from services.ratelimit.storage import LimitStore
+from services.ratelimit.storage.cooldown import Backoff, CooldownStore, MemoryCooldowns, RedisCooldowns
 from services.ratelimit.storage.memory import MemoryStore
 from services.ratelimit.storage.redis import RedisStore
 
@@ -36,6 +38,12 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     """The rate limit service, not yet started; ``listen=None`` means the configured address."""
     settings = config.ratelimit
     store: LimitStore
+    cooldowns: CooldownStore
+    backoff = Backoff(
+        base_ms=int(settings.credential_cooldown_base_s * 1000),
+        cap_ms=int(settings.credential_cooldown_cap_s * 1000),
+        forget_ms=int(settings.credential_failure_memory_s * 1000),
+    )
     if settings.redis_url:
         client = Redis.from_url(
             settings.redis_url,
@@ -44,8 +52,10 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
             retry=Retry(NoBackoff(), 1),
         )
         store = RedisStore(client, require_marker=settings.rebuild_from_ledger)
+        cooldowns = RedisCooldowns(client, backoff)
     else:
         store = MemoryStore()
+        cooldowns = MemoryCooldowns(backoff)
     rebuilder: Rebuilder | None = None
     channel = None
     if settings.rebuild_from_ledger:
@@ -62,7 +72,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     )
     registration = ServiceRegistration(
         add=ratelimit_pb2_grpc.add_RateLimitServiceServicer_to_server,
-        servicer=RateLimitServicer(limiter),
+        servicer=RateLimitServicer(limiter, CredentialSelector(limiter, cooldowns)),
         name=ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
     )
     server = GrpcServer(listen or config.services.ratelimit.listen, [registration])

@@ -6,6 +6,8 @@ with no exceeded QuotaStatus and a ``retry_after`` of one second; the router rea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from google.protobuf import duration_pb2
 from gateway.quota.v1 import quota_pb2
 from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway_common.errors import GatewayError, Reason, invalid_argument
+from services.ratelimit.credentials import MAX_CANDIDATES, MAX_STATES, Candidate, CredentialSelector
 from services.ratelimit.limiter import Limiter
 from services.ratelimit.quotas import (
     MAX_AMOUNT,
@@ -29,6 +32,7 @@ from services.ratelimit.quotas import (
     Window,
 )
 from services.ratelimit.storage import BackendUnavailable
+from services.ratelimit.storage.cooldown import Backoff, MemoryCooldowns
 
 _UNITS = {
     quota_pb2.UNIT_REQUESTS: Unit.REQUESTS,
@@ -45,10 +49,13 @@ _WINDOWS_PB = {window: pb for pb, window in _WINDOWS.items()}
 
 
 class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
-    """Acquire, Settle and RenewLeases, translated to the :class:`Limiter`."""
+    """Acquire, Settle and RenewLeases, translated to the :class:`Limiter`; the credential RPCs to the
+    :class:`CredentialSelector`."""
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter, credentials: CredentialSelector | None = None) -> None:
         self._limiter = limiter
+        # Tests that exercise only the descriptor quotas get in-memory cooldowns.
+        self._credentials = credentials or CredentialSelector(limiter, MemoryCooldowns(Backoff()))
 
     async def Acquire(
         self, request: ratelimit_pb2.AcquireRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -86,6 +93,102 @@ class RateLimitServicer(ratelimit_pb2_grpc.RateLimitServiceServicer):
                 {"retryable": "true"},
             ) from None
         return ratelimit_pb2.RenewLeasesResponse(missing_reservation_ids=missing)
+
+    async def AcquireCredential(
+        self, request: ratelimit_pb2.AcquireCredentialRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.AcquireCredentialResponse:
+        """Choose the best usable credential among the candidates and reserve on its windows."""
+        if not request.reservation_id:
+            raise invalid_argument("reservation_id is required", "reservation_id")
+        if len(request.candidates) > MAX_CANDIDATES:
+            raise invalid_argument(f"at most {MAX_CANDIDATES} candidates per call", "candidates")
+        if not 0 <= request.estimated_tokens <= MAX_AMOUNT:
+            raise invalid_argument(f"estimated_tokens must be between 0 and {MAX_AMOUNT}", "estimated_tokens")
+        ttl_ms = _ttl_ms(request.reservation_ttl, "reservation_ttl") if request.HasField("reservation_ttl") else 0
+        candidates = [_candidate(c, f"candidates[{i}]") for i, c in enumerate(request.candidates)]
+        with _unavailable("credential cooldowns were not read"):
+            choice = await self._credentials.acquire(
+                request.reservation_id, candidates, request.estimated_tokens, ttl_ms
+            )
+        response = ratelimit_pb2.AcquireCredentialResponse(
+            allowed=choice.credential_id is not None,
+            credential_id=choice.credential_id or "",
+            cooling_down_ids=choice.cooling_down,
+            exhausted_ids=choice.exhausted,
+            degraded=choice.degraded,
+        )
+        if choice.retry_after_ms is not None:
+            _set_duration(response.retry_after, choice.retry_after_ms)
+        return response
+
+    async def SettleCredential(
+        self, request: ratelimit_pb2.SettleCredentialRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.SettleCredentialResponse:
+        """Settle a credential reservation; a success ends the credential's failure streak."""
+        if not request.reservation_id:
+            raise invalid_argument("reservation_id is required", "reservation_id")
+        actual = _amounts(request.actual, "actual")
+        with _unavailable("the credential's failure streak was not reset"):
+            found = await self._credentials.settle(request.reservation_id, actual, request.succeeded_credential_id)
+        return ratelimit_pb2.SettleCredentialResponse(found=found)
+
+    async def ReportCredentialFailure(
+        self, request: ratelimit_pb2.ReportCredentialFailureRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.ReportCredentialFailureResponse:
+        """Put a refused credential into its exponential cooldown."""
+        if not request.credential_id:
+            raise invalid_argument("credential_id is required", "credential_id")
+        retry_after_ms = 0
+        if request.HasField("retry_after"):
+            retry_after_ms = min(
+                MAX_TTL_MS, max(0, request.retry_after.seconds * 1000 + request.retry_after.nanos // 1_000_000)
+            )
+        with _unavailable("the cooldown was not recorded"):
+            state = await self._credentials.fail(request.credential_id, retry_after_ms)
+        return ratelimit_pb2.ReportCredentialFailureResponse(
+            cooldown_until_ms=state.until_ms, consecutive_failures=state.streak
+        )
+
+    async def GetCredentialStates(
+        self, request: ratelimit_pb2.GetCredentialStatesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ratelimit_pb2.GetCredentialStatesResponse:
+        """The cooldowns and window usage of the named credentials."""
+        if len(request.credentials) > MAX_STATES:
+            raise invalid_argument(f"at most {MAX_STATES} credentials per call", "credentials")
+        credentials = [_candidate(c, f"credentials[{i}]") for i, c in enumerate(request.credentials)]
+        with _unavailable("credential states were not read"):
+            states = await self._credentials.states(credentials)
+        response = ratelimit_pb2.GetCredentialStatesResponse()
+        for state in states:
+            item = response.states.add(
+                credential_id=state.credential_id,
+                cooldown_until_ms=state.cooldown_until_ms,
+                consecutive_failures=state.streak,
+            )
+            item.windows.extend(_acquire_response(Decision(allowed=True, statuses=state.windows)).statuses)
+        return response
+
+
+@contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """BackendUnavailable as the UNAVAILABLE status a caller can retry."""
+    try:
+        yield
+    except BackendUnavailable:
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.DEPENDENCY_UNAVAILABLE,
+            f"The rate limit backend is unreachable; {what}.",
+            {"retryable": "true"},
+        ) from None
+
+
+def _candidate(item: ratelimit_pb2.CredentialCandidate, path: str) -> Candidate:
+    if not item.credential_id:
+        raise invalid_argument("credential_id is required", f"{path}.credential_id")
+    limits = ratelimit_pb2.DescriptorLimits(quotas=item.limits)
+    quotas = _descriptor_limits(limits, path).quotas
+    return Candidate(item.credential_id, quotas, item.priority)
 
 
 def _ttl_ms(ttl: duration_pb2.Duration, field: str) -> int:

@@ -156,6 +156,8 @@ class _Outcome:
     """For a stream: what reached the client, and the continuations that made it whole."""
     carried_cost_micro_usd: int = 0
     """The cost of attempts that broke off after streaming, at their own deployment's price."""
+    credential_id: str = ""
+    """The tenant's own upstream credential that served the answer (empty: the provider's key)."""
 
 
 class Orchestrator:
@@ -433,6 +435,7 @@ class Orchestrator:
 
         def succeeded(response: providers_pb2.ChatResponse) -> chat_pb2.ChatCompletion:
             result = response.completion
+            outcome.credential_id = response.credential_id
             outcome.prompt_tokens = result.usage.prompt_tokens
             outcome.completion_tokens = result.usage.completion_tokens
             outcome.cached_tokens = result.usage.prompt_tokens_details.cached_tokens
@@ -452,7 +455,9 @@ class Orchestrator:
             call,
             "chat",
             lambda c, timeout: self._providers.Chat(
-                providers_pb2.ChatRequest(target=_target(c), completion=request),
+                providers_pb2.ChatRequest(
+                    target=_target(c), completion=request, tenant_id=admission.principal.tenant_id
+                ),
                 timeout=timeout,
                 metadata=_metadata(call),
             ),
@@ -539,7 +544,9 @@ class Orchestrator:
             outcome.attempts, outcome.candidate = attempts.count, candidate
             ceiling_before = outcome.completion_ceiling
             stream = self._providers.StreamChat(
-                providers_pb2.StreamChatRequest(target=_target(candidate), completion=attempt_request),
+                providers_pb2.StreamChatRequest(
+                    target=_target(candidate), completion=attempt_request, tenant_id=admission.principal.tenant_id
+                ),
                 timeout=call.time_remaining(),
                 metadata=_metadata(call),
             )
@@ -550,7 +557,10 @@ class Orchestrator:
                 try:
                     async with asyncio.timeout(min(window, self._attempt_timeout(call))):
                         while not held or not carries_content(held[-1]):
-                            held.append((await anext(chunks)).chunk)
+                            message = await anext(chunks)
+                            if not held:  # the first message names the credential serving this attempt
+                                outcome.credential_id = message.credential_id
+                            held.append(message.chunk)
                     # A tool call is held back until it is whole: one cut mid-arguments is then
                     # restarted cleanly by the next attempt instead of reaching the client half-done.
                     while only_tool_calls(held[-1]):
@@ -723,6 +733,7 @@ class Orchestrator:
 
         def succeeded(response: providers_pb2.EmbedResponse) -> chat_pb2.EmbeddingResponse:
             result = response.embedding
+            outcome.credential_id = response.credential_id
             outcome.prompt_tokens = result.usage.prompt_tokens or admission.prompt_estimate
             outcome.usage_estimated = not result.usage.prompt_tokens
             return result
@@ -733,7 +744,9 @@ class Orchestrator:
             call,
             "embeddings",
             lambda c, timeout: self._providers.Embed(
-                providers_pb2.EmbedRequest(target=_target(c), embedding=request),
+                providers_pb2.EmbedRequest(
+                    target=_target(c), embedding=request, tenant_id=admission.principal.tenant_id
+                ),
                 timeout=timeout,
                 metadata=_metadata(call),
             ),
@@ -847,6 +860,7 @@ class Orchestrator:
             time=admission.received,
             operation=operation,
             usage_estimated=outcome.usage_estimated,
+            credential_id=outcome.credential_id,
         )
         if outcome.splice is not None and outcome.splice.continuations:
             event.continuations = outcome.splice.continuations

@@ -34,6 +34,9 @@ DEFAULT_API_VERSION = "2023-06-01"
 class AnthropicAdapter:
     """One Anthropic upstream (config ``type: anthropic``) and its pooled client."""
 
+    accepts_tenant_credentials = True
+    """Its client puts a tenant's own credential on a call (see :class:`TenantCredentialAuth`)."""
+
     def __init__(self, name: str, config: HttpProviderConfig, api_key: str | None, base_url: str) -> None:
         self.name = name
         self._config = config
@@ -42,7 +45,7 @@ class AnthropicAdapter:
         headers["anthropic-version"] = config.api_version or DEFAULT_API_VERSION
         if api_key:
             headers["x-api-key"] = api_key
-        self._client = build_client(config, base_url, headers)
+        self._client = build_client(config, base_url, headers, key_header="x-api-key", key_prefix="")
 
     def _body(self, request: chat_pb2.ChatCompletionRequest, model: str, *, stream: bool) -> dict[str, Any]:
         try:

@@ -46,6 +46,9 @@ from services.providers.translate.gemini import (
 class GeminiAdapter:
     """One Gemini upstream (config ``type: gemini``) and its pooled client."""
 
+    accepts_tenant_credentials = True
+    """Its client puts a tenant's own credential on a call (see :class:`TenantCredentialAuth`)."""
+
     def __init__(self, name: str, config: HttpProviderConfig, api_key: str | None, base_url: str) -> None:
         self.name = name
         self._config = config
@@ -53,7 +56,7 @@ class GeminiAdapter:
         headers = dict(config.headers)
         if api_key:
             headers["x-goog-api-key"] = api_key
-        self._client = build_client(config, base_url, headers)
+        self._client = build_client(config, base_url, headers, key_header="x-goog-api-key", key_prefix="")
 
     @staticmethod
     def _path(model: str, method: str) -> str:

@@ -51,12 +51,16 @@ from services.providers.http import (
     stream_broken,
     upstream_error,
 )
+from services.providers.tenant_credentials import current_credential
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 
 class OpenAIAdapter:
     """One OpenAI-protocol upstream (``type`` openai, azure or openai_compatible) and its pooled client."""
+
+    accepts_tenant_credentials = True
+    """Its client puts a tenant's own credential on a call (see :class:`TenantCredentialAuth`)."""
 
     def __init__(self, name: str, config: HttpProviderConfig, api_key: str | None, base_url: str) -> None:
         self.name = name
@@ -71,7 +75,11 @@ class OpenAIAdapter:
                 headers["api-key"] = api_key
             else:
                 headers["Authorization"] = f"Bearer {api_key}"
-        self._client = build_client(config, base_url, headers)
+        self._client = (
+            build_client(config, base_url, headers, key_header="api-key", key_prefix="")
+            if self._azure
+            else build_client(config, base_url, headers)
+        )
         self._params = {"api-version": config.api_version or DEFAULT_AZURE_API_VERSION} if self._azure else {}
 
     @property
@@ -81,7 +89,8 @@ class OpenAIAdapter:
 
     def _call_headers(self) -> dict[str, str]:
         """Per-request headers: the client's own key when this upstream forwards it."""
-        if not self._forward_client_key:
+        if not self._forward_client_key or current_credential.get() is not None:
+            # A tenant's own credential (put on by the client's auth) takes the client key's place.
             return {}
         key = client_key_var.get()
         if key is None:

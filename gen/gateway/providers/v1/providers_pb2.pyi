@@ -53,6 +53,11 @@ class ChatRequest(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant the call is made for: its own upstream credentials for the provider are used when
+    it has any; empty (or a tenant without any) for the provider's global credential.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """Where to send it."""
@@ -66,10 +71,11 @@ class ChatRequest(_message.Message):
         *,
         target: Global___Target | None = ...,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -82,6 +88,9 @@ class ChatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     COMPLETION_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The tenant's own credential that served the call ("cred_…"); empty for the provider's own key."""
     @_builtins.property
     def completion(self) -> _chat_pb2.ChatCompletion:
         """The canonical completion."""
@@ -90,10 +99,11 @@ class ChatResponse(_message.Message):
         self,
         *,
         completion: _chat_pb2.ChatCompletion | None = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "credential_id", b"credential_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,6 +117,11 @@ class StreamChatRequest(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     COMPLETION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant the call is made for: its own upstream credentials for the provider are used when
+    it has any; empty (or a tenant without any) for the provider's global credential.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """Where to send it."""
@@ -120,10 +135,11 @@ class StreamChatRequest(_message.Message):
         *,
         target: Global___Target | None = ...,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "target", b"target", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -136,6 +152,11 @@ class StreamChatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """On the first chunk only: the tenant's own credential that serves the stream ("cred_…"); empty
+    for the provider's own key.
+    """
     @_builtins.property
     def chunk(self) -> _chat_pb2.ChatCompletionChunk:
         """The canonical chunk."""
@@ -144,10 +165,11 @@ class StreamChatResponse(_message.Message):
         self,
         *,
         chunk: _chat_pb2.ChatCompletionChunk | None = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "credential_id", b"credential_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,6 +183,11 @@ class EmbedRequest(_message.Message):
 
     TARGET_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant the call is made for: its own upstream credentials for the provider are used when
+    it has any; empty (or a tenant without any) for the provider's global credential.
+    """
     @_builtins.property
     def target(self) -> Global___Target:
         """Where to send it."""
@@ -174,10 +201,11 @@ class EmbedRequest(_message.Message):
         *,
         target: Global___Target | None = ...,
         embedding: _chat_pb2.EmbeddingRequest | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "target", b"target", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,6 +218,9 @@ class EmbedResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EMBEDDING_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The tenant's own credential that served the call ("cred_…"); empty for the provider's own key."""
     @_builtins.property
     def embedding(self) -> _chat_pb2.EmbeddingResponse:
         """The canonical embeddings."""
@@ -198,10 +229,11 @@ class EmbedResponse(_message.Message):
         self,
         *,
         embedding: _chat_pb2.EmbeddingResponse | None = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "embedding", b"embedding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

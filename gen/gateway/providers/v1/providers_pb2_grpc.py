@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class ProviderServiceStub:
     """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
     """
 
     def __init__(self, channel):
@@ -59,6 +61,8 @@ class ProviderServiceStub:
 
 class ProviderServiceServicer:
     """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
     """
 
     def Chat(self, request, context):
@@ -122,6 +126,8 @@ def add_ProviderServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ProviderService:
     """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
     """
 
     @staticmethod

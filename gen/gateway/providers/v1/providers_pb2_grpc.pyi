@@ -27,7 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ProviderServiceStub:
-    """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back."""
+    """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -44,7 +47,10 @@ class ProviderServiceStub:
 
 @_typing.type_check_only
 class ProviderServiceAsyncStub(ProviderServiceStub):
-    """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back."""
+    """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryUnaryMultiCallable[_providers_pb2.ChatRequest, _providers_pb2.ChatResponse]  # type: ignore[assignment]
@@ -57,7 +63,10 @@ class ProviderServiceAsyncStub(ProviderServiceStub):
     """ListModels lists the models the configured providers serve."""
 
 class ProviderServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back."""
+    """ProviderService calls upstream LLM APIs, translating the canonical messages to each wire protocol and back.
+    When a tenant's own credential served a call, the response names it (credential_id) so that the
+    router can record usage per credential.
+    """
 
     @_abc_1.abstractmethod
     def Chat(

@@ -366,3 +366,317 @@ class RenewLeasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenewLeasesResponse: _TypeAlias = RenewLeasesResponse  # noqa: Y015
+
+@_typing.final
+class CredentialCandidate(_message.Message):
+    """CredentialCandidate is one upstream credential AcquireCredential may choose."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The credential's id ("cred_…"); its counters and cooldown are keyed by it."""
+    priority: _builtins.int
+    """Lower is tried first; equal priorities keep the order given."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[_quota_pb2.Quota]:
+        """The credential's own quotas (requests and tokens per minute, day, month); none for unlimited."""
+
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        limits: _abc.Iterable[_quota_pb2.Quota] | None = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "limits", b"limits", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialCandidate: _TypeAlias = CredentialCandidate  # noqa: Y015
+
+@_typing.final
+class AcquireCredentialRequest(_message.Message):
+    """AcquireCredentialRequest asks for one credential among the candidates, with a reservation on it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    ESTIMATED_TOKENS_FIELD_NUMBER: _builtins.int
+    RESERVATION_TTL_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """A unique id for the reservation, used by SettleCredential (one per acquisition)."""
+    estimated_tokens: _builtins.int
+    """The tokens the call is estimated to use (prompt plus the completion's ceiling)."""
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CredentialCandidate]:
+        """The credentials to choose from (at most 100)."""
+
+    @_builtins.property
+    def reservation_ttl(self) -> _duration_pb2.Duration:
+        """The reservation's lease; unset for the server default."""
+
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        candidates: _abc.Iterable[Global___CredentialCandidate] | None = ...,
+        estimated_tokens: _builtins.int = ...,
+        reservation_ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation_ttl", b"reservation_ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "estimated_tokens", b"estimated_tokens", "reservation_id", b"reservation_id", "reservation_ttl", b"reservation_ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireCredentialRequest: _TypeAlias = AcquireCredentialRequest  # noqa: Y015
+
+@_typing.final
+class AcquireCredentialResponse(_message.Message):
+    """AcquireCredentialResponse names the chosen credential, or says why none was."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    COOLING_DOWN_IDS_FIELD_NUMBER: _builtins.int
+    EXHAUSTED_IDS_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
+    allowed: _builtins.bool
+    """Whether a credential was chosen and its windows reserved."""
+    credential_id: _builtins.str
+    """The chosen credential; empty when none was."""
+    degraded: _builtins.bool
+    """Whether the decision was made without the backend, under the configured outage policy."""
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """When none was chosen: how long until one could be (the earliest cooldown end or window reset)."""
+
+    @_builtins.property
+    def cooling_down_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The candidates skipped because they are cooling down."""
+
+    @_builtins.property
+    def exhausted_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The candidates skipped because one of their windows is exhausted."""
+
+    def __init__(
+        self,
+        *,
+        allowed: _builtins.bool = ...,
+        credential_id: _builtins.str = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+        cooling_down_ids: _abc.Iterable[_builtins.str] | None = ...,
+        exhausted_ids: _abc.Iterable[_builtins.str] | None = ...,
+        degraded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "cooling_down_ids", b"cooling_down_ids", "credential_id", b"credential_id", "degraded", b"degraded", "exhausted_ids", b"exhausted_ids", "retry_after", b"retry_after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireCredentialResponse: _TypeAlias = AcquireCredentialResponse  # noqa: Y015
+
+@_typing.final
+class SettleCredentialRequest(_message.Message):
+    """SettleCredentialRequest gives what a credential reservation really used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    ACTUAL_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    """The reservation to settle."""
+    succeeded_credential_id: _builtins.str
+    """The credential, when the call succeeded: its failure streak is reset."""
+    @_builtins.property
+    def actual(self) -> Global___Amounts:
+        """What the call used; it replaces the reserved estimate."""
+
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        actual: Global___Amounts | None = ...,
+        succeeded_credential_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "reservation_id", b"reservation_id", "succeeded_credential_id", b"succeeded_credential_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleCredentialRequest: _TypeAlias = SettleCredentialRequest  # noqa: Y015
+
+@_typing.final
+class SettleCredentialResponse(_message.Message):
+    """SettleCredentialResponse confirms a settlement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """Whether a pending reservation was found."""
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleCredentialResponse: _TypeAlias = SettleCredentialResponse  # noqa: Y015
+
+@_typing.final
+class ReportCredentialFailureRequest(_message.Message):
+    """ReportCredentialFailureRequest reports an upstream's refusal of a credential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    UPSTREAM_STATUS_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The credential."""
+    upstream_status: _builtins.int
+    """The upstream's HTTP status (429 or 401; 403 is treated like 401)."""
+    @_builtins.property
+    def retry_after(self) -> _duration_pb2.Duration:
+        """The upstream's Retry-After, when it sent one: the cooldown lasts at least this long."""
+
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        upstream_status: _builtins.int = ...,
+        retry_after: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "retry_after", b"retry_after", "upstream_status", b"upstream_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCredentialFailureRequest: _TypeAlias = ReportCredentialFailureRequest  # noqa: Y015
+
+@_typing.final
+class ReportCredentialFailureResponse(_message.Message):
+    """ReportCredentialFailureResponse says how long the credential now cools down."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COOLDOWN_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    cooldown_until_ms: _builtins.int
+    """When the cooldown ends, in milliseconds since the epoch (the backend's clock)."""
+    consecutive_failures: _builtins.int
+    """The consecutive failures so far, this one included."""
+    def __init__(
+        self,
+        *,
+        cooldown_until_ms: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "cooldown_until_ms", b"cooldown_until_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCredentialFailureResponse: _TypeAlias = ReportCredentialFailureResponse  # noqa: Y015
+
+@_typing.final
+class GetCredentialStatesRequest(_message.Message):
+    """GetCredentialStatesRequest names the credentials to describe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___CredentialCandidate]:
+        """The credentials (at most 1000); their limits are given so that window usage can be shown."""
+
+    def __init__(
+        self,
+        *,
+        credentials: _abc.Iterable[Global___CredentialCandidate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCredentialStatesRequest: _TypeAlias = GetCredentialStatesRequest  # noqa: Y015
+
+@_typing.final
+class CredentialRuntimeState(_message.Message):
+    """CredentialRuntimeState is a credential's runtime state in the rate limit service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    COOLDOWN_UNTIL_MS_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The credential."""
+    cooldown_until_ms: _builtins.int
+    """When its cooldown ends, in milliseconds since the epoch; 0 when it is not cooling down."""
+    consecutive_failures: _builtins.int
+    """Its consecutive failures (reset by a success)."""
+    @_builtins.property
+    def windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotaStatus]:
+        """The state of each of its quotas: remaining units and time to reset."""
+
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        cooldown_until_ms: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+        windows: _abc.Iterable[Global___QuotaStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "cooldown_until_ms", b"cooldown_until_ms", "credential_id", b"credential_id", "windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialRuntimeState: _TypeAlias = CredentialRuntimeState  # noqa: Y015
+
+@_typing.final
+class GetCredentialStatesResponse(_message.Message):
+    """GetCredentialStatesResponse lists the states, in the order asked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___CredentialRuntimeState]:
+        """The states."""
+
+    def __init__(
+        self,
+        *,
+        states: _abc.Iterable[Global___CredentialRuntimeState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCredentialStatesResponse: _TypeAlias = GetCredentialStatesResponse  # noqa: Y015

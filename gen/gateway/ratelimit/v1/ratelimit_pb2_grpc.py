@@ -50,6 +50,26 @@ class RateLimitServiceStub:
                 request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesRequest.SerializeToString,
                 response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesResponse.FromString,
                 _registered_method=True)
+        self.AcquireCredential = channel.unary_unary(
+                '/gateway.ratelimit.v1.RateLimitService/AcquireCredential',
+                request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireCredentialRequest.SerializeToString,
+                response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireCredentialResponse.FromString,
+                _registered_method=True)
+        self.SettleCredential = channel.unary_unary(
+                '/gateway.ratelimit.v1.RateLimitService/SettleCredential',
+                request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleCredentialRequest.SerializeToString,
+                response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleCredentialResponse.FromString,
+                _registered_method=True)
+        self.ReportCredentialFailure = channel.unary_unary(
+                '/gateway.ratelimit.v1.RateLimitService/ReportCredentialFailure',
+                request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReportCredentialFailureRequest.SerializeToString,
+                response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReportCredentialFailureResponse.FromString,
+                _registered_method=True)
+        self.GetCredentialStates = channel.unary_unary(
+                '/gateway.ratelimit.v1.RateLimitService/GetCredentialStates',
+                request_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetCredentialStatesRequest.SerializeToString,
+                response_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetCredentialStatesResponse.FromString,
+                _registered_method=True)
 
 
 class RateLimitServiceServicer:
@@ -78,6 +98,37 @@ class RateLimitServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcquireCredential(self, request, context):
+        """AcquireCredential picks, among a tenant's upstream credentials, the best priority one that is
+        not cooling down and has quota left in its own windows, and reserves on those windows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleCredential(self, request, context):
+        """SettleCredential replaces a credential reservation's estimate with what was used; a success
+        also ends the credential's failure streak (its next cooldown starts from the base again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportCredentialFailure(self, request, context):
+        """ReportCredentialFailure puts a credential that the upstream refused (429 or 401) into an
+        exponentially growing cooldown, skipped by AcquireCredential until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCredentialStates(self, request, context):
+        """GetCredentialStates returns credentials' cooldowns and window usage, for the admin view.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RateLimitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +146,26 @@ def add_RateLimitServiceServicer_to_server(servicer, server):
                     servicer.RenewLeases,
                     request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesRequest.FromString,
                     response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesResponse.SerializeToString,
+            ),
+            'AcquireCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireCredential,
+                    request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireCredentialRequest.FromString,
+                    response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireCredentialResponse.SerializeToString,
+            ),
+            'SettleCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleCredential,
+                    request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleCredentialRequest.FromString,
+                    response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleCredentialResponse.SerializeToString,
+            ),
+            'ReportCredentialFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportCredentialFailure,
+                    request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReportCredentialFailureRequest.FromString,
+                    response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReportCredentialFailureResponse.SerializeToString,
+            ),
+            'GetCredentialStates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCredentialStates,
+                    request_deserializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetCredentialStatesRequest.FromString,
+                    response_serializer=gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetCredentialStatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +250,114 @@ class RateLimitService:
             '/gateway.ratelimit.v1.RateLimitService/RenewLeases',
             gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesRequest.SerializeToString,
             gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.RenewLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquireCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.ratelimit.v1.RateLimitService/AcquireCredential',
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireCredentialRequest.SerializeToString,
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.AcquireCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.ratelimit.v1.RateLimitService/SettleCredential',
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleCredentialRequest.SerializeToString,
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.SettleCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportCredentialFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.ratelimit.v1.RateLimitService/ReportCredentialFailure',
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReportCredentialFailureRequest.SerializeToString,
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReportCredentialFailureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCredentialStates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.ratelimit.v1.RateLimitService/GetCredentialStates',
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetCredentialStatesRequest.SerializeToString,
+            gateway_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetCredentialStatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

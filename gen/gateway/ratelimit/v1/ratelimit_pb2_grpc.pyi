@@ -41,6 +41,20 @@ class RateLimitServiceStub:
     """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
     only while the router holding them is alive to renew them.
     """
+    AcquireCredential: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.AcquireCredentialRequest, _ratelimit_pb2.AcquireCredentialResponse]
+    """AcquireCredential picks, among a tenant's upstream credentials, the best priority one that is
+    not cooling down and has quota left in its own windows, and reserves on those windows.
+    """
+    SettleCredential: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.SettleCredentialRequest, _ratelimit_pb2.SettleCredentialResponse]
+    """SettleCredential replaces a credential reservation's estimate with what was used; a success
+    also ends the credential's failure streak (its next cooldown starts from the base again).
+    """
+    ReportCredentialFailure: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ReportCredentialFailureRequest, _ratelimit_pb2.ReportCredentialFailureResponse]
+    """ReportCredentialFailure puts a credential that the upstream refused (429 or 401) into an
+    exponentially growing cooldown, skipped by AcquireCredential until it ends.
+    """
+    GetCredentialStates: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.GetCredentialStatesRequest, _ratelimit_pb2.GetCredentialStatesResponse]
+    """GetCredentialStates returns credentials' cooldowns and window usage, for the admin view."""
 
 @_typing.type_check_only
 class RateLimitServiceAsyncStub(RateLimitServiceStub):
@@ -55,6 +69,20 @@ class RateLimitServiceAsyncStub(RateLimitServiceStub):
     """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
     only while the router holding them is alive to renew them.
     """
+    AcquireCredential: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.AcquireCredentialRequest, _ratelimit_pb2.AcquireCredentialResponse]  # type: ignore[assignment]
+    """AcquireCredential picks, among a tenant's upstream credentials, the best priority one that is
+    not cooling down and has quota left in its own windows, and reserves on those windows.
+    """
+    SettleCredential: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.SettleCredentialRequest, _ratelimit_pb2.SettleCredentialResponse]  # type: ignore[assignment]
+    """SettleCredential replaces a credential reservation's estimate with what was used; a success
+    also ends the credential's failure streak (its next cooldown starts from the base again).
+    """
+    ReportCredentialFailure: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ReportCredentialFailureRequest, _ratelimit_pb2.ReportCredentialFailureResponse]  # type: ignore[assignment]
+    """ReportCredentialFailure puts a credential that the upstream refused (429 or 401) into an
+    exponentially growing cooldown, skipped by AcquireCredential until it ends.
+    """
+    GetCredentialStates: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.GetCredentialStatesRequest, _ratelimit_pb2.GetCredentialStatesResponse]  # type: ignore[assignment]
+    """GetCredentialStates returns credentials' cooldowns and window usage, for the admin view."""
 
 class RateLimitServiceServicer(metaclass=_abc_1.ABCMeta):
     """RateLimitService counts requests, tokens and spend against quotas, atomically across replicas."""
@@ -84,5 +112,43 @@ class RateLimitServiceServicer(metaclass=_abc_1.ABCMeta):
         """RenewLeases extends the leases of pending reservations, so that their slots outlive the lease
         only while the router holding them is alive to renew them.
         """
+
+    @_abc_1.abstractmethod
+    def AcquireCredential(
+        self,
+        request: _ratelimit_pb2.AcquireCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.AcquireCredentialResponse, _abc.Awaitable[_ratelimit_pb2.AcquireCredentialResponse]]:
+        """AcquireCredential picks, among a tenant's upstream credentials, the best priority one that is
+        not cooling down and has quota left in its own windows, and reserves on those windows.
+        """
+
+    @_abc_1.abstractmethod
+    def SettleCredential(
+        self,
+        request: _ratelimit_pb2.SettleCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.SettleCredentialResponse, _abc.Awaitable[_ratelimit_pb2.SettleCredentialResponse]]:
+        """SettleCredential replaces a credential reservation's estimate with what was used; a success
+        also ends the credential's failure streak (its next cooldown starts from the base again).
+        """
+
+    @_abc_1.abstractmethod
+    def ReportCredentialFailure(
+        self,
+        request: _ratelimit_pb2.ReportCredentialFailureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.ReportCredentialFailureResponse, _abc.Awaitable[_ratelimit_pb2.ReportCredentialFailureResponse]]:
+        """ReportCredentialFailure puts a credential that the upstream refused (429 or 401) into an
+        exponentially growing cooldown, skipped by AcquireCredential until it ends.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCredentialStates(
+        self,
+        request: _ratelimit_pb2.GetCredentialStatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.GetCredentialStatesResponse, _abc.Awaitable[_ratelimit_pb2.GetCredentialStatesResponse]]:
+        """GetCredentialStates returns credentials' cooldowns and window usage, for the admin view."""
 
 def add_RateLimitServiceServicer_to_server(servicer: RateLimitServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
