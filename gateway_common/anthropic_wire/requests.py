@@ -134,7 +134,7 @@ def _conversation(body: dict[str, Any]) -> chat_pb2.ChatCompletionRequest:
             parsed = _tool(tool, f"tools[{i}]")
             if parsed.function.name in names:
                 raise invalid_argument(
-                    f"tools: Tool names must be unique ('{parsed.function.name}').", f"tools[{i}].name"
+                    f"tools[{i}].name: Tool names must be unique ('{parsed.function.name}').", f"tools[{i}].name"
                 )
             names.add(parsed.function.name)
             request.tools.append(parsed)
