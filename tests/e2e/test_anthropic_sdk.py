@@ -274,6 +274,9 @@ async def test_over_a_limit_is_a_rate_limit_error_with_retry_after_and_each_call
         limits={"quotas": [{"unit": "UNIT_REQUESTS", "window": "WINDOW_MINUTE", "limit": limit}]},
     )
     client = _sdk(gateway, secret)
+    for _ in range(limit + 2):
+        # Counting tokens holds no quota: the key's requests below are all still admitted.
+        client.messages.count_tokens(model="mock:demo", messages=HELLO)
     client.messages.create(model="mock:demo", max_tokens=8, messages=HELLO)
     with client.messages.stream(model="mock:demo", max_tokens=8, messages=HELLO) as stream:
         stream.until_done()
