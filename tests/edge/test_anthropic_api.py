@@ -10,116 +10,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent import futures
-from contextlib import contextmanager
 from typing import Any
 
-import grpc
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.app import create_app
 from gateway.chat.v1 import chat_pb2
-from gateway.router.v1 import router_pb2, router_pb2_grpc
-from gateway_common.config import GatewayConfig
-from gateway_common.errors import GatewayError, Reason
 from tests.edge import anthropic_schema
-from tests.edge.router_stub import CountingRouter
-
-# The router's answer to a model of this name: the error the stand-in raises.
-_ERRORS = {
-    "unauthenticated": GatewayError(grpc.StatusCode.UNAUTHENTICATED, Reason.INVALID_API_KEY, "Invalid API key."),
-    "forbidden": GatewayError(grpc.StatusCode.PERMISSION_DENIED, Reason.MODEL_NOT_ALLOWED, "Model not allowed."),
-    "unknown": GatewayError(grpc.StatusCode.NOT_FOUND, Reason.MODEL_NOT_FOUND, "The model `unknown` does not exist."),
-    "limited": GatewayError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.RATE_LIMITED, "Rate limit reached.", retry_after_s=7
-    ),
-    "exhausted": GatewayError(
-        grpc.StatusCode.UNAVAILABLE, Reason.ALL_CANDIDATES_FAILED, "Every candidate failed.", {"attempts": "a: 503"}
-    ),
-    "deadline": GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT, "Timed out."),
-    "bug": GatewayError(grpc.StatusCode.INTERNAL, Reason.INTERNAL, "Internal error."),
-}
-
-
-class AnthropicRouter(CountingRouter):
-    """CountingRouter plus CountTokens, tool calls and injected errors by model name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[chat_pb2.ChatCompletionRequest] = []
-
-    def _maybe_fail(self, model: str, context: Any) -> None:
-        if model in _ERRORS:
-            context.abort_with_status(_ERRORS[model].to_grpc_status())
-
-    def Chat(self, request: router_pb2.ChatRequest, context: Any) -> router_pb2.ChatResponse:
-        self.requests.append(request.completion)
-        self._maybe_fail(request.completion.model, context)
-        response = super().Chat(request, context)
-        response.completion.usage.prompt_tokens, response.completion.usage.completion_tokens = 5, 1
-        response.completion.choices[0].finish_reason = chat_pb2.FINISH_REASON_STOP
-        return response
-
-    def StreamChat(
-        self, request: router_pb2.StreamChatRequest, context: Any
-    ) -> Iterator[router_pb2.StreamChatResponse]:
-        self._seen("StreamChat", context)
-        self.requests.append(request.completion)
-        model = request.completion.model
-        self._maybe_fail(model, context)
-        base = chat_pb2.ChatCompletionChunk(id="c1", model=model, provider="stub")
-
-        def chunk(delta: chat_pb2.Delta, finish: int = 0) -> router_pb2.StreamChatResponse:
-            out = chat_pb2.ChatCompletionChunk()
-            out.CopyFrom(base)
-            out.choices.add(index=0, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
-            return router_pb2.StreamChatResponse(chunk=out)
-
-        yield chunk(chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, content="o"))
-        if model == "break":
-            context.abort_with_status(
-                GatewayError(
-                    grpc.StatusCode.UNAVAILABLE, Reason.UPSTREAM_STREAM_BROKEN, "The stream broke."
-                ).to_grpc_status()
-            )
-        yield chunk(chat_pb2.Delta(content="k"))
-        if request.completion.tools:
-            opening = chat_pb2.ToolCallDelta(index=0, id="call_1", name=request.completion.tools[0].function.name)
-            yield chunk(chat_pb2.Delta(tool_calls=[opening]))
-            yield chunk(chat_pb2.Delta(tool_calls=[chat_pb2.ToolCallDelta(index=0, arguments="{}")]))
-        yield chunk(chat_pb2.Delta(), chat_pb2.FINISH_REASON_TOOL_CALLS if request.completion.tools else 1)
-        usage = chat_pb2.ChatCompletionChunk()
-        usage.CopyFrom(base)
-        usage.usage.prompt_tokens, usage.usage.completion_tokens = 5, 2
-        yield router_pb2.StreamChatResponse(chunk=usage)
-
-    def CountTokens(self, request: router_pb2.CountTokensRequest, context: Any) -> router_pb2.CountTokensResponse:
-        self._seen("CountTokens", context)
-        self._maybe_fail(request.completion.model, context)
-        return router_pb2.CountTokensResponse(input_tokens=42, method=router_pb2.TOKEN_COUNT_METHOD_CEILING)
-
-
-@contextmanager
-def _edge() -> Iterator[tuple[TestClient, AnthropicRouter]]:
-    servicer = AnthropicRouter()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        config = GatewayConfig.model_validate(
-            {"edge": {"max_body_bytes": 64 * 1024}, "services": {"router": {"address": f"127.0.0.1:{port}"}}}
-        )
-        with TestClient(create_app(config), raise_server_exceptions=False) as client:
-            yield client, servicer
-    finally:
-        server.stop(grace=None)
+from tests.edge.anthropic_router_stub import ERRORS, AnthropicRouter, anthropic_edge
 
 
 @pytest.fixture
 def edge() -> Iterator[tuple[TestClient, AnthropicRouter]]:
-    with _edge() as pair:
+    with anthropic_edge() as pair:
         yield pair
 
 
@@ -218,7 +121,7 @@ def test_router_errors_in_anthropic_shape(
     client, _ = edge
     response = client.post("/v1/messages", json=_body(model=model, stream=stream), headers={"x-api-key": "k"})
     body = _assert_error(response, status, kind)
-    assert body["error"]["message"] == _ERRORS[model].message
+    assert body["error"]["message"] == ERRORS[model].message
     if model == "limited":
         assert response.headers["retry-after"] == "7"
 
