@@ -410,3 +410,24 @@ async def test_routed_to_the_anthropic_adapter(anthropic_edge: tuple[str, str], 
         with pytest.raises(anthropic.RateLimitError):
             await client.messages.create(model="anthropic:claude-haiku-4-5", max_tokens=10, messages=HELLO)
         assert len(replay.requests) == 5
+
+
+def test_client_disconnect_closes_the_upstream_request(gateway: Gateway) -> None:
+    stats = gateway.upstream.stats
+    disconnected_before = stats.streams_disconnected
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/messages",
+        headers={"x-api-key": gateway.key},
+        json={"model": "fake:slow-200", "max_tokens": 64, "messages": HELLO, "stream": True},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(12), strict=False) if line.startswith("event: ")]
+        assert "content_block_delta" in " ".join(received)
+    # Closing the HTTP response went edge -> router -> providers -> upstream.
+    deadline = time.monotonic() + 10
+    while stats.streams_disconnected != disconnected_before + 1:
+        assert time.monotonic() < deadline, "the upstream never saw the disconnect"
+        time.sleep(0.02)
