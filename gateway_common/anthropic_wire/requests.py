@@ -18,7 +18,8 @@ Mapping (Anthropic -> canonical):
 - ``stop_sequences`` -> stop, ``metadata.user_id`` -> user, ``top_k`` and unknown top-level fields
   (``thinking``, ``service_tier``, …) -> ``extra``, forwarded as sent;
 - ``cache_control`` on any block or tool is accepted and dropped: prompt caching is an upstream
-  optimisation, not part of the answer.
+  optimisation, not part of the answer; so are ``thinking``/``redacted_thinking`` blocks of past
+  assistant turns (the model's own reasoning, which Anthropic also ignores in past turns).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from gateway_common.openai_wire import (
 
 TOOL_ERROR_PREFIX = "[tool error] "
 """Prefix of the text of a tool result the client marked ``is_error``."""
+
+_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -188,6 +191,10 @@ def _message(value: Any, path: str) -> list[chat_pb2.Message]:
             message.tool_calls.append(_tool_use(block, block_path))
         elif kind == "tool_result" and role == chat_pb2.ROLE_USER:
             results.append(_tool_result(block, block_path))
+        elif kind in _THINKING_BLOCKS and role == chat_pb2.ROLE_ASSISTANT:
+            # A model's earlier reasoning, sent back by clients with extended thinking on (Claude
+            # Code): no canonical field carries it, and Anthropic itself ignores it in past turns.
+            continue
         elif kind in ("tool_use", "tool_result"):
             raise invalid_argument(
                 f"{block_path}.type: a '{kind}' block is not allowed in a '{role_name}' message", f"{block_path}.type"

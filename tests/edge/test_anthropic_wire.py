@@ -153,6 +153,25 @@ def test_tool_choice_forms(choice: dict[str, Any], expected: tuple[str, Any]) ->
     assert not request.HasField("parallel_tool_calls")
 
 
+def test_thinking_blocks_of_past_assistant_turns_are_dropped() -> None:
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Let me think.", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "Hello!"},
+            ],
+        },
+        {"role": "user", "content": "Again"},
+    ]
+    assistant = _parse(_base(messages=messages)).messages[1]
+    assert [p.text for p in assistant.parts] == ["Hello!"]
+    with pytest.raises(GatewayError):
+        _parse(_base(messages=[{"role": "user", "content": [{"type": "thinking", "thinking": "x"}]}]))
+
+
 def test_unknown_top_level_fields_travel_in_extra() -> None:
     request = _parse(_base(thinking={"type": "enabled", "budget_tokens": 1024}))
     assert from_struct(request.extra) == {"thinking": {"type": "enabled", "budget_tokens": 1024}}
