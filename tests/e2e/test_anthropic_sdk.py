@@ -45,8 +45,22 @@ PNG = base64.b64decode(
 )
 
 
+_CLIENTS: list[anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close every SDK client a test made: a client left to the garbage collector warns of its
+    open sockets in whatever later test happens to run the collection."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def _sdk(gateway: Gateway, key: str | None = None, **kwargs: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=key or gateway.key, max_retries=0, **kwargs)
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key or gateway.key, max_retries=0, **kwargs)
+    _CLIENTS.append(client)
+    return client
 
 
 def _create_key(gateway: Gateway, name: str, **fields: Any) -> tuple[str, str]:
@@ -259,6 +273,7 @@ def test_bad_input_is_a_bad_request_error_naming_the_field(gateway: Gateway) -> 
 def test_x_api_key_and_authorization_are_both_accepted(gateway: Gateway) -> None:
     by_key = _sdk(gateway).messages.create(model="mock:demo", max_tokens=8, messages=HELLO)
     bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=gateway.key, api_key=None, max_retries=0)
+    _CLIENTS.append(bearer)
     by_bearer = bearer.messages.create(model="mock:demo", max_tokens=8, messages=HELLO)
     assert by_key.content == by_bearer.content
 
