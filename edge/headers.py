@@ -23,6 +23,8 @@ MAX_HEADER_BYTES = 16 * 1024
 # A W3C traceparent is 55 characters and a tracestate at most 512; a bearer key or a JWT fits 4 KiB.
 FORWARDED_HEADER_LIMITS: dict[bytes, int] = {
     b"authorization": 4096,
+    # The Anthropic façade's key header, forwarded as "authorization".
+    b"x-api-key": 4096,
     b"x-upstream-authorization": 2048,
     b"traceparent": 512,
     b"tracestate": 512,

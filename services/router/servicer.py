@@ -15,7 +15,7 @@ from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
-from services.router import catalog, policy, unified
+from services.router import catalog, policy, token_count, unified
 from services.router.auth_cache import bearer_token
 from services.router.orchestrator import UPSTREAM_AUTHORIZATION_KEY, CallContext, HeaderSink, Orchestrator
 from services.router.reports import ReportsServicer
@@ -185,6 +185,13 @@ class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
         except grpc.aio.AioRpcError as exc:
             raise GatewayError.from_rpc_error(exc, "metering") from None
         return router_pb2.GetUsageResponse(rows=response.rows)
+
+    async def CountTokens(
+        self, request: router_pb2.CountTokensRequest, context: Context
+    ) -> router_pb2.CountTokensResponse:
+        """The prompt's token count for an authenticated caller; no quota, no provider, no usage."""
+        principal = await self._orchestrator.authenticate(_call_context(context))
+        return token_count.count_tokens(self._orchestrator, principal, request.completion)
 
     async def _listed_upstream_models(self) -> list[chat_pb2.Model]:
         # Upstream lists change rarely; asking on every call would put a provider round trip
