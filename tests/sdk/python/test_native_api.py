@@ -273,3 +273,11 @@ async def test_async_client(gateway: Gateway, transport: str) -> None:
         while stats.streams_disconnected != before + 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert stats.streams_disconnected == before + 1
+
+
+def test_embed(make_client: ClientFactory, transport: str) -> None:
+    result = make_client().embed("mock:embed", ["one", "two"], request_id="req_sdk-embed")
+    assert isinstance(result, llm_gateway.Embeddings)
+    assert [e.index for e in result.data] == [0, 1]
+    assert all(e.vector and all(isinstance(x, float) for x in e.vector) for e in result.data)
+    assert result.provider == "mock" and result.usage.prompt_tokens > 0 and result.request_id == "req_sdk-embed"

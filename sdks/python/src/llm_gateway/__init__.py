@@ -24,6 +24,8 @@ from llm_gateway.types import (
     CreatedKey,
     Credential,
     Delta,
+    Embedding,
+    Embeddings,
     Job,
     JobError,
     JobList,
@@ -35,6 +37,7 @@ from llm_gateway.types import (
     Response,
     ResponseEvent,
     Tenant,
+    TokenUsage,
     Usage,
     UsageRow,
 )
@@ -58,6 +61,8 @@ __all__ = [
     "CreatedKey",
     "Credential",
     "Delta",
+    "Embedding",
+    "Embeddings",
     "Job",
     "JobError",
     "JobList",
@@ -74,6 +79,7 @@ __all__ = [
     "RetryPolicy",
     "Stream",
     "Tenant",
+    "TokenUsage",
     "Usage",
     "UsageRow",
 ]

@@ -20,6 +20,7 @@ from llm_gateway.types import (
     ChatResponse,
     CreatedKey,
     Credential,
+    Embeddings,
     Job,
     JobList,
     Message,
@@ -90,6 +91,11 @@ def _set(body: dict[str, Any], **values: Any) -> dict[str, Any]:
     return body
 
 
+def unified_body(**values: Any) -> dict[str, Any]:
+    """A request body of the values that are set."""
+    return _set({}, **values)
+
+
 def _decoder(cls: type[T]) -> Decode[T]:
     return lambda data, _rid: from_json(cls, data)
 
@@ -149,6 +155,17 @@ def chat_stream(body: dict[str, Any]) -> Call[ChatChunk]:
         lambda d: d.get("unified") or {},
     )
     return Call("POST", "/v1/chat:stream", _decoder(ChatChunk), json=body, rpc=rpc, stream="ndjson")
+
+
+def _embeddings(data: Any, request_id: str) -> Embeddings:
+    return dataclasses.replace(from_json(Embeddings, data.get("embedding") or {}), request_id=request_id)
+
+
+def embed(body: dict[str, Any]) -> Call[Embeddings]:
+    """``POST /v1/embed`` / ``RouterService.Embed``; ``body`` is the ``EmbeddingRequest`` JSON."""
+    wrapped = {"embedding": body}
+    rpc = Rpc(f"/{ROUTER}/Embed", "gateway.router.v1.EmbedRequest", "gateway.router.v1.EmbedResponse", wrapped)
+    return Call("POST", "/v1/embed", _embeddings, json=wrapped, rpc=rpc)
 
 
 def models(model_id: str = "") -> Call[list[Model]]:

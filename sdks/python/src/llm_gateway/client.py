@@ -31,6 +31,7 @@ from llm_gateway.types import (
     ChatResponse,
     CreatedKey,
     Credential,
+    Embeddings,
     Job,
     JobList,
     Limits,
@@ -269,6 +270,28 @@ class Client(_Base):
         """Delete a stored response (``DELETE /v1/responses/{id}``)."""
         return self._run(_calls.delete_response(response_id), timeout, None, None)
 
+    def embed(
+        self,
+        model: str,
+        input: str | Sequence[str] = (),
+        *,
+        dimensions: int | None = None,
+        user: str | None = None,
+        token_inputs: Sequence[Sequence[int]] = (),
+        extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: bool | None = None,
+        request_id: str | None = None,
+    ) -> Embeddings:
+        """Embeddings of ``input`` (texts), or of ``token_inputs`` (token id arrays)
+        (``POST /v1/embed`` / ``RouterService.Embed``)."""
+        texts = [input] if isinstance(input, str) else list(input)
+        tokens = [{"tokens": list(t)} for t in token_inputs]
+        body = _calls.unified_body(
+            model=model, input=texts, dimensions=dimensions, user=user, token_inputs=tokens, extra=extra
+        )
+        return self._run(_calls.embed(body), timeout, retry, request_id)
+
     def models(self, model_id: str = "", *, timeout: float | None = None, retry: bool | None = None) -> list[Model]:
         """The models the key may use (or the one ``model_id`` names)."""
         return self._run(_calls.models(model_id), timeout, retry, None)
@@ -476,6 +499,28 @@ class AsyncClient(_Base):
     async def delete_response(self, response_id: str, *, timeout: float | None = None) -> bool:
         """Delete a stored response (``DELETE /v1/responses/{id}``)."""
         return await self._run(_calls.delete_response(response_id), timeout, None, None)
+
+    async def embed(
+        self,
+        model: str,
+        input: str | Sequence[str] = (),
+        *,
+        dimensions: int | None = None,
+        user: str | None = None,
+        token_inputs: Sequence[Sequence[int]] = (),
+        extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: bool | None = None,
+        request_id: str | None = None,
+    ) -> Embeddings:
+        """Embeddings of ``input`` (texts), or of ``token_inputs`` (token id arrays)
+        (``POST /v1/embed`` / ``RouterService.Embed``)."""
+        texts = [input] if isinstance(input, str) else list(input)
+        tokens = [{"tokens": list(t)} for t in token_inputs]
+        body = _calls.unified_body(
+            model=model, input=texts, dimensions=dimensions, user=user, token_inputs=tokens, extra=extra
+        )
+        return await self._run(_calls.embed(body), timeout, retry, request_id)
 
     async def models(
         self, model_id: str = "", *, timeout: float | None = None, retry: bool | None = None

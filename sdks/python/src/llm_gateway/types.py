@@ -93,6 +93,39 @@ class ChatChunk:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """The token count of a canonical answer (embeddings), with the provider's breakdowns."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: dict[str, Any] | None = None
+    completion_tokens_details: dict[str, Any] | None = None
+    estimated: bool = False
+    """Whether the gateway counted the tokens itself because the provider reported none."""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """The vector of one input."""
+
+    index: int = 0
+    vector: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """An embeddings answer: one vector per input."""
+
+    model: str = ""
+    data: list[Embedding] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    provider: str = ""
+    request_id: str = ""
+    """The request id the gateway logged this call under (not a proto field: from the transport)."""
+
+
+@dataclass(frozen=True)
 class Model:
     """A model the caller may use."""
 
@@ -293,6 +326,9 @@ PROTO_MESSAGES: dict[type, str] = {
     ChatResponse: "gateway.router.v1.UnifiedChatResponse",
     Delta: "gateway.router.v1.UnifiedDelta",
     ChatChunk: "gateway.router.v1.UnifiedChatChunk",
+    TokenUsage: "gateway.chat.v1.Usage",
+    Embedding: "gateway.chat.v1.Embedding",
+    Embeddings: "gateway.chat.v1.EmbeddingResponse",
     Model: "gateway.chat.v1.Model",
     UsageRow: "gateway.metering.v1.UsageRow",
     Quota: "gateway.quota.v1.Quota",
