@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import llm_gateway
 import pytest
@@ -125,6 +126,11 @@ def test_usage_read_back(gateway: Gateway, make_client: ClientFactory, transport
     assert row.cost_micro_usd > 0 and row.errors == 0
     (total,) = client.usage(key_id=key.key.key_id)
     assert total.requests == 2 and total.group == ""
+    # The period filters (RFC 3339 over HTTP's ?from=&to=, Timestamps over gRPC).
+    now = datetime.now(UTC)
+    assert sum(r.requests for r in client.usage(key_id=key.key.key_id, start_time=now + timedelta(hours=1))) == 0
+    window = client.usage(key_id=key.key.key_id, start_time=now - timedelta(hours=1), end_time=now + timedelta(hours=1))
+    assert sum(r.requests for r in window) == 2
 
 
 def test_authentication_error(make_client: ClientFactory, transport: str) -> None:
