@@ -287,3 +287,20 @@ def test_embed(make_client: ClientFactory, transport: str) -> None:
     assert [e.index for e in result.data] == [0, 1]
     assert all(e.vector and all(isinstance(x, float) for x in e.vector) for e in result.data)
     assert result.provider == "mock" and result.usage.prompt_tokens > 0 and result.request_id == "req_sdk-embed"
+
+
+async def test_async_stream_left_by_break_closes_the_upstream_request(gateway: Gateway, transport: str) -> None:
+    stats = gateway.upstream.stats
+    async with llm_gateway.AsyncClient(gateway.key, max_retries=0, **client_kwargs(gateway, transport)) as client:  # type: ignore[arg-type]
+        before = stats.streams_disconnected
+        count = 0
+        async for _chunk in await client.chat_stream("fake:slow-200", HELLO):
+            count += 1
+            if count == 2:
+                break
+        # Nothing holds the stream any more: collecting it closes the response / cancels the call.
+        gc.collect()
+        deadline = time.monotonic() + 15
+        while stats.streams_disconnected != before + 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert stats.streams_disconnected == before + 1
