@@ -1,0 +1,1 @@
+"""Generated stubs, vendored from the gateway's gen/ by tools/vendor_stubs.py."""
