@@ -24,6 +24,15 @@ def _check_name(value: str, field: str) -> None:
         )
 
 
+_SAMPLING_RANGES = (
+    ("temperature", 0.0, 2.0),
+    ("top_p", 0.0, 1.0),
+    ("presence_penalty", -2.0, 2.0),
+    ("frequency_penalty", -2.0, 2.0),
+)
+"""OpenAI's documented ranges; every ingress's own parser is at least this strict, gRPC callers are not."""
+
+
 def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
     """INVALID_ARGUMENT naming the field for a request no provider could serve."""
     _check_name(request.model, "model")
@@ -44,6 +53,10 @@ def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
             has_content or message.tool_calls or message.HasField("refusal") or "function_call" in message.extra.fields
         ):
             raise invalid_argument(f"'{path}' must have content or tool_calls (assistant messages).", f"{path}.content")
+    for name, low, high in _SAMPLING_RANGES:
+        # NaN fails both comparisons, so it is refused by testing for the range, not against it.
+        if request.HasField(name) and not low <= getattr(request, name) <= high:
+            raise invalid_argument(f"Invalid value for '{name}': must be between {low:g} and {high:g}.", name)
     if request.HasField("n") and request.n < 1:
         raise invalid_argument("Invalid value for 'n': must be at least 1.", "n")
     for name in ("max_tokens", "max_completion_tokens"):
