@@ -244,17 +244,21 @@ async def test_client_tools_are_refused_before_any_process_starts(tmp_path: Path
 
 
 async def test_a_run_past_the_timeout_is_killed_and_deadline_exceeded(tmp_path: Path) -> None:
-    cli = Cli(tmp_path, timeout_s=1.0)
+    # Long enough for the fake to start and record itself on a busy machine before it is killed.
+    cli = Cli(tmp_path, timeout_s=3.0)
+    call = asyncio.create_task(cli.adapter.chat("gemini-hang", request("hi"), tokens()))
+    (run,) = await cli.until_runs(1)
+    assert not gone(run["pid"])
     with pytest.raises(GatewayError) as caught:
-        await cli.adapter.chat("gemini-hang", request("hi"), tokens())
+        await call
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    (run,) = cli.runs()
-    await until(lambda: gone(run["pid"]))
+    assert "3s" in str(caught.value)
+    await until(lambda: gone(run["pid"]), within_s=3)  # it would hang for an hour
     assert removed(run["cwd"])
 
 
 async def test_cancelling_a_stream_kills_the_whole_process_group(tmp_path: Path) -> None:
-    cli = Cli(tmp_path, env={"FAKE_GEMINI_DELAY_S": "0.5"})
+    cli = Cli(tmp_path, env={"FAKE_GEMINI_DELAY_S": "2.0"})
     first_chunk = asyncio.Event()
 
     async def consume() -> None:
@@ -270,17 +274,18 @@ async def test_cancelling_a_stream_kills_the_whole_process_group(tmp_path: Path)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await until(lambda: gone(run["pid"]) and gone(run["child_pid"]))
+    # Well within the 10 s the rest of the answer would take (and the child's 120 s of sleep).
+    await until(lambda: gone(run["pid"]) and gone(run["child_pid"]), within_s=3)
     assert removed(run["cwd"])
 
 
 async def test_closing_the_stream_iterator_kills_the_process_too(tmp_path: Path) -> None:
-    cli = Cli(tmp_path, env={"FAKE_GEMINI_DELAY_S": "0.5"})
+    cli = Cli(tmp_path, env={"FAKE_GEMINI_DELAY_S": "2.0"})
     chunks = cli.adapter.stream_chat("gemini-2.5-pro-slow", request("close me"), tokens())
     await anext(chunks)
     (run,) = cli.runs()
     await chunks.aclose()  # type: ignore[attr-defined]
-    await until(lambda: gone(run["pid"]) and gone(run["child_pid"]))
+    await until(lambda: gone(run["pid"]) and gone(run["child_pid"]), within_s=3)
 
 
 async def test_concurrency_is_bounded_by_max_concurrency(tmp_path: Path) -> None:

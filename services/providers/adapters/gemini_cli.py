@@ -92,6 +92,7 @@ EXIT_AUTH, EXIT_INPUT, EXIT_CONFIG, EXIT_CANCELLED = 41, 42, 52, 130
 _MAX_STDOUT = 32 * 1024 * 1024
 _MAX_STDERR = 64 * 1024
 _MAX_MESSAGE = 300
+_STDERR_GRACE_S = 2.0
 # Google access tokens ("ya29.…") and refresh tokens ("1//…"), wherever a CLI error prints them.
 _REDACT = Redactor((r"ya29\.[\w\-.]+", r"\b1//[\w\-]+"))
 # Only these of the provider process's own variables reach the CLI.
@@ -318,7 +319,9 @@ class _Run:
 
     async def failure(self, error: Any = None) -> _Failure:
         exit_code = await self.process.wait()
-        stderr = (await self.stderr).decode("utf-8", "replace")
+        # A helper the CLI left behind may hold stderr open: what arrived by then will do.
+        done, _ = await asyncio.wait({self.stderr}, timeout=_STDERR_GRACE_S)
+        stderr = self.stderr.result().decode("utf-8", "replace") if done else ""
         return _failure(exit_code, error, stderr, self.secrets)
 
 
@@ -432,6 +435,7 @@ class GeminiCliAdapter:
                 finally:
                     _kill_group(process)
                     writer.cancel()
+                    stderr.cancel()
                     # Reap the child even if this task is being cancelled: the kill above is already done.
                     await asyncio.shield(asyncio.gather(process.wait(), stderr, writer, return_exceptions=True))
             finally:
