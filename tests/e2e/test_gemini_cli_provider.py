@@ -157,3 +157,15 @@ def test_a_client_leaving_mid_stream_kills_the_cli_and_its_children(gemini: Gemi
         assert time.monotonic() < deadline, "the gemini CLI outlived the client"
         time.sleep(0.05)
     assert not Path(run["cwd"]).exists()
+
+
+def test_an_expired_login_reaches_the_client_as_an_error_without_any_token(gemini: GeminiSuite) -> None:
+    answer = httpx.post(
+        f"{gemini.suite.edge_url}/v1/chat/completions",
+        json={"model": "gemini-2.5-pro-auth-fail", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {gemini.key}"},
+        timeout=30,
+    )
+    assert answer.status_code == 401, answer.text
+    error = answer.json()["error"]
+    assert "invalid_grant" in error["message"] and GLOBAL_ACCESS not in answer.text
