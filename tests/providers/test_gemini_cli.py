@@ -21,7 +21,7 @@ from gateway.auth.v1 import credentials_pb2
 from gateway.chat.v1 import chat_pb2
 from gateway_common.config import GatewayConfig, GeminiCliProviderConfig
 from gateway_common.errors import GatewayError, Reason
-from services.providers.adapters.gemini_cli import GeminiCliAdapter, oauth_tokens_var, render_prompt
+from services.providers.adapters.gemini_cli import GeminiCliAdapter, _json_object, oauth_tokens_var, render_prompt
 from services.providers.registry import build_registry
 
 FAKE_CLI = Path(__file__).parent / "fake_gemini_cli" / "gemini"
@@ -85,8 +85,8 @@ def gone(pid: int) -> bool:
 
 
 def removed(path: str) -> bool:
-    """Whether the run's private home is gone."""
-    return not Path(path).exists()
+    """Whether the run's private directory (the parent of its workspace and of its home) is gone."""
+    return not Path(path).parent.exists()
 
 
 async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
@@ -119,7 +119,11 @@ async def test_chat_runs_the_cli_with_the_login_injected_and_parses_response_and
     assert run["creds"]["scope"] == "https://www.googleapis.com/auth/cloud-platform"
     assert run["creds_mode"] == "0o600" and run["home_mode"] == "0o700"
     assert run["env"]["GOOGLE_GENAI_USE_GCA"] == "true"
-    assert run["env"]["GEMINI_CLI_HOME"] == run["env"]["HOME"] == run["cwd"]
+    home = Path(run["env"]["HOME"])
+    assert run["env"]["GEMINI_CLI_HOME"] == str(home)
+    # The working directory (the CLI's workspace, all its file tools may reach) is not the home.
+    assert Path(run["cwd"]).parent == home.parent and Path(run["cwd"]) != home
+    assert not Path(run["cwd"]).is_relative_to(home) and not home.is_relative_to(run["cwd"])
     # No token in argv or env, and none of the provider process's own secrets.
     flat = json.dumps([run["argv"], run["env"]])
     assert ACCESS not in flat and REFRESH not in flat
@@ -212,6 +216,8 @@ async def test_an_expired_login_is_unauthenticated_and_no_token_is_echoed(tmp_pa
     assert error.code == grpc.StatusCode.UNAUTHENTICATED
     assert error.metadata["retryable"] == "false" and error.metadata["provider"] == "gemini-cli"
     assert "invalid_grant" in str(error) and ACCESS not in str(error)
+    # The CLI's own error type, from its JSON (stderr in json mode, the result event when streaming).
+    assert error.metadata["upstream_code"] == "FatalAuthenticationError"
 
 
 async def test_a_crash_is_unavailable_retryable_and_stderr_secrets_are_redacted(tmp_path: Path) -> None:
@@ -326,3 +332,9 @@ def test_registry_builds_a_gemini_cli_provider_and_gemini_ids_route_to_it() -> N
 
 def test_a_lone_user_message_is_sent_as_it_is() -> None:
     assert render_prompt("gemini-cli", request("just this")) == "just this"
+
+
+def test_the_json_answer_is_found_among_warning_lines() -> None:
+    assert _json_object('Loaded cached credentials.\n{"response": "hi"}\nwarning: after') == {"response": "hi"}
+    assert _json_object('{"response": "plain"}') == {"response": "plain"}
+    assert _json_object("not json at all\n{broken") is None

@@ -33,11 +33,13 @@ What this relies on, read from ``google-gemini/gemini-cli`` at 0.56.0-nightly.20
 :func:`inject_oauth_credentials` is the one place that knows this layout: replace it (or pass
 another ``inject`` to :class:`GeminiCliAdapter`) for a CLI version that expects something else.
 
-Each run gets a private temporary home (mode 0700, removed afterwards) holding only the tenant's
-token set, an environment of PATH, the locale and what the injection returns (none of this
-process's secrets), and its own session (``start_new_session``) so that a timeout or a cancelled
-call kills the CLI and everything it started (it relaunches itself as a child node process) with
-one ``killpg``. A semaphore bounds how many run at once.
+Each run gets a private temporary directory (mode 0700, removed afterwards): a home holding only
+the tenant's token set and, beside it, an empty workspace as the working directory (the CLI's file
+tools stay inside their workspace, so they cannot read the login). Its environment is PATH, the
+locale and what the injection returns (none of this process's secrets). It runs in its own session
+(``start_new_session``), so that a timeout or a cancelled call kills the CLI and everything it
+started (it relaunches itself as a child node process) with one ``killpg``. A semaphore bounds how
+many run at once.
 
 Whose tokens: the per-request credential seam :data:`oauth_tokens_var` (set by the providers
 service's credential selection for the call), else the ``oauth_creds.json`` named by the
@@ -123,6 +125,11 @@ def inject_oauth_credentials(home: Path, tokens: credentials_pb2.OAuthTokens) ->
     _write_private(gemini_dir / "oauth_creds.json", json.dumps(creds))
     _write_private(gemini_dir / "settings.json", json.dumps({"security": {"auth": {"selectedType": "oauth-personal"}}}))
     return {"HOME": str(home), "GEMINI_CLI_HOME": str(home), "GOOGLE_GENAI_USE_GCA": "true"}
+
+
+def _make_dirs(*paths: Path) -> None:
+    for path in paths:
+        path.mkdir(mode=0o700)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -235,14 +242,16 @@ def estimated_usage(request: chat_pb2.ChatCompletionRequest, answer: str) -> cha
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
-    # The CLI may print warnings before its JSON: the object starts at the first line opening one.
-    start = text.find("{")
-    while start != -1:
+    """The first JSON object of ``text`` starting a line; warnings before or after it are skipped."""
+    decoder = json.JSONDecoder()
+    start = 0 if text.startswith("{") else text.find("\n{") + 1
+    while start > 0 or text.startswith("{"):
         try:
-            value = json.loads(text[start:])
+            value, _ = decoder.raw_decode(text, start)
         except ValueError:
-            start = text.find("\n{", start + 1)
-            start = start + 1 if start != -1 else -1
+            start = text.find("\n{", start + 1) + 1
+            if start == 0:
+                return None
             continue
         return value if isinstance(value, dict) else None
     return None
@@ -294,6 +303,10 @@ def error_for(provider: str, failure: _Failure) -> GatewayError:
 
 
 def _failure(exit_code: int | None, error: Any, stderr: str, secrets: tuple[str, ...]) -> _Failure:
+    if not isinstance(error, dict):
+        # In json mode the CLI reports a fatal error as a JSON object on stderr.
+        printed = _json_object(stderr)
+        error = printed.get("error") if printed else None
     if isinstance(error, dict):
         return _Failure(
             exit_code,
@@ -406,8 +419,12 @@ class GeminiCliAdapter:
         secrets = tuple(s for s in (login.access_token, login.refresh_token, login.id_token) if s)
         async with self._slots:
             # mkdtemp makes the directory 0700, readable by this user only.
-            home = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="gateway-gemini-cli-"))
+            run_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="gateway-gemini-cli-"))
+            home, workspace = run_dir / "home", run_dir / "workspace"
             try:
+                # The CLI's file tools reach only its workspace (the working directory): the login
+                # lives beside it, not in it, so no prompt can make the CLI read the token file.
+                await asyncio.to_thread(_make_dirs, home, workspace)
                 env = {k: v for k in _PASSED_ENV if (v := self._env.get(k) or os.environ.get(k))}
                 env.update(self._config.env)
                 env.update({"NO_COLOR": "1", "TERM": "dumb"})
@@ -419,7 +436,7 @@ class GeminiCliAdapter:
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.PIPE,
                         env=env,
-                        cwd=home,
+                        cwd=workspace,
                         start_new_session=True,
                         limit=_MAX_STDOUT,
                     )
@@ -439,7 +456,7 @@ class GeminiCliAdapter:
                     # Reap the child even if this task is being cancelled: the kill above is already done.
                     await asyncio.shield(asyncio.gather(process.wait(), stderr, writer, return_exceptions=True))
             finally:
-                await asyncio.shield(asyncio.to_thread(shutil.rmtree, home, True))
+                await asyncio.shield(asyncio.to_thread(shutil.rmtree, run_dir, True))
 
     @staticmethod
     async def _feed(stdin: asyncio.StreamWriter, prompt: str) -> None:
