@@ -97,6 +97,13 @@ def sdk(gemini: GeminiSuite) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gemini.suite.edge_url}/v1", api_key=gemini.key, max_retries=0)
 
 
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return "no such process"
+
+
 def gone(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -148,7 +155,7 @@ def test_a_client_leaving_mid_stream_kills_the_cli_and_its_children(gemini: Gemi
             if line.startswith("data: ") and '"content"' in line:
                 break  # the first content chunk: the CLI is mid-answer
         (run,) = gemini.runs()[before:]
-        assert not gone(run["pid"]) and not gone(run["child_pid"])
+        assert not gone(run["pid"]) and not gone(run["child_pid"]), (line, _stat(run["pid"]), gemini.runs()[before:])
     # The connection is closed: the edge cancels the router, the router the providers call, and
     # the adapter kills the CLI's process group long before its 12 s answer would have finished
     # (and its child, which sleeps for 120 s).
