@@ -97,6 +97,43 @@ class EdgeConfig(_Strict):
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` is believed; the
     client address of any other peer is the socket's (a client cannot pick its own rate-limit bucket)."""
+    gemini_oauth: GeminiOAuthConfig = Field(default_factory=lambda: GeminiOAuthConfig())
+    """The ``/ui/gemini`` login page: Google's OAuth client and where the token set is stored."""
+
+
+GEMINI_CLI_OAUTH_SCOPES = (
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/userinfo.email",
+    "https://www.googleapis.com/auth/userinfo.profile",
+)
+"""The scopes the Gemini CLI itself asks for (packages/core/src/code_assist/oauth2.ts)."""
+
+
+class GeminiOAuthConfig(_Strict):
+    """Google's OAuth authorization-code flow (with PKCE) behind ``GET /ui/gemini``.
+
+    The client secret and the cookie key are secrets: only the names of their environment
+    variables live here.
+    """
+
+    client_id_env: str = "GATEWAY_GEMINI_OAUTH_CLIENT_ID"
+    """The variable holding the OAuth client id; the page says it is not configured while unset."""
+    client_secret_env: str = "GATEWAY_GEMINI_OAUTH_CLIENT_SECRET"
+    """The variable holding the OAuth client secret (installed-app clients have one too)."""
+    authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    token_url: str = "https://oauth2.googleapis.com/token"
+    scopes: list[str] = Field(default_factory=lambda: list(GEMINI_CLI_OAUTH_SCOPES))
+    redirect_url: str | None = None
+    """The callback URL registered with the client; empty for ``<this edge>/ui/gemini/callback``."""
+    provider: str = "gemini-cli"
+    """The provider the token set is stored for (a ``gemini-cli`` provider of the config)."""
+    session_secret_env: str = "GATEWAY_UI_SESSION_SECRET"
+    """The variable holding the key that seals the login cookie; every edge replica needs the same.
+    Unset: a random key per process (fine for one replica)."""
+    state_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    """How long a started login may take before its callback is refused."""
+    http_timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    """The token exchange's timeout."""
 
 
 class MockProviderConfig(_Strict):
@@ -156,7 +193,35 @@ class HttpProviderConfig(_Strict):
         return self
 
 
-ProviderConfig = Annotated[MockProviderConfig | HttpProviderConfig, Field(discriminator="type")]
+class GeminiCliProviderConfig(_Strict):
+    """The Gemini CLI run as a subprocess per request, logged in with the tenant's Google OAuth tokens
+    (``services/providers/adapters/gemini_cli.py``)."""
+
+    type: Literal["gemini-cli"] = "gemini-cli"
+    executable: str = "gemini"
+    """The ``gemini`` executable: a path, or a name looked up on PATH."""
+    max_concurrency: Annotated[int, Field(gt=0, le=256)] = 4
+    """CLI processes running at once; further requests wait for a slot."""
+    timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    """A run taking longer is killed (its whole process group) and answered DEADLINE_EXCEEDED."""
+    models: list[str] = Field(default_factory=lambda: ["gemini-2.5-pro", "gemini-2.5-flash"])
+    """The models this provider lists (any ``gemini-`` model id is passed to ``--model``)."""
+    oauth_creds_file_env: str = "GEMINI_CLI_OAUTH_CREDS_FILE"
+    """The variable naming an ``oauth_creds.json`` used when the tenant has no credential of its own."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Extra non-secret arguments for every run (e.g. ``--approval-mode``)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra non-secret environment for the CLI (it gets no other variable of this process but PATH
+    and the locale)."""
+    stream_json: bool = True
+    """False for CLI versions without ``--output-format stream-json``: a stream is then one chunk."""
+    list_models: bool = False
+    """Whether the edge's model list includes :attr:`models`."""
+
+
+ProviderConfig = Annotated[
+    MockProviderConfig | HttpProviderConfig | GeminiCliProviderConfig, Field(discriminator="type")
+]
 
 
 class Deployment(_Strict):
@@ -488,6 +553,16 @@ class GatewayConfig(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _gemini_prefix_to_the_cli(self) -> GatewayConfig:
+        # As in the LLM Proxy Gateway seed: with a Gemini CLI provider configured, bare "gemini-"
+        # ids are served by it, unless the file spells out its own prefix table.
+        if "prefixes" not in self.routing.model_fields_set:
+            cli = sorted(n for n, p in self.providers.items() if isinstance(p, GeminiCliProviderConfig))
+            if cli:
+                self.routing.prefixes["gemini-"] = cli[0]
+        return self
+
+    @model_validator(mode="after")
     def _deployments_name_known_providers(self) -> GatewayConfig:
         known = effective_providers(self)
         for alias, model in self.models.items():
@@ -546,6 +621,9 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_STUB_WHEN_KEY_MISSING": "providers_stub_when_key_missing",
     "GATEWAY_TELEMETRY_LOG_FILE": "telemetry.log_file",
     "GATEWAY_PROMPT_LOGGING": "prompt_log.mode",
+    "GATEWAY_GEMINI_OAUTH_AUTHORIZE_URL": "edge.gemini_oauth.authorize_url",
+    "GATEWAY_GEMINI_OAUTH_TOKEN_URL": "edge.gemini_oauth.token_url",
+    "GATEWAY_GEMINI_OAUTH_REDIRECT_URL": "edge.gemini_oauth.redirect_url",
 }
 
 

@@ -7,7 +7,8 @@ endpoint. Every HTTP adapter class is constructed as ``Cls(name, config, api_key
 
 The env-only setup needs no config file: ``mock``, ``openai``, ``azure``, ``anthropic`` and
 ``gemini`` exist unless the config defines a provider of that name
-(``gateway_common.config.effective_providers``, shared with the router's planner). A provider whose
+(``gateway_common.config.effective_providers``, shared with the router's planner); a ``gemini-cli``
+entry runs the Gemini CLI (``adapters/gemini_cli.py``, one subprocess per request). A provider whose
 key (or Azure endpoint) variable is unset is
 reported at start and answers every call with UNAVAILABLE / PROVIDER_NOT_CONFIGURED naming the
 variable; ``stub: true`` providers answer like the mock instead, labelled ``"<name> (stub)"``, and so
@@ -28,6 +29,7 @@ from gateway.chat.v1 import chat_pb2
 from gateway_common.config import (
     ConfigError,
     GatewayConfig,
+    GeminiCliProviderConfig,
     HttpProviderConfig,
     MockProviderConfig,
     effective_providers,
@@ -88,7 +90,14 @@ HTTP_FLAVOURS: dict[str, HttpFlavour] = {
     ),
 }
 
-ProviderEntry = MockProviderConfig | HttpProviderConfig
+ProviderEntry = MockProviderConfig | HttpProviderConfig | GeminiCliProviderConfig
+
+
+def _gemini_cli(name: str, entry: GeminiCliProviderConfig, env: Mapping[str, str]) -> Adapter:
+    # The ``gemini-cli`` type runs a subprocess instead of an HTTP client: its own constructor.
+    from services.providers.adapters.gemini_cli import GeminiCliAdapter
+
+    return GeminiCliAdapter(name, entry, env)
 
 
 class UnconfiguredAdapter:
@@ -211,6 +220,11 @@ def build_registry(config: GatewayConfig, env: Mapping[str, str]) -> ProviderReg
     for name, entry in effective_providers(config).items():
         if isinstance(entry, MockProviderConfig):
             adapters[name] = MockAdapter(name, entry)
+            continue
+        if isinstance(entry, GeminiCliProviderConfig):
+            adapters[name] = _gemini_cli(name, entry, env)
+            if entry.list_models:
+                listed.append(name)
             continue
         if entry.stub is True:
             adapters[name] = _stub(name)
