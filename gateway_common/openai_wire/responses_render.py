@@ -85,7 +85,7 @@ def usage_to_responses(usage: chat_pb2.Usage) -> Json:
     """Canonical usage in the Responses API's names."""
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": usage.prompt_tokens_details.cached_tokens},
+        "input_tokens_details": {"cached_tokens": usage.prompt_tokens_details.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.completion_tokens_details.reasoning_tokens},
         "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
@@ -170,10 +170,10 @@ def response_object(
         "tool_choice": _tool_choice(request.tool_choice),
         "tools": [_tool_to_responses(tool) for tool in request.tools],
         "truncation": "disabled",
-        "user": request.user or None,
-        "metadata": {k: v for k, v in from_struct(conversation.metadata).items()},
-        "usage": None,
+        "metadata": dict(from_struct(conversation.metadata)),
     }
+    if request.user:
+        body["user"] = request.user
     if completion is not None:
         body["usage"] = usage_to_responses(completion.usage)
         body["output_text"] = "".join(
