@@ -71,7 +71,8 @@ def _stream_event_components() -> dict[str, str]:
 def stream_event_errors(event: Any) -> list[str]:
     """Every violation of one Responses API stream event against the schema of its type (and
     ``ResponseStreamEvent``, of which it must be a branch)."""
-    component = _stream_event_components().get(event.get("type") if isinstance(event, dict) else None)
+    kind = event.get("type") if isinstance(event, dict) else None
+    component = _stream_event_components().get(kind) if isinstance(kind, str) else None
     if component is None:
         return [f"(root): {event.get('type')!r} is not a ResponseStreamEvent type"]
     return errors(component, event)
