@@ -171,6 +171,18 @@ def test_unified_forms_and_the_stream_route(gateway: Gateway) -> None:
     assert refused.status_code >= 400
 
 
+def test_a_budget_constraint_is_enforced_by_the_router(gateway: Gateway) -> None:
+    # "fast" is priced ($1/$2 per million tokens): a budget below its worst case is refused, as
+    # gateway.max_cost_usd is on chat completions.
+    body = {"model": "fast", "input": {"prompt": "Budget"}, "constraints": {"budget": {"max_cost_usd": 1e-9}}}
+    refused = httpx.post(f"{gateway.url}/v1/responses", json=body, headers={"authorization": f"Bearer {gateway.key}"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "cost_limit_exceeded"
+    body["constraints"] = {"budget": {"max_cost_usd": 1.0}}
+    allowed = httpx.post(f"{gateway.url}/v1/responses", json=body, headers={"authorization": f"Bearer {gateway.key}"})
+    assert allowed.status_code == 200, allowed.text
+
+
 def test_errors_are_openai_shaped_and_name_the_parameter(gateway: Gateway) -> None:
     headers = {"authorization": f"Bearer {gateway.key}"}
     bad = httpx.post(
