@@ -366,6 +366,7 @@ class Message(_message.Message):
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    ITEM_REFERENCE_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who wrote the message."""
     text: _builtins.str
@@ -376,6 +377,11 @@ class Message(_message.Message):
     """For a tool message, the id of the tool call it answers."""
     refusal: _builtins.str
     """A refusal produced by the model instead of content."""
+    item_reference: _builtins.str
+    """The id of an item of a stored response that this message stands for (the Responses API's
+    "item_reference"); the router replaces the message with that item, for the caller's tenant
+    only, before admission. Empty for an ordinary message; providers never see one set.
+    """
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
         """The content when the client sent it as a list of parts."""
@@ -399,10 +405,11 @@ class Message(_message.Message):
         tool_call_id: _builtins.str = ...,
         refusal: _builtins.str | None = ...,
         extra: _struct_pb2.Struct | None = ...,
+        item_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_refusal", b"_refusal", "_text", b"_text", "extra", b"extra", "name", b"name", "refusal", b"refusal", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_refusal", b"_refusal", "_text", b"_text", "extra", b"extra", "name", b"name", "parts", b"parts", "refusal", b"refusal", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_refusal", b"_refusal", "_text", b"_text", "extra", b"extra", "item_reference", b"item_reference", "name", b"name", "parts", b"parts", "refusal", b"refusal", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
     _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
