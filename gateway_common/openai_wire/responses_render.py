@@ -8,6 +8,7 @@ Used by the edge and by async jobs (a job's result in the shape the synchronous 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -70,14 +71,47 @@ def _function_call_item(item_id: str, call: chat_pb2.ToolCall, status: str) -> J
     }
 
 
+def split_items(messages: list[chat_pb2.Message]) -> list[tuple[str, chat_pb2.Message]]:
+    """Canonical messages as Responses API items, each one canonical message, with its id prefix:
+    an assistant message's text is a ``msg`` item, each of its tool calls an ``fc`` item; a tool
+    message is an ``fco`` (function call output). Item ids count positions in this list, which is
+    how the router finds the item an ``item_reference`` names."""
+    items: list[tuple[str, chat_pb2.Message]] = []
+    for message in messages:
+        if message.role == chat_pb2.ROLE_TOOL:
+            items.append(("fco", message))
+        elif message.role == chat_pb2.ROLE_ASSISTANT:
+            text = _text_of(message)
+            if text or not message.tool_calls:
+                items.append(("msg", chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, text=text)))
+            for call in message.tool_calls:
+                items.append(("fc", chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, tool_calls=[call])))
+        else:
+            items.append(("msg", message))
+    return items
+
+
+_ITEM_ID = re.compile(r"^(msg|fc|fco)_([0-9a-f]{1,64})_(in)?([0-9]{1,6})$")
+
+
+def parse_item_id(item_id: str) -> tuple[str, bool, int] | None:
+    """The response id, whether it is an input item, and the position an item id names; None when
+    it is not an id this gateway gave."""
+    match = _ITEM_ID.match(item_id)
+    if match is None:
+        return None
+    return f"resp_{match.group(2)}", match.group(3) is not None, int(match.group(4))
+
+
 def output_items(response_id: str, message: chat_pb2.Message, status: str = "completed") -> list[Json]:
     """The output items of an assistant message: its text as a message item, then one item per tool call."""
     items: list[Json] = []
-    text = _text_of(message)
-    if text or not message.tool_calls:
-        items.append(_message_item(output_item_id(response_id, "msg", len(items)), text, status))
-    for call in message.tool_calls:
-        items.append(_function_call_item(output_item_id(response_id, "fc", len(items)), call, status))
+    for index, (kind, item) in enumerate(split_items([message])):
+        item_id = output_item_id(response_id, kind, index)
+        if kind == "fc":
+            items.append(_function_call_item(item_id, item.tool_calls[0], status))
+        else:
+            items.append(_message_item(item_id, _text_of(item), status))
     return items
 
 
@@ -190,44 +224,34 @@ def response_object(
 def input_items(response_id: str, messages: list[chat_pb2.Message]) -> list[Json]:
     """A stored response's input messages as Responses API items, oldest first, with stable ids."""
     items: list[Json] = []
-    for message in messages:
-        if message.role == chat_pb2.ROLE_TOOL:
+    for index, (kind, message) in enumerate(split_items(messages)):
+        item_id = _input_item_id(response_id, kind, index)
+        if kind == "fco":
             items.append(
                 {
-                    "id": _input_item_id(response_id, "fco", len(items)),
+                    "id": item_id,
                     "type": "function_call_output",
                     "call_id": message.tool_call_id,
                     "output": _text_of(message),
                     "status": "completed",
                 }
             )
-            continue
-        if message.role == chat_pb2.ROLE_ASSISTANT:
-            text = _text_of(message)
-            if text or not message.tool_calls:
-                items.append(_message_item(_input_item_id(response_id, "msg", len(items)), text, "completed"))
-            for call in message.tool_calls:
-                items.append(_function_call_item(_input_item_id(response_id, "fc", len(items)), call, "completed"))
-            continue
-        content: list[Json] = []
-        if message.HasField("text"):
-            content.append({"type": "input_text", "text": message.text})
-        for part in message.parts:
-            if part.WhichOneof("part") == "image_url":
-                content.append(
-                    {"type": "input_image", "image_url": part.image_url.url, "detail": part.image_url.detail or "auto"}
-                )
-            elif part.WhichOneof("part") == "text":
-                content.append({"type": "input_text", "text": part.text})
-        items.append(
-            {
-                "id": _input_item_id(response_id, "msg", len(items)),
-                "type": "message",
-                "role": _ROLE_NAMES.get(message.role, "user"),
-                "status": "completed",
-                "content": content,
-            }
-        )
+        elif kind == "fc":
+            items.append(_function_call_item(item_id, message.tool_calls[0], "completed"))
+        elif message.role == chat_pb2.ROLE_ASSISTANT:
+            items.append(_message_item(item_id, _text_of(message), "completed"))
+        else:
+            content: list[Json] = []
+            if message.HasField("text"):
+                content.append({"type": "input_text", "text": message.text})
+            for part in message.parts:
+                if part.WhichOneof("part") == "image_url":
+                    image = part.image_url
+                    content.append({"type": "input_image", "image_url": image.url, "detail": image.detail or "auto"})
+                elif part.WhichOneof("part") == "text":
+                    content.append({"type": "input_text", "text": part.text})
+            role = _ROLE_NAMES.get(message.role, "user")
+            items.append({"id": item_id, "type": "message", "role": role, "status": "completed", "content": content})
     return items
 
 

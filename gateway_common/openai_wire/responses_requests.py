@@ -14,6 +14,7 @@ from typing import Any
 from gateway.chat.v1 import chat_pb2
 from gateway_common.errors import invalid_argument
 from gateway_common.openai_wire.requests import parse_gateway_options
+from gateway_common.openai_wire.responses_render import parse_item_id
 from gateway_common.openai_wire.values import (
     TOOL_CHOICE_MODES,
     read_array,
@@ -202,9 +203,12 @@ def _append_item(messages: list[chat_pb2.Message], raw: Any, path: str) -> None:
                 message.parts.append(_parse_part(part, f"{path}.output[{j}]"))
         messages.append(message)
     elif kind == "item_reference":
-        raise invalid_argument(
-            "Item references are not supported; send the item itself or use previous_response_id.", f"{path}.type"
-        )
+        # An item of a stored response (the Vercel AI SDK sends its own earlier tool calls so):
+        # the router, which holds the tenant's responses, puts the item itself in its place.
+        item_id = read_name(data.get("id"), f"{path}.id")
+        if parse_item_id(item_id) is None:
+            raise invalid_argument(f"Item with id '{item_id}' not found.", f"{path}.id")
+        messages.append(chat_pb2.Message(role=chat_pb2.ROLE_ASSISTANT, item_reference=item_id))
     else:
         raise invalid_argument(
             f"Invalid value: '{kind}'. Supported values are: 'message', 'function_call' and 'function_call_output'.",

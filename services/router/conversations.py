@@ -25,6 +25,7 @@ from gateway.metering.v1 import response_store_pb2, response_store_pb2_grpc
 from gateway.router.v1 import router_pb2
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_server import REQUEST_ID_KEY
+from gateway_common.openai_wire import responses_render
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +142,12 @@ class Conversations:
             history = list(previous.request.messages)
             if previous.completion.choices:
                 history.append(previous.completion.choices[0].message)
+        own = await self._resolve(principal, list(request.messages), request_id)
         response_id = new_response_id()
         stored = chat_pb2.ChatCompletionRequest()
         stored.CopyFrom(request)
         del stored.messages[:]
-        stored.messages.extend([*history, *request.messages])
+        stored.messages.extend([*history, *own])
         stored.conversation.response_id = response_id
         stored.conversation.created_at = int(time.time())
         run = chat_pb2.ChatCompletionRequest()
@@ -155,6 +157,62 @@ class Conversations:
         # The providers never see the conversation options: they are the router's business.
         run.ClearField("conversation")
         return Turn(response_id, principal, run, stored, len(history))
+
+    async def _resolve(
+        self, principal: auth_pb2.Principal, messages: list[chat_pb2.Message], request_id: str
+    ) -> list[chat_pb2.Message]:
+        """``messages`` with every ``item_reference`` replaced by the stored item it names (the
+        caller's tenant's only), consecutive tool calls joined into one assistant turn."""
+        if not any(m.item_reference for m in messages):
+            return messages
+        loaded: dict[str, tuple[list[chat_pb2.Message], list[chat_pb2.Message]]] = {}
+        resolved: list[chat_pb2.Message] = []
+        for message in messages:
+            if message.item_reference:
+                message = await self._item(principal, message.item_reference, loaded, request_id)
+            previous = resolved[-1] if resolved else None
+            if (
+                previous is not None
+                and message.role == previous.role == chat_pb2.ROLE_ASSISTANT
+                and previous.tool_calls
+                and message.tool_calls
+                and not _has_content(message)
+            ):
+                previous.tool_calls.extend(message.tool_calls)
+                continue
+            copy = chat_pb2.Message()
+            copy.CopyFrom(message)
+            resolved.append(copy)
+        return resolved
+
+    async def _item(
+        self,
+        principal: auth_pb2.Principal,
+        item_id: str,
+        loaded: dict[str, tuple[list[chat_pb2.Message], list[chat_pb2.Message]]],
+        request_id: str,
+    ) -> chat_pb2.Message:
+        where = responses_render.parse_item_id(item_id)
+        missing = GatewayError(
+            grpc.StatusCode.NOT_FOUND, RESPONSE_NOT_FOUND, f"Item with id '{item_id}' not found.", {"param": "input"}
+        )
+        if where is None:
+            raise missing
+        response_id, is_input, index = where
+        if response_id not in loaded:
+            try:
+                conversation, stored_inputs = await self.get(principal, response_id, request_id)
+            except GatewayError as exc:
+                if exc.code == grpc.StatusCode.NOT_FOUND:
+                    raise missing from None
+                raise
+            answer = [choice.message for choice in conversation.completion.choices[:1]]
+            loaded[response_id] = (list(stored_inputs.messages), answer)
+        inputs, output = loaded[response_id]
+        items = responses_render.split_items(inputs if is_input else output)
+        if index >= len(items) or not items[index][1].ListFields():
+            raise missing
+        return items[index][1]
 
     async def finish(self, turn: Turn, completion: chat_pb2.ChatCompletion, request_id: str) -> None:
         """Stores a completed answer when the request asked to; a failure is logged and counted only."""
@@ -226,6 +284,10 @@ class Conversations:
         if response.stored.tenant_id != principal.tenant_id:
             raise not_found(response_id, param)
         return response.stored
+
+
+def _has_content(message: chat_pb2.Message) -> bool:
+    return bool(message.text if message.HasField("text") else message.parts)
 
 
 def _decode(stored: response_store_pb2.StoredResponse) -> router_pb2.StoredConversation:

@@ -81,6 +81,14 @@ def test_items_messages_function_calls_and_outputs_map_onto_canonical_messages()
     assert (tool.role, tool.tool_call_id, tool.text) == (chat_pb2.ROLE_TOOL, "c1", "42")
 
 
+def test_an_item_reference_is_left_for_the_router_to_resolve() -> None:
+    request = _parse({"input": [{"type": "item_reference", "id": "fc_ab12_1"}, {"role": "user", "content": "go"}]})
+    assert request.messages[0].item_reference == "fc_ab12_1"
+    assert responses_render.parse_item_id("fc_ab12_1") == ("resp_ab12", False, 1)
+    assert responses_render.parse_item_id("msg_ab12_in0") == ("resp_ab12", True, 0)
+    assert responses_render.parse_item_id("fc_../x_1") is None
+
+
 def test_tools_tool_choice_and_text_format() -> None:
     request = _parse(
         {
@@ -139,7 +147,7 @@ _IMAGE_BY_ID = [{"role": "user", "content": [{"type": "input_image", "file_id": 
         ({"input": _IMAGE_BY_ID}, "input[0].content[0].image_url"),
         ({"input": [{"type": "function_call", "name": "f"}]}, "input[0].call_id"),
         ({"input": [{"type": "function_call_output", "call_id": "c", "output": 3}]}, "input[0].output"),
-        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].id"),
         ({"input": {"messages": [{"role": "user", "content": 3}]}}, "input.messages[0].content"),
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),

@@ -179,6 +179,31 @@ async def test_previous_response_id_puts_the_conversation_before_the_input_and_l
     assert stored.previous_response_id == first.id
 
 
+async def test_an_item_reference_becomes_the_stored_item_for_its_tenant_only(rig: Rig) -> None:
+    first = await _chat(rig, _request("first"))
+    suffix = first.id.removeprefix("resp_")
+    request = _request("")
+    del request.messages[:]
+    request.messages.add(role=chat_pb2.ROLE_USER, text="first")
+    request.messages.add(role=chat_pb2.ROLE_ASSISTANT, item_reference=f"msg_{suffix}_0")
+    request.messages.add(role=chat_pb2.ROLE_USER, text="and then?")
+    await _chat(rig, request)
+    assert [(m.role, m.text) for m in rig.providers.seen[1]][1:] == [
+        (chat_pb2.ROLE_USER, "first"),
+        (chat_pb2.ROLE_ASSISTANT, "hello"),
+        (chat_pb2.ROLE_USER, "and then?"),
+    ]
+    assert not any(m.item_reference for m in rig.providers.seen[1])
+    for md, reference in ((MD_B, f"msg_{suffix}_0"), (MD_A, f"msg_{suffix}_7")):
+        del request.messages[1:]
+        request.messages.add(role=chat_pb2.ROLE_ASSISTANT, item_reference=reference)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _chat(rig, request, md)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert GatewayError.from_rpc_error(info.value).metadata["param"] == "input"
+    assert len(rig.providers.seen) == 2
+
+
 async def test_another_tenant_gets_not_found_and_cannot_continue(rig: Rig) -> None:
     first = await _chat(rig, _request("secret"))
     for call in (
