@@ -102,11 +102,11 @@ async def test_gemini_function_call_and_a_second_turn_with_its_output(
 
 
 def test_the_openai_compatible_fake_upstream(gateway: Gateway) -> None:
-    client = gateway.client()
-    answer = client.responses.create(model="upstream", input="Hello", store=False)
+    with gateway.client() as client:
+        answer = client.responses.create(model="upstream", input="Hello", store=False)
+        with client.responses.stream(model="upstream", input="Hello", store=False) as stream:
+            deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+            final = stream.get_final_response()
     assert answer.status == "completed" and answer.output_text == "Hello from the fake upstream."
-    with client.responses.stream(model="upstream", input="Hello", store=False) as stream:
-        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
-        final = stream.get_final_response()
     # The fake upstream streams eight pieces; each is one delta event, in order.
     assert len(deltas) == 8 and final.output_text == "".join(deltas) and final.status == "completed"

@@ -9,6 +9,7 @@ where the running metering does not serve it yet they are skipped, saying so.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -51,6 +52,20 @@ def store_served(gateway: Gateway) -> bool:
 
 
 @pytest.fixture
+def sdk(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    """The official SDK pointed at the edge, closed after the test."""
+    with gateway.client() as client:
+        yield client
+
+
+@pytest.fixture
+def other_sdk(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    """The SDK with the other tenant's key."""
+    with gateway.client(gateway.other_key) as client:
+        yield client
+
+
+@pytest.fixture
 def stored(store_served: bool) -> None:
     if not store_served:
         pytest.skip("metering's ResponseStoreService is not served by this build (response-store branch)")
@@ -75,8 +90,8 @@ def _events(gateway: Gateway, body: dict[str, Any], path: str = "/v1/responses")
     return events
 
 
-def test_create_with_a_function_tool_validates_and_calls_the_tool(gateway: Gateway) -> None:
-    response = gateway.client().responses.create(
+def test_create_with_a_function_tool_validates_and_calls_the_tool(gateway: Gateway, sdk: openai.OpenAI) -> None:
+    response = sdk.responses.create(
         model="mock:tools", input="What is the weather in Paris?", tools=[WEATHER], store=False
     )
     assert response.id.startswith("resp_") and response.status == "completed"
@@ -140,8 +155,8 @@ def test_a_stream_that_breaks_ends_failed_never_completed(gateway: Gateway) -> N
         assert stream_event_errors(data) == []
 
 
-def test_sdk_stream_helper_gives_the_final_response(gateway: Gateway) -> None:
-    with gateway.client().responses.stream(model="mock:demo", input="Hello there", store=False) as stream:
+def test_sdk_stream_helper_gives_the_final_response(sdk: openai.OpenAI) -> None:
+    with sdk.responses.stream(model="mock:demo", input="Hello there", store=False) as stream:
         deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
         final = stream.get_final_response()
     assert final.status == "completed" and final.output_text == "".join(deltas) and deltas
@@ -192,12 +207,14 @@ def test_errors_are_openai_shaped_and_name_the_parameter(gateway: Gateway) -> No
     )
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "input[1].type"
-    with pytest.raises(openai.AuthenticationError):
-        gateway.client("gw-wrong").responses.create(model="mock:demo", input="x")
+    with gateway.client("gw-wrong") as wrong, pytest.raises(openai.AuthenticationError):
+        wrong.responses.create(model="mock:demo", input="x")
 
 
-def test_two_turns_with_a_tool_then_retrieve_list_and_delete(gateway: Gateway, stored: None) -> None:
-    client = gateway.client()
+def test_two_turns_with_a_tool_then_retrieve_list_and_delete(
+    gateway: Gateway, sdk: openai.OpenAI, stored: None
+) -> None:
+    client = sdk
     first = client.responses.create(model="mock:tools", input="Weather in Paris?", tools=[WEATHER], store=True)
     call = next(item for item in first.output if item.type == "function_call")
     with client.responses.stream(
@@ -227,9 +244,11 @@ def test_two_turns_with_a_tool_then_retrieve_list_and_delete(gateway: Gateway, s
         client.responses.retrieve(second.id)
 
 
-def test_another_tenant_gets_404_and_cannot_continue(gateway: Gateway, stored: None) -> None:
-    mine = gateway.client().responses.create(model="mock:demo", input="my secret", store=True)
-    theirs = gateway.client(gateway.other_key)
+def test_another_tenant_gets_404_and_cannot_continue(
+    sdk: openai.OpenAI, other_sdk: openai.OpenAI, stored: None
+) -> None:
+    mine = sdk.responses.create(model="mock:demo", input="my secret", store=True)
+    theirs = other_sdk
     with pytest.raises(openai.NotFoundError):
         theirs.responses.retrieve(mine.id)
     with pytest.raises(openai.NotFoundError):
@@ -239,4 +258,4 @@ def test_another_tenant_gets_404_and_cannot_continue(gateway: Gateway, stored: N
     assert continued.value.body["param"] == "previous_response_id"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         theirs.responses.delete(mine.id)
-    assert gateway.client().responses.retrieve(mine.id).id == mine.id
+    assert sdk.responses.retrieve(mine.id).id == mine.id
