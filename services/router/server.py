@@ -14,7 +14,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from gateway.auth.v1 import auth_pb2_grpc
-from gateway.metering.v1 import metering_pb2_grpc
+from gateway.metering.v1 import metering_pb2_grpc, response_store_pb2_grpc
 from gateway.providers.v1 import providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2_grpc
 from gateway.router.v1 import router_pb2, router_pb2_grpc
@@ -26,6 +26,7 @@ from gateway_common.tls import client_credentials
 from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.breaker import BreakerSettings, RedisBreakers
+from services.router.conversations import Conversations
 from services.router.leases import Leases
 from services.router.orchestrator import Orchestrator
 from services.router.planner import Planner
@@ -100,7 +101,9 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         planner=Planner(config, overrides=routes.current),
         breakers=breakers,
     )
-    servicer = RouterServicer(orchestrator, providers, metering_stub)
+    # Stored Responses API responses live in metering, beside the ledger (same channel).
+    conversations = Conversations(response_store_pb2_grpc.ResponseStoreServiceStub(metering_channel))
+    servicer = RouterServicer(orchestrator, providers, metering_stub, conversations)
     server = GrpcServer(
         listen or addresses.router.listen,
         [ServiceRegistration(router_pb2_grpc.add_RouterServiceServicer_to_server, servicer, SERVICE_NAME)],

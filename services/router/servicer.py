@@ -17,6 +17,7 @@ from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
 from services.router import catalog, policy, token_count, unified
 from services.router.auth_cache import bearer_token
+from services.router.conversations import Conversations, Turn
 from services.router.orchestrator import UPSTREAM_AUTHORIZATION_KEY, CallContext, HeaderSink, Orchestrator
 from services.router.reports import ReportsServicer
 
@@ -81,8 +82,10 @@ class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
         orchestrator: Orchestrator,
         providers: providers_pb2_grpc.ProviderServiceAsyncStub,
         metering: metering_pb2_grpc.MeteringServiceAsyncStub,
+        conversations: Conversations | None = None,
     ) -> None:
         self._orchestrator = orchestrator
+        self._conversations = conversations
         self._providers = providers
         self._metering = metering
         self._upstream_models: list[chat_pb2.Model] = []
@@ -102,7 +105,10 @@ class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
             unified.refuse_stream_flag(request.unified)
         canonical = unified.to_canonical(request.unified) if is_unified else request.completion
         call = _call_context(context)
-        completion = await self._orchestrator.chat(canonical, call, _header_sink(context))
+        turn = await self._turn(canonical, call)
+        completion = await self._orchestrator.chat(turn.run if turn else canonical, call, _header_sink(context))
+        if turn is not None:
+            await self._require_store().finish(turn, completion, call.request_id)
         _send_trailers(context, call)
         if is_unified:
             return router_pb2.ChatResponse(unified=unified.from_completion(completion))
@@ -116,16 +122,64 @@ class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
         unified.one_form(request.HasField("completion"), is_unified)
         canonical = unified.to_canonical(request.unified) if is_unified else request.completion
         call = _call_context(context)
-        stream = self._orchestrator.stream_chat(canonical, call, _header_sink(context))
+        turn = await self._turn(canonical, call)
+        stream = self._orchestrator.stream_chat(turn.run if turn else canonical, call, _header_sink(context))
         try:
             async for chunk in stream:
+                if turn is not None:
+                    chunk = turn.chunk(chunk)
                 if is_unified:
                     yield router_pb2.StreamChatResponse(unified=unified.from_chunk(chunk))
                 else:
                     yield router_pb2.StreamChatResponse(chunk=chunk)
         finally:
             await stream.aclose()
+        if turn is not None:
+            # Only a stream that ended normally is stored: a broken one was never a response.
+            await self._require_store().finish(turn, turn.streamed_completion(), call.request_id)
         _send_trailers(context, call)
+
+    def _require_store(self) -> Conversations:
+        if self._conversations is None:
+            raise GatewayError(
+                grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED", "This router has no response store configured."
+            )
+        return self._conversations
+
+    async def _turn(self, request: chat_pb2.ChatCompletionRequest, call: CallContext) -> Turn | None:
+        # A Responses API request: the router assigns its id and continues its conversation.
+        if not request.HasField("conversation"):
+            return None
+        return await self._require_store().begin(
+            request, lambda: self._orchestrator.authenticate(call), call.request_id
+        )
+
+    async def GetResponse(
+        self, request: router_pb2.GetResponseRequest, context: Context
+    ) -> router_pb2.GetResponseResponse:
+        """A stored response of the caller's tenant, as canonical data."""
+        call = _call_context(context)
+        principal = await self._orchestrator.authenticate(call)
+        conversation, _ = await self._require_store().get(principal, request.response_id, call.request_id)
+        return router_pb2.GetResponseResponse(request=conversation.request, completion=conversation.completion)
+
+    async def DeleteResponse(
+        self, request: router_pb2.DeleteResponseRequest, context: Context
+    ) -> router_pb2.DeleteResponseResponse:
+        """Deletes a stored response of the caller's tenant."""
+        call = _call_context(context)
+        principal = await self._orchestrator.authenticate(call)
+        await self._require_store().delete(principal, request.response_id, call.request_id)
+        return router_pb2.DeleteResponseResponse(response_id=request.response_id)
+
+    async def ListResponseInputItems(
+        self, request: router_pb2.ListResponseInputItemsRequest, context: Context
+    ) -> router_pb2.ListResponseInputItemsResponse:
+        """The input messages of a stored response of the caller's tenant."""
+        call = _call_context(context)
+        principal = await self._orchestrator.authenticate(call)
+        _, inputs = await self._require_store().get(principal, request.response_id, call.request_id)
+        return router_pb2.ListResponseInputItemsResponse(response_id=request.response_id, messages=inputs.messages)
 
     async def Embed(self, request: router_pb2.EmbedRequest, context: Context) -> router_pb2.EmbedResponse:
         embedding = await self._orchestrator.embed(request.embedding, _call_context(context), _header_sink(context))

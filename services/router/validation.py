@@ -7,6 +7,7 @@ protobuf, so the router checks what protobuf cannot express.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from gateway.chat.v1 import chat_pb2
 from gateway_common.errors import invalid_argument
@@ -24,7 +25,9 @@ def _check_name(value: str, field: str) -> None:
         )
 
 
-_SAMPLING_RANGES = (
+_Sampling = Literal["temperature", "top_p", "presence_penalty", "frequency_penalty"]
+
+_SAMPLING_RANGES: tuple[tuple[_Sampling, float, float], ...] = (
     ("temperature", 0.0, 2.0),
     ("top_p", 0.0, 1.0),
     ("presence_penalty", -2.0, 2.0),
@@ -53,10 +56,10 @@ def validate_chat(request: chat_pb2.ChatCompletionRequest) -> None:
             has_content or message.tool_calls or message.HasField("refusal") or "function_call" in message.extra.fields
         ):
             raise invalid_argument(f"'{path}' must have content or tool_calls (assistant messages).", f"{path}.content")
-    for name, low, high in _SAMPLING_RANGES:
+    for field, low, high in _SAMPLING_RANGES:
         # NaN fails both comparisons, so it is refused by testing for the range, not against it.
-        if request.HasField(name) and not low <= getattr(request, name) <= high:
-            raise invalid_argument(f"Invalid value for '{name}': must be between {low:g} and {high:g}.", name)
+        if request.HasField(field) and not low <= getattr(request, field) <= high:
+            raise invalid_argument(f"Invalid value for '{field}': must be between {low:g} and {high:g}.", field)
     if request.HasField("n") and request.n < 1:
         raise invalid_argument("Invalid value for 'n': must be at least 1.", "n")
     for name in ("max_tokens", "max_completion_tokens"):

@@ -52,3 +52,27 @@ def errors(component: str, instance: Any) -> list[str]:
         f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
         for e in validator(component).iter_errors(instance)
     ]
+
+
+@functools.cache
+def _stream_event_components() -> dict[str, str]:
+    # ResponseStreamEvent is an anyOf of one schema per event type; its errors would list every
+    # branch, so each event is validated against the one schema its "type" names.
+    schemas = _spec()["components"]["schemas"]
+    names: dict[str, str] = {}
+    for branch in schemas["ResponseStreamEvent"]["anyOf"]:
+        component = branch["$ref"].rsplit("/", 1)[-1]
+        kind = schemas[component].get("properties", {}).get("type", {}).get("enum", [None])[0]
+        if kind is not None:
+            names[kind] = component
+    return names
+
+
+def stream_event_errors(event: Any) -> list[str]:
+    """Every violation of one Responses API stream event against the schema of its type (and
+    ``ResponseStreamEvent``, of which it must be a branch)."""
+    kind = event.get("type") if isinstance(event, dict) else None
+    component = _stream_event_components().get(kind) if isinstance(kind, str) else None
+    if component is None:
+        return [f"(root): {event.get('type')!r} is not a ResponseStreamEvent type"]
+    return errors(component, event)

@@ -76,6 +76,21 @@ class RouterServiceStub:
                 request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/gateway.router.v1.RouterService/GetResponse',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseResponse.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/gateway.router.v1.RouterService/DeleteResponse',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
+        self.ListResponseInputItems = channel.unary_unary(
+                '/gateway.router.v1.RouterService/ListResponseInputItems',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -144,6 +159,29 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResponse(self, request, context):
+        """GetResponse returns a stored Responses API response of the caller's tenant; NOT_FOUND when it
+        is absent, deleted or another tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """DeleteResponse deletes a stored response of the caller's tenant; NOT_FOUND as GetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResponseInputItems(self, request, context):
+        """ListResponseInputItems returns the input messages of a stored response of the caller's tenant,
+        oldest first; NOT_FOUND as GetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +224,21 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.FromString,
                     response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseResponse.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseResponse.SerializeToString,
+            ),
+            'ListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResponseInputItems,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +459,87 @@ class RouterService:
             '/gateway.router.v1.RouterService/CountTokens',
             gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.SerializeToString,
             gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.router.v1.RouterService/GetResponse',
+            gateway_dot_router_dot_v1_dot_router__pb2.GetResponseRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.GetResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.router.v1.RouterService/DeleteResponse',
+            gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.router.v1.RouterService/ListResponseInputItems',
+            gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
