@@ -121,6 +121,8 @@ class Suite:
         # The router's usage spool lives with the rest of the suite's data, so a restarted router
         # ships what its predecessor left.
         env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / "router-usage-spool.db")
+        # Likewise the router's async-job queue (embedded default): a restarted router resumes its jobs.
+        env["GATEWAY_JOBS_PATH"] = str(self.data_dir / "router-jobs.db")
         env.update(self.env)
         for name in SERVICES:
             address = f"{self.host}:{self.ports[name]}"

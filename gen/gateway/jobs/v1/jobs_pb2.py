@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agateway/jobs/v1/jobs.proto\x12\x0fgateway.jobs.v1\x1a\x1agateway/chat/v1/chat.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\"\x16\n\x07Webhook\x12\x0b\n\x03url\x18\x01 \x01(\t\"\xf9\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.gateway.jobs.v1.JobStatus\x12.\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1e.gateway.jobs.v1.IngressFormat\x12\x37\n\x07request\x18\x04 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12(\n\x05\x65rror\x18\n \x01(\x0b\x32\x19.gateway.jobs.v1.JobError\x12/\n\x06result\x18\x0b \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\x12)\n\x07webhook\x18\x0c \x01(\x0b\x32\x18.gateway.jobs.v1.Webhook\x12\x11\n\ttenant_id\x18\r \x01(\t\"\xa6\x01\n\x10SubmitJobRequest\x12\x37\n\x07request\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.gateway.jobs.v1.IngressFormat\x12)\n\x07webhook\x18\x03 \x01(\x0b\x32\x18.gateway.jobs.v1.Webhook\"6\n\x11SubmitJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.gateway.jobs.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.gateway.jobs.v1.Job\"/\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"H\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.gateway.jobs.v1.Job\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x11\x43\x61ncelJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.gateway.jobs.v1.Job*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*r\n\rIngressFormat\x12\x1e\n\x1aINGRESS_FORMAT_UNSPECIFIED\x10\x00\x12#\n\x1fINGRESS_FORMAT_CHAT_COMPLETIONS\x10\x01\x12\x1c\n\x18INGRESS_FORMAT_RESPONSES\x10\x02\x32\xb7\x03\n\nJobService\x12g\n\tSubmitJob\x12!.gateway.jobs.v1.SubmitJobRequest\x1a\".gateway.jobs.v1.SubmitJobResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/jobs:\x01*\x12\x64\n\x06GetJob\x12\x1e.gateway.jobs.v1.GetJobRequest\x1a\x1f.gateway.jobs.v1.GetJobResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12\x61\n\x08ListJobs\x12 .gateway.jobs.v1.ListJobsRequest\x1a!.gateway.jobs.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12w\n\tCancelJob\x12!.gateway.jobs.v1.CancelJobRequest\x1a\".gateway.jobs.v1.CancelJobResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}/cancel:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agateway/jobs/v1/jobs.proto\x12\x0fgateway.jobs.v1\x1a\x1agateway/chat/v1/chat.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x08JobError\x12\x11\n\tgrpc_code\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05param\x18\x04 \x01(\t\"\x16\n\x07Webhook\x12\x0b\n\x03url\x18\x01 \x01(\t\"\xf9\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.gateway.jobs.v1.JobStatus\x12.\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1e.gateway.jobs.v1.IngressFormat\x12\x37\n\x07request\x18\x04 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\t \x01(\x05\x12(\n\x05\x65rror\x18\n \x01(\x0b\x32\x19.gateway.jobs.v1.JobError\x12/\n\x06result\x18\x0b \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\x12)\n\x07webhook\x18\x0c \x01(\x0b\x32\x18.gateway.jobs.v1.Webhook\x12\x11\n\ttenant_id\x18\r \x01(\t\"\xa6\x01\n\x10SubmitJobRequest\x12\x37\n\x07request\x18\x01 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.gateway.jobs.v1.IngressFormat\x12)\n\x07webhook\x18\x03 \x01(\x0b\x32\x18.gateway.jobs.v1.Webhook\"6\n\x11SubmitJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.gateway.jobs.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.gateway.jobs.v1.Job\"/\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\"H\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.gateway.jobs.v1.Job\x12\x10\n\x08has_more\x18\x02 \x01(\x08\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x11\x43\x61ncelJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x14.gateway.jobs.v1.Job*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*r\n\rIngressFormat\x12\x1e\n\x1aINGRESS_FORMAT_UNSPECIFIED\x10\x00\x12#\n\x1fINGRESS_FORMAT_CHAT_COMPLETIONS\x10\x01\x12\x1c\n\x18INGRESS_FORMAT_RESPONSES\x10\x02\x32\xb7\x03\n\nJobService\x12g\n\tSubmitJob\x12!.gateway.jobs.v1.SubmitJobRequest\x1a\".gateway.jobs.v1.SubmitJobResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/jobs:\x01*\x12\x64\n\x06GetJob\x12\x1e.gateway.jobs.v1.GetJobRequest\x1a\x1f.gateway.jobs.v1.GetJobResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12\x61\n\x08ListJobs\x12 .gateway.jobs.v1.ListJobsRequest\x1a!.gateway.jobs.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12w\n\tCancelJob\x12!.gateway.jobs.v1.CancelJobRequest\x1a\".gateway.jobs.v1.CancelJobResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}/cancel:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,32 +42,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/jobs'
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/jobs/{job_id}/cancel:\001*'
-  _globals['_JOBSTATUS']._serialized_start=1290
-  _globals['_JOBSTATUS']._serialized_end=1451
-  _globals['_INGRESSFORMAT']._serialized_start=1453
-  _globals['_INGRESSFORMAT']._serialized_end=1567
+  _globals['_JOBSTATUS']._serialized_start=1276
+  _globals['_JOBSTATUS']._serialized_end=1437
+  _globals['_INGRESSFORMAT']._serialized_start=1439
+  _globals['_INGRESSFORMAT']._serialized_end=1553
   _globals['_JOBERROR']._serialized_start=138
-  _globals['_JOBERROR']._serialized_end=229
-  _globals['_WEBHOOK']._serialized_start=231
-  _globals['_WEBHOOK']._serialized_end=253
-  _globals['_JOB']._serialized_start=256
-  _globals['_JOB']._serialized_end=761
-  _globals['_SUBMITJOBREQUEST']._serialized_start=764
-  _globals['_SUBMITJOBREQUEST']._serialized_end=930
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=932
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=986
-  _globals['_GETJOBREQUEST']._serialized_start=988
-  _globals['_GETJOBREQUEST']._serialized_end=1019
-  _globals['_GETJOBRESPONSE']._serialized_start=1021
-  _globals['_GETJOBRESPONSE']._serialized_end=1072
-  _globals['_LISTJOBSREQUEST']._serialized_start=1074
-  _globals['_LISTJOBSREQUEST']._serialized_end=1121
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1123
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1195
-  _globals['_CANCELJOBREQUEST']._serialized_start=1197
-  _globals['_CANCELJOBREQUEST']._serialized_end=1231
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1233
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1287
-  _globals['_JOBSERVICE']._serialized_start=1570
-  _globals['_JOBSERVICE']._serialized_end=2009
+  _globals['_JOBERROR']._serialized_end=215
+  _globals['_WEBHOOK']._serialized_start=217
+  _globals['_WEBHOOK']._serialized_end=239
+  _globals['_JOB']._serialized_start=242
+  _globals['_JOB']._serialized_end=747
+  _globals['_SUBMITJOBREQUEST']._serialized_start=750
+  _globals['_SUBMITJOBREQUEST']._serialized_end=916
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=918
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=972
+  _globals['_GETJOBREQUEST']._serialized_start=974
+  _globals['_GETJOBREQUEST']._serialized_end=1005
+  _globals['_GETJOBRESPONSE']._serialized_start=1007
+  _globals['_GETJOBRESPONSE']._serialized_end=1058
+  _globals['_LISTJOBSREQUEST']._serialized_start=1060
+  _globals['_LISTJOBSREQUEST']._serialized_end=1107
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1109
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1181
+  _globals['_CANCELJOBREQUEST']._serialized_start=1183
+  _globals['_CANCELJOBREQUEST']._serialized_end=1217
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1219
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1273
+  _globals['_JOBSERVICE']._serialized_start=1556
+  _globals['_JOBSERVICE']._serialized_end=1995
 # @@protoc_insertion_point(module_scope)

@@ -83,37 +83,35 @@ Global___IngressFormat: _TypeAlias = IngressFormat  # noqa: Y015
 
 @_typing.final
 class JobError(_message.Message):
-    """JobError is why a job failed, in the OpenAI error body's terms."""
+    """JobError is why a job failed: the error the synchronous call would have answered, which the
+    edge renders as the OpenAI error body.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    CODE_FIELD_NUMBER: _builtins.int
+    GRPC_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     PARAM_FIELD_NUMBER: _builtins.int
-    TYPE_FIELD_NUMBER: _builtins.int
-    HTTP_STATUS_FIELD_NUMBER: _builtins.int
-    code: _builtins.str
-    """The machine-readable code ("rate_limit_exceeded", "invalid_api_key", …)."""
+    grpc_code: _builtins.int
+    """The gRPC status code of the error (google.rpc.Code: 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, …)."""
+    reason: _builtins.str
+    """The google.rpc.ErrorInfo reason ("RATE_LIMITED", "INVALID_API_KEY", …)."""
     message: _builtins.str
     """The human-readable message."""
     param: _builtins.str
     """The request parameter the error is about; empty when none."""
-    type: _builtins.str
-    """The OpenAI error type ("invalid_request_error", "server_error", …)."""
-    http_status: _builtins.int
-    """The HTTP status the synchronous call would have answered."""
     def __init__(
         self,
         *,
-        code: _builtins.str = ...,
+        grpc_code: _builtins.int = ...,
+        reason: _builtins.str = ...,
         message: _builtins.str = ...,
         param: _builtins.str = ...,
-        type: _builtins.str = ...,
-        http_status: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "http_status", b"http_status", "message", b"message", "param", b"param", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_code", b"grpc_code", "message", b"message", "param", b"param", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
