@@ -41,8 +41,9 @@ class JobFailure:
     param: str = ""
 
 
-LOST = "JOB_LOST"
-"""The reason of a job whose every run was lost with its worker (the lease ran out each time)."""
+LOST = "DEPENDENCY_UNAVAILABLE"
+"""The reason (an ErrorInfo reason of ``gateway_common.errors.Reason``) of a job whose every run
+was lost with its worker (the lease ran out each time)."""
 
 
 def new_job_id() -> str:
