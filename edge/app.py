@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge import api_reports, openai_api
+from edge import api_reports, jobs_api, openai_api
 from edge.cors import AllowedOriginsCORS
 from edge.errors import error_json
 from edge.headers import HeaderLimitsMiddleware
@@ -45,6 +45,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     app = FastAPI(title="LLM Gateway", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.include_router(openai_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(api_reports.router)
     add_native_routes(app, _state)
 
