@@ -10,7 +10,9 @@ FAILURE = JobFailure(14, "UPSTREAM_UNAVAILABLE", "down")
 
 
 def _job(max_attempts: int = 3) -> Job:
-    return Job(id="job_1", tenant_id="t", key_id="k", format=1, request=b"", created_at=100.0, max_attempts=max_attempts)
+    return Job(
+        id="job_1", tenant_id="t", key_id="k", format=1, request=b"", created_at=100.0, max_attempts=max_attempts
+    )
 
 
 def test_claim_succeed_once_and_a_stale_worker_can_do_nothing() -> None:

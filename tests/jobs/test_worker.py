@@ -64,7 +64,9 @@ async def test_retryable_failures_are_retried_then_the_answer_is_recorded(store:
 async def test_a_permanent_error_fails_at_once_and_retryable_ones_give_up(store: SqliteJobStore) -> None:
     async def run(job: Job) -> bytes:
         if job.id == "job_denied":
-            raise GatewayError(grpc.StatusCode.PERMISSION_DENIED, Reason.PERMISSION_DENIED, "revoked", {"param": "key_id"})
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED, Reason.PERMISSION_DENIED, "revoked", {"param": "key_id"}
+            )
         raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.RATE_LIMITED, "slow down", retry_after_s=0.05)
 
     workers = Workers(store, run, SETTINGS)

@@ -52,9 +52,16 @@ class SqliteJobStore:
 
     async def close(self) -> None:
         """Close the file."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.to_thread(db.close)
+
+        def run() -> None:
+            # Under the lock: a call still running in its thread (one whose awaiting task was
+            # cancelled) must finish before the connection goes; closing under it crashes sqlite3.
+            with self._lock:
+                if self._db is not None:
+                    db, self._db = self._db, None
+                    db.close()
+
+        await asyncio.to_thread(run)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
