@@ -60,3 +60,11 @@ def test_cancel_of_queued_or_running_job_ends_it_and_locks_out_the_worker() -> N
     assert cancelled.succeed("a", 2.0, b"late") is None
     with pytest.raises(ValueError):
         cancelled.claim(1e9, 30.0, "c")
+
+
+def test_release_hands_the_job_back_without_counting_the_run() -> None:
+    job = _job(max_attempts=1).claim(0.0, 30.0, "a")
+    assert job.release("b", 1.0) is None
+    released = job.release("a", 1.0)
+    assert released is not None and released.status == Status.QUEUED and released.attempts == 0
+    assert released.claim(1.0, 30.0, "c").status == Status.RUNNING

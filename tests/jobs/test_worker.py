@@ -128,4 +128,4 @@ async def test_stopping_a_router_queues_its_running_job_again(store: SqliteJobSt
         await started.wait()
     await workers.stop()
     job = await store.get("job_s")
-    assert job is not None and job.status == Status.QUEUED and job.attempts == 1 and job.lease_token == ""
+    assert job is not None and job.status == Status.QUEUED and job.attempts == 0 and job.lease_token == ""

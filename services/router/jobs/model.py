@@ -4,6 +4,8 @@
       ▲                 │ ├───fail──────▶ failed
       └──retry/release──┘ └───cancel────▶ cancelled   (queued ──cancel──▶ cancelled too)
 
+``release`` is a graceful stop's: the run is handed back without counting against the job.
+
 Every transition out of ``running`` is compare-and-set on (job id, lease token): a claim mints a
 new token, so a worker whose lease ran out (its router was killed, or paused past the lease) and
 whose job another worker claimed can never complete, fail or re-queue it. That is what makes
@@ -132,6 +134,15 @@ class Job:
             failure = error or JobFailure(14, LOST, "The job ran out of attempts.")
             return self._end(Status.FAILED, not_before, error=failure)
         return replace(self, status=Status.QUEUED, lease_token="", lease_until=0.0, not_before=not_before, error=error)
+
+    def release(self, token: str, now: float) -> Job | None:
+        """The job queued again at once, its run not counted (its router is stopping, not failing it),
+        or None when ``token`` no longer holds it."""
+        if not self.holds(token):
+            return None
+        return replace(
+            self, status=Status.QUEUED, attempts=self.attempts - 1, lease_token="", lease_until=0.0, not_before=now
+        )
 
     def cancel(self, now: float) -> Job | None:
         """The job cancelled (queued or running), or None when it has already ended."""

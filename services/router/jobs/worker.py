@@ -76,7 +76,8 @@ class Workers:
             self._loops.append(asyncio.create_task(self._loop(), name=f"job-worker-{index}"))
 
     async def stop(self) -> None:
-        """Stop the workers; a job running here is cancelled and queued again for the next worker."""
+        """Stop the workers; a job running here is cancelled and queued again for the next worker
+        (the cancelled run is metered, but does not count against the job's attempts)."""
         for loop in self._loops:
             loop.cancel()
         for loop in self._loops:
@@ -125,7 +126,7 @@ class Workers:
             # This router is stopping: the run is cancelled and the job goes back to the queue.
             task.cancel()
             await asyncio.wait({task})
-            await self._store.update(job.id, lambda j: j.retry(token, self._clock(), None))
+            await self._store.update(job.id, lambda j: j.release(token, self._clock()))
             raise
         finally:
             heartbeat.cancel()
