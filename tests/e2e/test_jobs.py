@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
+from tests.edge.openai_schema import errors as spec_errors
 from tests.faults.jobs_harness import (
     WEBHOOK_SECRET,
     JobsSuite,
@@ -62,6 +63,7 @@ async def test_a_job_succeeds_with_the_sync_calls_body_and_is_listed(
         done["attempts"] == 1 and done["started_at"] >= done["created_at"] and done["finished_at"] >= done["started_at"]
     )
     assert done["result"]["object"] == "chat.completion"
+    assert spec_errors("CreateChatCompletionResponse", done["result"]) == []
     assert _comparable(done["result"]) == _comparable(sync.json())
 
     # The ledger has the job's run under the job's id as request id: exactly one successful row.
