@@ -111,7 +111,11 @@ class Workers:
                 # Out of attempts: the claim failed it.
                 self._ended(job)
                 continue
-            await self.run_claimed(job)
+            try:
+                await self.run_claimed(job)
+            except Exception:
+                # The store failed to record the end: the lease runs out and the job is claimed again.
+                log.exception("job %s: recording its end failed", job.id)
 
     async def run_claimed(self, job: Job) -> Job | None:
         """Run a job this worker claimed; the job as it ended (None when it is no longer ours)."""
