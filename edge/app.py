@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge import anthropic_api, api_reports, openai_api, responses_api, ui_gemini
+from edge import anthropic_api, api_reports, jobs_api, openai_api, responses_api, ui_gemini
 from edge.cors import AllowedOriginsCORS
 from edge.errors import error_json
 from edge.headers import HeaderLimitsMiddleware
@@ -47,6 +47,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(responses_api.router)
+    app.include_router(jobs_api.router)
     app.include_router(api_reports.router)
     app.include_router(ui_gemini.router_for(config))
     add_native_routes(app, _state)

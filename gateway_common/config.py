@@ -357,6 +357,35 @@ class MeteringConfig(_Strict):
     larger one is refused with INVALID_ARGUMENT rather than stored."""
 
 
+class JobsConfig(_Strict):
+    """Async jobs (``/v1/jobs``), a role of every router: a durable queue and workers."""
+
+    workers: Annotated[int, Field(ge=0, le=64)] = 2
+    """Worker tasks per router process; 0 accepts jobs without running any here."""
+    path: Annotated[str, Field(min_length=1)] = ".gateway/jobs.db"
+    """The SQLite queue of the embedded default, one file per router (``{hostname}`` is filled in);
+    unused when ``router.redis_url`` is set (the queue is then on Redis, shared by every router)."""
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    """Runs a job gets (retryable failures, runs lost with their router) before it fails."""
+    lease_s: Annotated[float, Field(gt=0)] = 30.0
+    """How long a claimed job is a worker's without a heartbeat; a dead worker's job is re-queued after."""
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    """The first wait before a retry (doubled each time, or the error's Retry-After when longer)."""
+    poll_s: Annotated[float, Field(gt=0)] = 0.5
+    """How often an idle worker looks for due jobs (a submit in the same process wakes it at once)."""
+    retention_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    """How long a finished job (and its result) is kept."""
+    webhook_secret: str = Field(default="", repr=False)
+    """The HMAC-SHA256 key of ``X-Gateway-Signature`` on completion webhooks
+    (``GATEWAY_JOBS_WEBHOOK_SECRET``); empty signs with an empty key, so set it."""
+    webhook_allow_private: bool = False
+    """Whether webhooks may target loopback or private addresses (tests, closed networks)."""
+    webhook_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Deliveries tried per webhook before it is given up (exponential backoff between them)."""
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """Per delivery."""
+
+
 class RouterConfig(_Strict):
     """The router's request handling."""
 
@@ -390,6 +419,8 @@ class RouterConfig(_Strict):
     """Redis for breaker state shared by every router replica; unset for per-router memory."""
     stats_half_life_s: Annotated[float, Field(gt=0)] = 60.0
     """Half-life of the moving averages the latency and reliability strategies rank by."""
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    """Async jobs: queue and workers."""
 
 
 DEFAULT_MODEL_PREFIXES: dict[str, str] = {
@@ -624,6 +655,12 @@ _ENV_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "GATEWAY_GEMINI_OAUTH_AUTHORIZE_URL": "edge.gemini_oauth.authorize_url",
     "GATEWAY_GEMINI_OAUTH_TOKEN_URL": "edge.gemini_oauth.token_url",
     "GATEWAY_GEMINI_OAUTH_REDIRECT_URL": "edge.gemini_oauth.redirect_url",
+    "GATEWAY_JOBS_PATH": "router.jobs.path",
+    "GATEWAY_JOBS_WORKERS": "router.jobs.workers",
+    "GATEWAY_JOBS_WEBHOOK_SECRET": "router.jobs.webhook_secret",
+    "GATEWAY_JOBS_WEBHOOK_ALLOW_PRIVATE": "router.jobs.webhook_allow_private",
+    "GATEWAY_JOBS_LEASE_S": "router.jobs.lease_s",
+    "GATEWAY_JOBS_RETRY_BACKOFF_S": "router.jobs.retry_backoff_s",
 }
 
 

@@ -45,6 +45,8 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "Authenticate": frozenset({ROUTER}),
         # Each router refreshes its cached route overrides from here every few seconds.
         "GetRouteTable": frozenset({ROUTER}),
+        # Async jobs run under the submitter's key id: its current principal, revocations honoured.
+        "GetPrincipal": frozenset({ROUTER}),
         **{rpc: frozenset({EDGE, CLI}) for rpc in _AUTH_ADMIN},
     },
     # Upstream credentials: administered from the edge (admin UI, /ui/gemini) and the CLI; read in

@@ -123,6 +123,8 @@ class Suite:
         env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / "router-usage-spool.db")
         # auth's generated key-encryption key stays with the suite's data, not in the caller's cwd.
         env["GATEWAY_AUTH_CREDENTIALS_KEK_FILE"] = str(self.data_dir / "credentials.kek")
+        # Likewise the router's async-job queue (embedded default): a restarted router resumes its jobs.
+        env["GATEWAY_JOBS_PATH"] = str(self.data_dir / "router-jobs.db")
         env.update(self.env)
         for name in SERVICES:
             address = f"{self.host}:{self.ports[name]}"

@@ -85,6 +85,20 @@ class Accounts:
             raise invalid_api_key()
         return resolve_principal(key, tenant)
 
+    async def principal_by_key_id(self, key_id: str) -> Principal:
+        """The principal of the usable key ``key_id`` (for work a key submitted earlier, such as an
+        async job); PERMISSION_DENIED when the key is unknown, expired or revoked since."""
+        key = await self._store.get_key(key_id) if key_id else None
+        tenant = await self._store.get_tenant(key.tenant_id) if key is not None else None
+        if key is None or tenant is None or key.refusal(self._clock()) is not None:
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                Reason.PERMISSION_DENIED,
+                "The API key that submitted this work is no longer valid (revoked, expired or deleted).",
+                {"param": "key_id"},
+            )
+        return resolve_principal(key, tenant)
+
     def cache_ttl_seconds(self, principal: Principal, limit: int) -> int:
         """How long a caller may reuse ``principal``: ``limit``, but never past the key's expiry."""
         if principal.expire_time is None:

@@ -56,6 +56,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             cache_ttl_seconds=self._accounts.cache_ttl_seconds(principal, self._cache_ttl_seconds),
         )
 
+    async def GetPrincipal(
+        self, request: auth_pb2.GetPrincipalRequest, context: Context
+    ) -> auth_pb2.GetPrincipalResponse:
+        """The current principal of a key named by id (router only: ALLOWED_CALLERS)."""
+        principal = await self._accounts.principal_by_key_id(request.key_id)
+        return auth_pb2.GetPrincipalResponse(principal=convert.principal_to_proto(principal))
+
     async def CreateTenant(
         self, request: auth_pb2.CreateTenantRequest, context: Context
     ) -> auth_pb2.CreateTenantResponse:

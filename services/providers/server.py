@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from gateway.auth.v1 import credentials_pb2_grpc
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.ratelimit.v1 import ratelimit_pb2_grpc
-from gateway_common.config import GatewayConfig, HttpProviderConfig
+from gateway_common.config import GatewayConfig, GeminiCliProviderConfig, HttpProviderConfig
 from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
 from gateway_common.tls import client_credentials
@@ -34,6 +34,12 @@ def oauth_clients(config: GatewayConfig, env: Mapping[str, str]) -> dict[str, OA
             client_id = env.get(entry.oauth_client_id_env or "", "")
             secret = env.get(entry.oauth_client_secret_env or "", "")
             clients[name] = OAuthClientConfig(entry.oauth_token_url, client_id, secret)
+        elif isinstance(entry, GeminiCliProviderConfig):
+            # Its tenants' logins come from /ui/gemini, so they refresh with that page's client.
+            login = config.edge.gemini_oauth
+            client_id = env.get(login.client_id_env, "")
+            if client_id:
+                clients[name] = OAuthClientConfig(login.token_url, client_id, env.get(login.client_secret_env, ""))
     return clients
 
 

@@ -88,6 +88,8 @@ class CallContext:
     bring-your-own-key; never logged (kept out of repr) or stored."""
     cost_micro_usd: int | None = None
     """Set when the request is settled: its actual cost, which the servicer returns in trailers."""
+    principal: auth_pb2.Principal | None = None
+    """Already resolved (an async job's worker re-resolves its submitter's key by id): no key to check."""
 
 
 @dataclass
@@ -255,6 +257,8 @@ class Orchestrator:
     async def _caller(self, call: CallContext) -> auth_pb2.Principal:
         """The principal of a request to serve: the key's, or an anonymous caller's when the
         request has no key and the deployment serves such requests (never for admin or usage)."""
+        if call.principal is not None:
+            return call.principal
         if not call.api_key:
             anonymous = self._anonymous.principal(call.client_id, call.client_ip)
             if anonymous is not None:
@@ -280,6 +284,7 @@ class Orchestrator:
         max_cost_usd: float | None,
         on_headers: HeaderSink,
         routing: Routing = Routing(),
+        check_only: bool = False,
     ) -> _Admission:
         started = time.monotonic()
         received = timestamp_pb2.Timestamp()
@@ -350,11 +355,18 @@ class Orchestrator:
                 refused = quotas.refusal(decision)
                 metrics.REJECTIONS.labels(str(refused.reason)).inc()
                 raise refused
-            if self._leases is not None:
+            if check_only:
+                # Reserve-then-release: the ratelimit service's own atomic decision, given back at once.
+                self._release_unused(reservation_id, call)
+            elif self._leases is not None:
                 # Renewed until _finish; were this process to die, the slot comes back in one lease.
                 self._leases.hold(reservation_id)
         elif response_headers:
             await on_headers(response_headers)
+        if check_only:
+            return _Admission(
+                principal, plan.model, candidates, "", ratelimit_pb2.Amounts(), prompt_tokens, started, received
+            )
         admission = _Admission(
             principal,
             plan.model,
@@ -464,8 +476,22 @@ class Orchestrator:
             succeeded,
         )
 
+    async def check_chat(self, request: chat_pb2.ChatCompletionRequest, call: CallContext) -> auth_pb2.Principal:
+        """Admission of ``request`` without running it (an async job at submit): refuses exactly as
+        :meth:`chat` would, reserving quota and giving it back at once; the caller's principal."""
+
+        async def no_headers(headers: list[tuple[str, str]]) -> None:
+            return None
+
+        admission = await self._admit_chat(request, call, no_headers, check_only=True)
+        return admission.principal
+
     async def _admit_chat(
-        self, request: chat_pb2.ChatCompletionRequest, call: CallContext, on_headers: HeaderSink
+        self,
+        request: chat_pb2.ChatCompletionRequest,
+        call: CallContext,
+        on_headers: HeaderSink,
+        check_only: bool = False,
     ) -> _Admission:
         max_cost = request.gateway.max_cost_usd if request.gateway.HasField("max_cost_usd") else None
         call.client_id = request.gateway.client_id
@@ -479,6 +505,7 @@ class Orchestrator:
             max_cost,
             on_headers,
             routing_of(request.gateway),
+            check_only,
         )
 
     async def stream_chat(

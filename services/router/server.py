@@ -5,8 +5,9 @@ recovered) and its shipper started before the router reports SERVING, so what th
 is shipped first.
 
 Shutdown order (ServiceApp): health NOT_SERVING, stop accepting and let in-flight calls finish,
-then stop renewing leases, drain settlements, then ship what the spool holds within the grace
-time (the rest stays on disk for the next start), close the spool, then close the channels.
+then stop the job workers (a running job is cancelled, metered, and queued again), stop renewing
+leases, drain settlements, then ship what the spool holds within the grace time (the rest stays
+on disk for the next start), close the spool, then close the channels.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from services.router.auth_cache import AuthCache
 from services.router.background import BackgroundTasks
 from services.router.breaker import BreakerSettings, RedisBreakers
 from services.router.conversations import Conversations
+from services.router.jobs.role import JobsRole
 from services.router.leases import Leases
 from services.router.orchestrator import Orchestrator
 from services.router.planner import Planner
@@ -104,9 +106,14 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     # Stored Responses API responses live in metering, beside the ledger (same channel).
     conversations = Conversations(response_store_pb2_grpc.ResponseStoreServiceStub(metering_channel))
     servicer = RouterServicer(orchestrator, providers, metering_stub, conversations)
+    # Async jobs are a role of every router: same orchestrator, same governance, a durable queue.
+    jobs = JobsRole(config, orchestrator, auth_stub, redis)
     server = GrpcServer(
         listen or addresses.router.listen,
-        [ServiceRegistration(router_pb2_grpc.add_RouterServiceServicer_to_server, servicer, SERVICE_NAME)],
+        [
+            ServiceRegistration(router_pb2_grpc.add_RouterServiceServicer_to_server, servicer, SERVICE_NAME),
+            jobs.registration,
+        ],
     )
 
     async def on_ready() -> None:
@@ -122,8 +129,12 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
             breakers.start()
         if adoption is not None:
             adoption.start()
+        # Last: a job's run needs everything above (the spool above all).
+        await jobs.start()
 
     async def on_stop() -> None:
+        # Running jobs are cancelled (metered CANCELLED) and re-queued before their usage is drained.
+        await jobs.stop()
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
         await routes.stop()
         await leases.stop()

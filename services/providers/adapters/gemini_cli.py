@@ -41,9 +41,11 @@ locale and what the injection returns (none of this process's secrets). It runs 
 started (it relaunches itself as a child node process) with one ``killpg``. A semaphore bounds how
 many run at once.
 
-Whose tokens: the per-request credential seam :data:`oauth_tokens_var` (set by the providers
-service's credential selection for the call), else the ``oauth_creds.json`` named by the
-provider's ``oauth_creds_file_env`` variable (the global, operator-owned login).
+Whose tokens: the tenant's own login, chosen for the call by the providers service's credential
+selection (:data:`services.providers.tenant_credentials.current_credential`, refreshed before it
+expires with the gateway's Google OAuth client, the one ``/ui/gemini`` logged the tenant in with),
+or :data:`oauth_tokens_var` set by a caller, else the ``oauth_creds.json`` named by the provider's
+``oauth_creds_file_env`` variable (the global, operator-owned login).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from gateway_common.errors import GatewayError, Reason
 from gateway_common.redaction import Redactor
 from gateway_common.tokens import prompt_token_ceiling, text_ceiling
 from services.providers.http import bad_response, not_configured, stream_broken, unimplemented, upstream_timeout
+from services.providers.tenant_credentials import current_credential
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +358,32 @@ async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
     return data
 
 
+def _selected_login() -> credentials_pb2.OAuthTokens | None:
+    """The token set of the tenant credential the providers service selected for this call."""
+    credential = current_credential.get()
+    if credential is None:
+        return None
+    if credential.kind != credentials_pb2.CREDENTIAL_KIND_OAUTH:
+        # The CLI is logged in with Google OAuth only; an API key credential cannot log it in.
+        raise GatewayError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            Reason.PROVIDER_NOT_CONFIGURED,
+            "The Gemini CLI needs a Google login: store an OAuth credential (at /ui/gemini), not an API key.",
+            {"retryable": "false"},
+        )
+    tokens = credentials_pb2.OAuthTokens(
+        access_token=credential.secret, refresh_token=credential.refresh_token, token_type="Bearer"
+    )
+    if credential.expires_at_s is not None:
+        tokens.expires_at.FromNanoseconds(int(credential.expires_at_s * 1e9))
+    return tokens
+
+
 class GeminiCliAdapter:
     """A ``gemini-cli`` provider: runs the configured ``gemini`` executable per request."""
+
+    accepts_tenant_credentials = True
+    """The providers service's credential selection chooses the tenant's own login for each call."""
 
     def __init__(
         self,
@@ -375,7 +402,7 @@ class GeminiCliAdapter:
         self._read_file = read_file or (lambda path: asyncio.to_thread(Path(path).read_text, encoding="utf-8"))
 
     async def _tokens(self, tokens: credentials_pb2.OAuthTokens | None) -> credentials_pb2.OAuthTokens:
-        chosen = tokens or oauth_tokens_var.get()
+        chosen = tokens or oauth_tokens_var.get() or _selected_login()
         if chosen is not None and chosen.access_token:
             return chosen
         variable = self._config.oauth_creds_file_env
