@@ -77,6 +77,9 @@ async def adopt_orphans(spool: UsageSpool, template: str, min_age_s: float = 60.
             await orphan.open()  # takes its lock and turns its intents into events
         except SpoolInUseError:
             continue  # a live router's
+        except BaseException:
+            await orphan.close()  # e.g. cancelled by a stopping router after the file was opened
+            raise
         try:
             while events := await orphan.ready(_BATCH, _BATCH_BYTES):
                 await spool.put_ready([metering_pb2.UsageEvent.FromString(e.payload) for e in events])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
@@ -108,7 +109,16 @@ class UsageSpool:
         """Take the lock, create the schema, and turn a dead process's intents into final events;
         returns how many were recovered. Raises :class:`SpoolInUseError` if another process holds it."""
         self._loop = asyncio.get_running_loop()
-        connection = await asyncio.to_thread(self._open_file)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_file))
+        try:
+            connection = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread opening the file cannot be interrupted: let it finish, then give back the
+            # connection and the lock it took, so that a cancelled open leaves nothing held.
+            with contextlib.suppress(Exception):
+                (await opening).close()
+            self._release_lock()
+            raise
         self._thread = threading.Thread(target=self._run, args=(connection,), name="usage-spool", daemon=True)
         self._thread.start()
         recovered: int = await self._submit(_recover)
@@ -172,6 +182,9 @@ class UsageSpool:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()  # closing the descriptor releases the flock
             self._lock_file = None
@@ -182,13 +195,18 @@ class UsageSpool:
         self._lock()
         # Opened here so that an unusable file fails open(), not the writer thread; from now on
         # only the writer thread uses the connection.
-        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            self._release_lock()
+            raise
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
         except BaseException:
             connection.close()
+            self._release_lock()
             raise
         return connection
 
