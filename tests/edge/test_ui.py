@@ -131,6 +131,9 @@ def test_a_tenant_named_script_renders_inert(edge: tuple[TestClient, Fakes]) -> 
     assert "<script>alert(1)</script>" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
+    # And no script would run even if one slipped through: the pages allow none.
+    policy = client.get("/ui/tenants").headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src" not in policy
     # The prompt log previews are escaped too.
     assert "&lt;b&gt;hi&lt;/b&gt;" in client.get("/ui/prompt-log").text
 
@@ -159,6 +162,11 @@ def test_routes_are_listed_set_and_deleted(edge: tuple[TestClient, Fakes]) -> No
     assert "openai-eu" in client.get("/ui/routes").text
     client.post("/ui/routes/gpt-4o/delete", data={"csrf": token})
     assert fakes.routes == {} and "No route overrides." in client.get("/ui/routes").text
+    # A model id with a slash (a Hugging Face name) is one path segment of the delete form's action.
+    client.post("/ui/routes", data={"csrf": token, "model": "meta/llama-3", "provider": "vllm", "upstream_model": ""})
+    assert 'action="/ui/routes/meta%2Fllama-3/delete"' in client.get("/ui/routes").text
+    assert client.post("/ui/routes/meta%2Fllama-3/delete", data={"csrf": token}).status_code == 303
+    assert fakes.routes == {}
 
 
 def test_a_tenant_key_sees_only_its_own_tenant(edge: tuple[TestClient, Fakes]) -> None:
