@@ -150,6 +150,13 @@ def test_a_new_keys_secret_is_shown_once(edge: tuple[TestClient, Fakes]) -> None
     assert [q.limit for q in fakes.keys["key_1"].limits.quotas] == [500]
     listing = client.get("/ui/keys?tenant=acme").text
     assert 'data-key="key_1"' in listing and "gw-secret-of-key_1" not in listing
+    edit = {"csrf": token, "tenant": "acme", "limits_cost_usd_day": "0.25", "allowed_models": "fast, mock:*"}
+    assert client.post("/ui/keys/key_1", data=edit).status_code == 303
+    key = fakes.keys["key_1"]
+    assert [(q.unit, q.window, q.limit) for q in key.limits.quotas] == [
+        (quota_pb2.UNIT_COST_MICRO_USD, quota_pb2.WINDOW_DAY, 250_000)
+    ]
+    assert list(key.allowed_models) == ["fast", "mock:*"]
     assert client.post("/ui/keys/key_1/revoke", data={"csrf": token, "tenant": "acme"}).status_code == 303
     assert "revoked" in client.get("/ui/keys?tenant=acme").text
 

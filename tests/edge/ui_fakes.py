@@ -115,6 +115,17 @@ class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
         keys = [k for k in self.fakes.keys.values() if not request.tenant_id or k.tenant_id == request.tenant_id]
         return auth_pb2.ListKeysResponse(keys=keys)
 
+    def UpdateKey(self, request: auth_pb2.UpdateKeyRequest, context: Any) -> auth_pb2.UpdateKeyResponse:
+        self.fakes.calls["UpdateKey"] += 1
+        _admin(context)
+        key = self.fakes.keys[request.key_id]
+        if request.HasField("limits"):
+            key.limits.CopyFrom(request.limits)
+        if request.allowed_models:
+            del key.allowed_models[:]
+            key.allowed_models.extend(request.allowed_models)
+        return auth_pb2.UpdateKeyResponse(key=key)
+
     def RevokeKey(self, request: auth_pb2.RevokeKeyRequest, context: Any) -> auth_pb2.RevokeKeyResponse:
         self.fakes.calls["RevokeKey"] += 1
         _admin(context)
