@@ -21,6 +21,8 @@ from gateway.metering.v1 import metering_pb2
 from gateway.router.v1 import router_pb2
 
 ADMIN_TIMEOUT_S = 10.0
+"""Every call waits for its channel to connect (wait_for_ready) up to this long: a page shown
+while auth or the router is reconnecting is slower, not an error."""
 
 T = TypeVar("T")
 
@@ -57,20 +59,25 @@ class Services:
     async def list_tenants(self) -> list[auth_pb2.Tenant]:
         """Every tenant."""
         response = await self._auth.ListTenants(
-            auth_pb2.ListTenantsRequest(), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            auth_pb2.ListTenantsRequest(), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S, wait_for_ready=True
         )
         return list(response.tenants)
 
     async def create_tenant(self, tenant: auth_pb2.Tenant) -> auth_pb2.Tenant:
         """Create ``tenant``."""
         response = await self._auth.CreateTenant(
-            auth_pb2.CreateTenantRequest(tenant=tenant), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            auth_pb2.CreateTenantRequest(tenant=tenant),
+            metadata=self._metadata,
+            timeout=ADMIN_TIMEOUT_S,
+            wait_for_ready=True,
         )
         return response.tenant
 
     async def update_tenant(self, request: auth_pb2.UpdateTenantRequest) -> auth_pb2.Tenant:
         """Replace a tenant's limits and key defaults."""
-        response = await self._auth.UpdateTenant(request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S)
+        response = await self._auth.UpdateTenant(
+            request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S, wait_for_ready=True
+        )
         return response.tenant
 
     async def list_keys(self, tenant_id: str) -> list[auth_pb2.ApiKey]:
@@ -79,31 +86,37 @@ class Services:
             auth_pb2.ListKeysRequest(tenant_id=tenant_id, include_revoked=True),
             metadata=self._metadata,
             timeout=ADMIN_TIMEOUT_S,
+            wait_for_ready=True,
         )
         return list(response.keys)
 
     async def create_key(self, request: auth_pb2.CreateKeyRequest) -> auth_pb2.CreateKeyResponse:
         """Create a key; the answer holds its secret, this once."""
         response: auth_pb2.CreateKeyResponse = await self._auth.CreateKey(
-            request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S, wait_for_ready=True
         )
         return response
 
     async def update_key(self, request: auth_pb2.UpdateKeyRequest) -> auth_pb2.ApiKey:
         """Replace a key's limits or allowed models."""
-        response = await self._auth.UpdateKey(request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S)
+        response = await self._auth.UpdateKey(
+            request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S, wait_for_ready=True
+        )
         return response.key
 
     async def revoke_key(self, key_id: str) -> None:
         """Revoke a key for good."""
         await self._auth.RevokeKey(
-            auth_pb2.RevokeKeyRequest(key_id=key_id), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            auth_pb2.RevokeKeyRequest(key_id=key_id),
+            metadata=self._metadata,
+            timeout=ADMIN_TIMEOUT_S,
+            wait_for_ready=True,
         )
 
     async def list_routes(self) -> list[auth_pb2.Route]:
         """Every route override."""
         response = await self._auth.ListRoutes(
-            auth_pb2.ListRoutesRequest(), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            auth_pb2.ListRoutesRequest(), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S, wait_for_ready=True
         )
         return list(response.routes)
 
@@ -113,12 +126,16 @@ class Services:
             auth_pb2.SetRouteRequest(model=model, provider=provider, upstream_model=upstream_model),
             metadata=self._metadata,
             timeout=ADMIN_TIMEOUT_S,
+            wait_for_ready=True,
         )
 
     async def delete_route(self, model: str) -> None:
         """Remove a route override."""
         await self._auth.DeleteRoute(
-            auth_pb2.DeleteRouteRequest(model=model), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            auth_pb2.DeleteRouteRequest(model=model),
+            metadata=self._metadata,
+            timeout=ADMIN_TIMEOUT_S,
+            wait_for_ready=True,
         )
 
     # Upstream credentials (auth's CredentialService; a tenant key sees only its own, auth decides).
@@ -139,6 +156,7 @@ class Services:
                 credentials_pb2.ListCredentialsRequest(tenant_id=tenant_id),
                 metadata=self._metadata,
                 timeout=ADMIN_TIMEOUT_S,
+                wait_for_ready=True,
             )
         )
         return list(response.credentials)
@@ -146,7 +164,9 @@ class Services:
     async def create_credential(self, request: credentials_pb2.CreateCredentialRequest) -> None:
         """Store a new credential."""
         await self._credential_call(
-            self._credentials.CreateCredential(request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S)
+            self._credentials.CreateCredential(
+                request, metadata=self._metadata, timeout=ADMIN_TIMEOUT_S, wait_for_ready=True
+            )
         )
 
     async def set_credential_state(self, credential_id: str, state: credentials_pb2.CredentialState.ValueType) -> None:
@@ -156,6 +176,7 @@ class Services:
                 credentials_pb2.UpdateCredentialRequest(credential_id=credential_id, state=state),
                 metadata=self._metadata,
                 timeout=ADMIN_TIMEOUT_S,
+                wait_for_ready=True,
             )
         )
 
@@ -168,6 +189,7 @@ class Services:
                 ),
                 metadata=self._metadata,
                 timeout=ADMIN_TIMEOUT_S,
+                wait_for_ready=True,
             )
         )
 
@@ -178,6 +200,7 @@ class Services:
                 credentials_pb2.DeleteCredentialRequest(credential_id=credential_id),
                 metadata=self._metadata,
                 timeout=ADMIN_TIMEOUT_S,
+                wait_for_ready=True,
             )
         )
 
@@ -195,6 +218,7 @@ class Services:
                 ),
                 metadata=self._metadata,
                 timeout=ADMIN_TIMEOUT_S,
+                wait_for_ready=True,
             )
             return list(response.rows)
 
@@ -203,6 +227,9 @@ class Services:
     async def prompt_log(self, limit: int) -> list[metering_pb2.PromptLogEntry]:
         """The caller's tenant's latest prompt log entries, newest first."""
         response = await self._router.GetPromptLog(
-            router_pb2.GetPromptLogRequest(limit=limit), metadata=self._metadata, timeout=ADMIN_TIMEOUT_S
+            router_pb2.GetPromptLogRequest(limit=limit),
+            metadata=self._metadata,
+            timeout=ADMIN_TIMEOUT_S,
+            wait_for_ready=True,
         )
         return list(response.entries)
