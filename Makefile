@@ -35,7 +35,7 @@ up: $(STAMP) ## Create the venv, install, and run the whole suite on embedded de
 down: ## Stop a suite started by `make up`
 	@$(PY) -m suite down
 
-test-deps: $(STAMP) $(BUF) ## Install what the tests need (redis-server from Debian when missing)
+test-deps: $(STAMP) $(BUF) ## Install what the tests need (redis-server, postgresql, chromium from Debian when missing)
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server from Debian's packages"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -44,6 +44,10 @@ test-deps: $(STAMP) $(BUF) ## Install what the tests need (redis-server from Deb
 	  echo "installing postgresql from Debian's packages"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  echo "installing chromium and chromium-driver from Debian's packages (the admin UI's browser test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 proto: $(STAMP) ## Regenerate the Python stubs and type stubs from protos/
 	rm -rf gen/gateway

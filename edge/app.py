@@ -22,6 +22,7 @@ from edge.headers import HeaderLimitsMiddleware
 from edge.middleware import RequestContextMiddleware
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
+from edge.ui.routes import install as install_ui
 from gateway_common import tracing
 from gateway_common.config import GatewayConfig
 from gateway_common.errors import GatewayError, Reason
@@ -51,6 +52,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     app.include_router(api_reports.router)
     app.include_router(ui_gemini.router_for(config))
     add_native_routes(app, _state)
+    install_ui(app)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> JSONResponse:
