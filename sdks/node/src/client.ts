@@ -4,7 +4,7 @@
 
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from "./retries.js";
 import { ndjson, sse, Stream } from "./streams.js";
-import { type CallSpec, type RequestOptions, Transport } from "./http.js";
+import { type CallSpec, type RequestOptions, sleep, Transport } from "./http.js";
 import { APITimeoutError } from "./errors.js";
 import type {
   ApiKey,
@@ -247,10 +247,7 @@ export class Jobs {
       if (Date.now() + pollInterval > deadline) {
         throw new APITimeoutError(`Job ${jobId} is still ${job.status} after ${waitTimeout} ms.`);
       }
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(resolve, pollInterval);
-        rest.signal?.addEventListener("abort", () => (clearTimeout(timer), reject(rest.signal?.reason)), { once: true });
-      });
+      await sleep(pollInterval, rest.signal);
     }
   }
 }
