@@ -81,6 +81,21 @@ test("stream of the mock provider equals its answer", async () => {
   assert.equal(text, "Mock reply to: Hello from the Node SDK");
 });
 
+test("an error after the first chunk is thrown by the loop, never a stream that looks complete", async () => {
+  const seen = [];
+  const error = await (async () => {
+    for await (const chunk of client().chatStream({ model: "mock:stream-break", messages: HELLO })) seen.push(chunk);
+  })().then(
+    () => null,
+    (e) => e,
+  );
+  assert.ok(error instanceof APIError, String(error));
+  assert.equal(error.code, "upstream_stream_broken");
+  assert.ok(error.requestId);
+  assert.ok(seen.length > 0, "the chunks before the break arrived");
+  assert.ok(!seen.some((chunk) => chunk.finish_reason));
+});
+
 for (const how of ["break", "abort()", "AbortSignal"]) {
   test(`abandoning a stream (${how}) closes the upstream request`, async () => {
     const before = (await upstreamStats()).streams_disconnected;
