@@ -64,9 +64,6 @@ export interface ClientOptions {
   fetch?: typeof fetch;
 }
 
-/** What `models` takes. */
-export interface ModelsOptions extends RequestOptions, ListModelsRequest {}
-
 /** What `jobs.wait` takes. */
 export interface WaitOptions extends RequestOptions {
   /** Milliseconds between polls (default 500). */
@@ -166,21 +163,16 @@ export class GatewayClient {
   }
 
   /** The model catalog (`GET /v1/catalog/models`), or one model with `model_id`. */
-  async models(options: ModelsOptions = {}): Promise<Model[]> {
-    const { model_id, ...rest } = options;
-    const spec: CallSpec = { method: "GET", path: "/v1/catalog/models", query: { model_id }, idempotent: true };
-    return (await this.#transport.json<{ models?: Model[] }>(spec, rest)).data.models ?? [];
+  async models(request: ListModelsRequest = {}, options?: RequestOptions): Promise<Model[]> {
+    const spec: CallSpec = { method: "GET", path: "/v1/catalog/models", query: { ...request }, idempotent: true };
+    return (await this.#transport.json<{ models?: Model[] }>(spec, options)).data.models ?? [];
   }
 
   /** Usage rows from the ledger (`GET /v1/usage`); needs the `usage:read` scope. */
   async usage(request: GetUsageRequest = {}, options?: RequestOptions): Promise<UsageRow[]> {
-    const query = {
-      tenant_id: request.tenant_id,
-      key_id: request.key_id,
-      from: time(request.start_time),
-      to: time(request.end_time),
-      group_by: groupBy(request.group_by),
-    };
+    // Every field is a query parameter; the timestamps under their JSON names (`from`, `to`).
+    const { start_time, end_time, ...rest } = request;
+    const query = { ...rest, from: time(start_time), to: time(end_time), group_by: groupBy(request.group_by) };
     const spec: CallSpec = { method: "GET", path: "/v1/usage", query, idempotent: true };
     return (await this.#transport.json<GetUsageResponse>(spec, options)).data.rows ?? [];
   }
@@ -308,8 +300,7 @@ export class Keys {
 
   /** The keys (of one tenant). */
   async list(request: ListKeysRequest = {}, options?: RequestOptions): Promise<ApiKey[]> {
-    const query = { tenant_id: request.tenant_id, include_revoked: request.include_revoked ? "true" : undefined };
-    const spec: CallSpec = { method: "GET", path: "/admin/v1/keys", query, idempotent: true };
+    const spec: CallSpec = { method: "GET", path: "/admin/v1/keys", query: { ...request }, idempotent: true };
     return (await this.transport.json<{ keys?: ApiKey[] }>(spec, options)).data.keys ?? [];
   }
 

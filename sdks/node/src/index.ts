@@ -1,7 +1,7 @@
 // LLM Gateway's Node/TypeScript client for the native API; see README.md.
 
 export { GatewayClient, Jobs, Admin, Tenants, Keys, Routes, Credentials, outputText } from "./client.js";
-export type { ClientOptions, ModelsOptions, WaitOptions } from "./client.js";
+export type { ClientOptions, WaitOptions } from "./client.js";
 export type { RequestOptions } from "./http.js";
 export { Stream } from "./streams.js";
 export {

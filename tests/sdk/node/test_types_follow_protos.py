@@ -81,11 +81,14 @@ def _annotated_methods() -> list[descriptor.MethodDescriptor]:
 
 def _exposed(method: descriptor.MethodDescriptor) -> list[descriptor.Descriptor]:
     rule = method.GetOptions().Extensions[annotations_pb2.http]
-    request, response = method.input_type, method.output_type
+    request: descriptor.Descriptor | None = method.input_type
+    response: descriptor.Descriptor | None = method.output_type
     if rule.body and rule.body != "*":
-        request = request.fields_by_name[rule.body].message_type
+        request = method.input_type.fields_by_name[rule.body].message_type
     if rule.response_body:
-        response = response.fields_by_name[rule.response_body].message_type
+        response = method.output_type.fields_by_name[rule.response_body].message_type
+    # A body or response_body field is a message (buf and protoc check the annotation).
+    assert request is not None and response is not None, method.full_name
     return [request, response]
 
 
