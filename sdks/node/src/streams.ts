@@ -71,6 +71,8 @@ export class Stream<T> implements AsyncIterable<T> {
   }
 
   async *#iterate(): AsyncGenerator<T> {
+    // Aborted before it started: nothing is sent.
+    if (this.#aborted && this.#opened === undefined) throw new APIUserAbortError("The stream was aborted.");
     const opened = await this.#start();
     try {
       const body = opened.response.body;
