@@ -26,6 +26,7 @@ from gateway.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from gateway_common import openai_wire
 from gateway_common.errors import GatewayError, Reason
 from gateway_common.openai_wire.jobs import job_to_json
+from gateway_common.openai_wire.responses_requests import parse_responses_request
 
 router = APIRouter()
 
@@ -39,13 +40,16 @@ def _parse_chat(body: Any) -> chat_pb2.ChatCompletionRequest:
     return request
 
 
-def _responses_not_yet(body: Any) -> chat_pb2.ChatCompletionRequest:
-    raise _invalid("Responses API requests are not supported as jobs yet.", "request.input")
+def _parse_responses(body: Any) -> chat_pb2.ChatCompletionRequest:
+    request, stream = parse_responses_request(body)
+    if stream:
+        raise _invalid("A job's result is not streamed: leave stream unset or false.", "request.stream")
+    return request
 
 
 INGRESS_PARSERS: dict[str, tuple[int, Parse]] = {
     "messages": (jobs_pb2.INGRESS_FORMAT_CHAT_COMPLETIONS, _parse_chat),
-    "input": (jobs_pb2.INGRESS_FORMAT_RESPONSES, _responses_not_yet),
+    "input": (jobs_pb2.INGRESS_FORMAT_RESPONSES, _parse_responses),
 }
 """The key a job's request carries → its ingress format and that format's parser."""
 

@@ -2,7 +2,7 @@
 
 A succeeded job's ``result`` is its canonical answer rendered in the shape the synchronous call
 of its ingress format would have returned: one renderer per format in :data:`RESULT_RENDERERS`
-(the Responses API's renderer plugs in there).
+(Chat Completions' ``chat.completion``, the Responses API's ``response``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,19 @@ from typing import Any
 from gateway.chat.v1 import chat_pb2
 from gateway.jobs.v1 import jobs_pb2
 from gateway_common.openai_wire.responses import completion_to_openai
+from gateway_common.openai_wire.responses_render import response_object
 
 Json = dict[str, Any]
 
-RESULT_RENDERERS: dict[int, Callable[[chat_pb2.ChatCompletion], Json]] = {
-    jobs_pb2.INGRESS_FORMAT_CHAT_COMPLETIONS: completion_to_openai,
+
+def _response(request: chat_pb2.ChatCompletionRequest, completion: chat_pb2.ChatCompletion) -> Json:
+    # The router set the completion's id to the response id, and its created time to the turn's.
+    return response_object(request, completion.id, completion=completion)
+
+
+RESULT_RENDERERS: dict[int, Callable[[chat_pb2.ChatCompletionRequest, chat_pb2.ChatCompletion], Json]] = {
+    jobs_pb2.INGRESS_FORMAT_CHAT_COMPLETIONS: lambda _request, completion: completion_to_openai(completion),
+    jobs_pb2.INGRESS_FORMAT_RESPONSES: _response,
 }
 """Ingress format → how its synchronous call renders the canonical answer."""
 
@@ -64,8 +72,8 @@ def job_to_json(job: jobs_pb2.Job, render_error: Callable[[jobs_pb2.JobError], J
     if job.HasField("error"):
         body["error"] = render_error(job.error)["error"]
     if job.status == jobs_pb2.JOB_STATUS_SUCCEEDED and job.HasField("result"):
-        render = RESULT_RENDERERS.get(job.format, completion_to_openai)
-        body["result"] = render(job.result)
+        render = RESULT_RENDERERS.get(job.format, RESULT_RENDERERS[jobs_pb2.INGRESS_FORMAT_CHAT_COMPLETIONS])
+        body["result"] = render(job.request, job.result)
     if job.webhook.url:
         body["webhook"] = {"url": job.webhook.url}
     return body

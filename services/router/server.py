@@ -107,7 +107,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     conversations = Conversations(response_store_pb2_grpc.ResponseStoreServiceStub(metering_channel))
     servicer = RouterServicer(orchestrator, providers, metering_stub, conversations)
     # Async jobs are a role of every router: same orchestrator, same governance, a durable queue.
-    jobs = JobsRole(config, orchestrator, auth_stub, redis)
+    jobs = JobsRole(config, orchestrator, auth_stub, redis, conversations)
     server = GrpcServer(
         listen or addresses.router.listen,
         [

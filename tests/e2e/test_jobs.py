@@ -75,6 +75,36 @@ async def test_a_job_succeeds_with_the_sync_calls_body_and_is_listed(
     assert job["id"] in [j["id"] for j in listed.json()["data"]]
 
 
+async def test_a_responses_job_answers_a_stored_response_it_can_continue(
+    gateway: JobsSuite, client: httpx.AsyncClient
+) -> None:
+    headers = {"authorization": f"Bearer {gateway.key}"}
+    accepted = await submit(client, gateway.key, {"request": {"model": "mock:demo", "input": "Run async"}})
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["format"] == "responses"
+    done = await wait_for_status(client, gateway.key, accepted.json()["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done
+    result = done["result"]
+    # The synchronous route's shape: a `response` (valid per the spec), stored for the tenant.
+    assert result["object"] == "response" and result["id"].startswith("resp_") and result["status"] == "completed"
+    assert spec_errors("Response", result) == []
+    assert result["output"][0]["content"][0]["text"]
+    stored = await client.get(f"/v1/responses/{result['id']}", headers=headers)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["output"] == result["output"]
+    # A second job continues the first one's conversation, as previous_response_id does synchronously.
+    follow = {"model": "mock:demo", "input": "And then?", "previous_response_id": result["id"]}
+    second = await submit(client, gateway.key, {"request": follow})
+    finished = await wait_for_status(client, gateway.key, second.json()["id"], {"succeeded", "failed"})
+    assert finished["status"] == "succeeded", finished
+    assert finished["result"]["previous_response_id"] == result["id"]
+    # Another tenant's id is not found for a job either: it fails, naming the parameter.
+    foreign = {"model": "mock:demo", "input": "x", "previous_response_id": result["id"]}
+    theirs = await submit(client, gateway.other_key, {"request": foreign})
+    failed = await wait_for_status(client, gateway.other_key, theirs.json()["id"], {"succeeded", "failed"})
+    assert failed["status"] == "failed" and failed["error"]["param"] == "previous_response_id", failed
+
+
 async def test_list_is_newest_first_and_paginates(gateway: JobsSuite, client: httpx.AsyncClient) -> None:
     ids = []
     for _ in range(3):
@@ -157,7 +187,8 @@ async def test_refused_at_submit_answers_the_sync_error_and_queues_nothing(
 
 async def test_bad_submissions_name_their_param(gateway: JobsSuite, client: httpx.AsyncClient) -> None:
     cases = [
-        ({"request": {"model": "slow", "input": "hi"}}, "request.input"),
+        ({"request": {"model": "slow", "input": 5}}, "request.input"),
+        ({"request": {"model": "slow", "input": "hi", "stream": True}}, "request.stream"),
         ({"request": {"model": "slow"}}, "request"),
         ({"request": {**chat_body("slow"), "stream": True}}, "request.stream"),
         ({"request": {"model": "slow", "messages": "nope"}}, "request.messages"),

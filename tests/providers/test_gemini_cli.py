@@ -188,7 +188,10 @@ async def test_the_credential_seam_and_the_global_login_file(tmp_path: Path) -> 
     with pytest.raises(GatewayError) as missing:
         await cli.adapter.chat("gemini-2.5-pro", request("hi"))
     assert missing.value.reason == Reason.PROVIDER_NOT_CONFIGURED
-    assert "GEMINI_CLI_OAUTH_CREDS_FILE" in str(missing.value)
+    assert (
+        "/ui/gemini" in str(missing.value)
+        and missing.value.metadata["missing_variable"] == "GEMINI_CLI_OAUTH_CREDS_FILE"
+    )
 
     creds = tmp_path / "oauth_creds.json"
     creds.write_text(json.dumps({"access_token": "ya29.global", "refresh_token": "1//g", "expiry_date": 4102444800000}))

@@ -408,7 +408,14 @@ class GeminiCliAdapter:
         variable = self._config.oauth_creds_file_env
         path = self._env.get(variable)
         if not path:
-            raise not_configured(self.name, variable, "Google login (an oauth_creds.json), or a tenant credential")
+            # No operator login to fall back on: the caller's tenant has to log in, which is the
+            # caller's to fix (a 4xx), not the deployment's.
+            raise GatewayError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.PROVIDER_NOT_CONFIGURED,
+                f"No Google login for provider '{self.name}': log in at /ui/gemini to store one for your tenant.",
+                {"provider": self.name, "retryable": "false", "missing_variable": variable},
+            )
         try:
             return tokens_from_creds_file(await self._read_file(path))
         except (OSError, ValueError) as exc:

@@ -15,6 +15,7 @@ from gateway.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from gateway_common.config import GatewayConfig
 from gateway_common.grpc_server import ServiceRegistration
 from gateway_common.periodic import Periodic
+from services.router.conversations import Conversations
 from services.router.jobs.runner import OrchestratorRunner
 from services.router.jobs.servicer import JobServicer
 from services.router.jobs.store import JobStore
@@ -37,6 +38,7 @@ class JobsRole:
         orchestrator: Orchestrator,
         auth: auth_pb2_grpc.AuthServiceAsyncStub,
         redis: Redis | None,
+        conversations: Conversations | None = None,
     ) -> None:
         settings = config.router.jobs
         self.store: JobStore = (
@@ -45,7 +47,7 @@ class JobsRole:
             else SqliteJobStore(spool_path(settings.path))
         )
         self._webhooks = Webhooks(settings)
-        self.workers = Workers(self.store, OrchestratorRunner(orchestrator, auth), settings)
+        self.workers = Workers(self.store, OrchestratorRunner(orchestrator, auth, conversations), settings)
         self.servicer = JobServicer(orchestrator, self.store, self.workers, self._webhooks, settings)
         self.workers.set_notify(self.servicer.notify)
         self._purge = Periodic("jobs-purge", 3600.0, lambda: self._purge_old(settings.retention_s), run_at_start=True)

@@ -95,6 +95,11 @@ class AuthServiceStub:
                 request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableRequest.SerializeToString,
                 response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableResponse.FromString,
                 _registered_method=True)
+        self.GetPrincipal = channel.unary_unary(
+                '/llm_gateway._gen.gateway.auth.v1.AuthService/GetPrincipal',
+                request_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetPrincipalRequest.SerializeToString,
+                response_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetPrincipalResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -185,6 +190,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPrincipal(self, request, context):
+        """GetPrincipal resolves a key by its id (not the key) to its current principal, for work the key
+        submitted earlier (async jobs); PERMISSION_DENIED when the key was revoked or expired since.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +260,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetRouteTable,
                     request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableRequest.FromString,
                     response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableResponse.SerializeToString,
+            ),
+            'GetPrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrincipal,
+                    request_deserializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetPrincipalRequest.FromString,
+                    response_serializer=gateway_dot_auth_dot_v1_dot_auth__pb2.GetPrincipalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +592,33 @@ class AuthService:
             '/llm_gateway._gen.gateway.auth.v1.AuthService/GetRouteTable',
             gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableRequest.SerializeToString,
             gateway_dot_auth_dot_v1_dot_auth__pb2.GetRouteTableResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.auth.v1.AuthService/GetPrincipal',
+            gateway_dot_auth_dot_v1_dot_auth__pb2.GetPrincipalRequest.SerializeToString,
+            gateway_dot_auth_dot_v1_dot_auth__pb2.GetPrincipalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class AuthServiceStub:
     """DeleteRoute removes a route override. Needs an admin key."""
     GetRouteTable: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetRouteTableRequest, _auth_pb2.GetRouteTableResponse]
     """GetRouteTable returns every route override for a router's cache; internal (service identity, no key)."""
+    GetPrincipal: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetPrincipalRequest, _auth_pb2.GetPrincipalResponse]
+    """GetPrincipal resolves a key by its id (not the key) to its current principal, for work the key
+    submitted earlier (async jobs); PERMISSION_DENIED when the key was revoked or expired since.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -87,6 +91,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """DeleteRoute removes a route override. Needs an admin key."""
     GetRouteTable: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetRouteTableRequest, _auth_pb2.GetRouteTableResponse]  # type: ignore[assignment]
     """GetRouteTable returns every route override for a router's cache; internal (service identity, no key)."""
+    GetPrincipal: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetPrincipalRequest, _auth_pb2.GetPrincipalResponse]  # type: ignore[assignment]
+    """GetPrincipal resolves a key by its id (not the key) to its current principal, for work the key
+    submitted earlier (async jobs); PERMISSION_DENIED when the key was revoked or expired since.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService resolves API keys to principals and administers tenants and keys."""
@@ -186,5 +194,15 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetRouteTableResponse, _abc.Awaitable[_auth_pb2.GetRouteTableResponse]]:
         """GetRouteTable returns every route override for a router's cache; internal (service identity, no key)."""
+
+    @_abc_1.abstractmethod
+    def GetPrincipal(
+        self,
+        request: _auth_pb2.GetPrincipalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetPrincipalResponse, _abc.Awaitable[_auth_pb2.GetPrincipalResponse]]:
+        """GetPrincipal resolves a key by its id (not the key) to its current principal, for work the key
+        submitted earlier (async jobs); PERMISSION_DENIED when the key was revoked or expired since.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

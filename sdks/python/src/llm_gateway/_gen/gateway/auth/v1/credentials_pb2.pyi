@@ -652,3 +652,50 @@ class StoreRefreshedTokensResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StoreRefreshedTokensResponse: _TypeAlias = StoreRefreshedTokensResponse  # noqa: Y015
+
+@_typing.final
+class RewrapCredentialsRequest(_message.Message):
+    """RewrapCredentialsRequest asks for every data key to be re-wrapped under the current KEK."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewrapCredentialsRequest: _TypeAlias = RewrapCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class RewrapCredentialsResponse(_message.Message):
+    """RewrapCredentialsResponse says how far the re-wrap got."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEK_ID_FIELD_NUMBER: _builtins.int
+    REWRAPPED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    kek_id: _builtins.str
+    """The id of the current KEK, which now wraps the re-wrapped data keys."""
+    rewrapped: _builtins.int
+    """How many data keys this call re-wrapped."""
+    remaining: _builtins.int
+    """How many data keys another KEK still wraps (0: older KEKs may be removed)."""
+    def __init__(
+        self,
+        *,
+        kek_id: _builtins.str = ...,
+        rewrapped: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kek_id", b"kek_id", "remaining", b"remaining", "rewrapped", b"rewrapped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewrapCredentialsResponse: _TypeAlias = RewrapCredentialsResponse  # noqa: Y015

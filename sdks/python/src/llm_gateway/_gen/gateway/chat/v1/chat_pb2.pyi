@@ -366,6 +366,7 @@ class Message(_message.Message):
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
+    ITEM_REFERENCE_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who wrote the message."""
     text: _builtins.str
@@ -376,6 +377,11 @@ class Message(_message.Message):
     """For a tool message, the id of the tool call it answers."""
     refusal: _builtins.str
     """A refusal produced by the model instead of content."""
+    item_reference: _builtins.str
+    """The id of an item of a stored response that this message stands for (the Responses API's
+    "item_reference"); the router replaces the message with that item, for the caller's tenant
+    only, before admission. Empty for an ordinary message; providers never see one set.
+    """
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
         """The content when the client sent it as a list of parts."""
@@ -399,10 +405,11 @@ class Message(_message.Message):
         tool_call_id: _builtins.str = ...,
         refusal: _builtins.str | None = ...,
         extra: _struct_pb2.Struct | None = ...,
+        item_reference: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_refusal", b"_refusal", "_text", b"_text", "extra", b"extra", "name", b"name", "refusal", b"refusal", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_refusal", b"_refusal", "_text", b"_text", "extra", b"extra", "name", b"name", "parts", b"parts", "refusal", b"refusal", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "_refusal", b"_refusal", "_text", b"_text", "extra", b"extra", "item_reference", b"item_reference", "name", b"name", "parts", b"parts", "refusal", b"refusal", "role", b"role", "text", b"text", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
     _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
@@ -720,6 +727,7 @@ class ChatCompletionRequest(_message.Message):
     STREAM_OPTIONS_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     GATEWAY_FIELD_NUMBER: _builtins.int
+    CONVERSATION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model: "provider:model", an alias, or empty for the configured default."""
     temperature: _builtins.float
@@ -774,6 +782,13 @@ class ChatCompletionRequest(_message.Message):
     def gateway(self) -> Global___GatewayOptions:
         """The gateway's own options."""
 
+    @_builtins.property
+    def conversation(self) -> Global___ConversationOptions:
+        """Set for a request that came in through the Responses API (or another ingress with stored,
+        continuable conversations): the router then assigns the response id, continues the
+        conversation it names and stores the answer. Unset for a stateless chat completion.
+        """
+
     def __init__(
         self,
         *,
@@ -796,10 +811,11 @@ class ChatCompletionRequest(_message.Message):
         stream_options: Global___StreamOptions | None = ...,
         extra: _struct_pb2.Struct | None = ...,
         gateway: Global___GatewayOptions | None = ...,
+        conversation: Global___ConversationOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "extra", b"extra", "frequency_penalty", b"frequency_penalty", "gateway", b"gateway", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "conversation", b"conversation", "extra", b"extra", "frequency_penalty", b"frequency_penalty", "gateway", b"gateway", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "extra", b"extra", "frequency_penalty", b"frequency_penalty", "gateway", b"gateway", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "conversation", b"conversation", "extra", b"extra", "frequency_penalty", b"frequency_penalty", "gateway", b"gateway", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -839,6 +855,65 @@ class ChatCompletionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___ChatCompletionRequest: _TypeAlias = ChatCompletionRequest  # noqa: Y015
+
+@_typing.final
+class ConversationOptions(_message.Message):
+    """ConversationOptions are the stateful part of a Responses API request, which the router (not
+    the edge) acts on, because stored responses belong to the caller's tenant.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    store: _builtins.bool
+    """Whether the router stores the request and its answer (after a completed answer), so that
+    GetResponse finds it and a later request can continue from it.
+    """
+    previous_response_id: _builtins.str
+    """The stored response this request continues: its conversation (input and output) comes before
+    this request's messages, and counts toward limits. Empty for a new conversation. A response
+    that is absent, deleted or another tenant's is NOT_FOUND.
+    """
+    instructions: _builtins.str
+    """The instructions (a leading system message) of this request only; never carried over from the
+    previous response.
+    """
+    response_id: _builtins.str
+    """The response's id ("resp_…"), set by the router on the stored copy of the request; clients
+    leave it empty.
+    """
+    created_at: _builtins.int
+    """When the response was created, in Unix seconds, set by the router on the stored copy."""
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """Free-form key/value pairs the client attached, echoed in the response and stored with it;
+        not sent upstream.
+        """
+
+    def __init__(
+        self,
+        *,
+        store: _builtins.bool = ...,
+        previous_response_id: _builtins.str = ...,
+        instructions: _builtins.str | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+        response_id: _builtins.str = ...,
+        created_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_instructions", b"_instructions", "instructions", b"instructions", "metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_instructions", b"_instructions", "created_at", b"created_at", "instructions", b"instructions", "metadata", b"metadata", "previous_response_id", b"previous_response_id", "response_id", b"response_id", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__instructions: _TypeAlias = _typing.Literal["instructions"]  # noqa: Y015
+    _WhichOneofArgType__instructions: _TypeAlias = _typing.Literal["_instructions", b"_instructions"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__instructions) -> _WhichOneofReturnType__instructions | None: ...
+
+Global___ConversationOptions: _TypeAlias = ConversationOptions  # noqa: Y015
 
 @_typing.final
 class PromptTokensDetails(_message.Message):

@@ -113,6 +113,7 @@ class UsageEvent(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     CONTINUATIONS_FIELD_NUMBER: _builtins.int
     CONTINUED_FROM_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The client's request id (x-request-id), kept for correlation only: many events may share it."""
     tenant_id: _builtins.str
@@ -155,6 +156,10 @@ class UsageEvent(_message.Message):
     """Where each continuation started, "; "-separated: the deployment that broke
     ("provider:model") and the characters of the answer the client had ("openai:gpt-4o@312").
     """
+    credential_id: _builtins.str
+    """The tenant's own upstream credential that served the request ("cred_…"); empty when the
+    provider's global credential did.
+    """
     @_builtins.property
     def latency(self) -> _duration_pb2.Duration:
         """Time from receiving the request to its end."""
@@ -196,10 +201,11 @@ class UsageEvent(_message.Message):
         event_id: _builtins.str = ...,
         continuations: _builtins.int = ...,
         continued_from: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "prompt_log", b"prompt_log", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion_tokens", b"completion_tokens", "continuations", b"continuations", "continued_from", b"continued_from", "cost_micro_usd", b"cost_micro_usd", "error_code", b"error_code", "event_id", b"event_id", "key_id", b"key_id", "latency", b"latency", "model", b"model", "operation", b"operation", "outcome", b"outcome", "prompt_log", b"prompt_log", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "streamed", b"streamed", "tenant_id", b"tenant_id", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk", "upstream_model", b"upstream_model", "usage_estimated", b"usage_estimated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion_tokens", b"completion_tokens", "continuations", b"continuations", "continued_from", b"continued_from", "cost_micro_usd", b"cost_micro_usd", "credential_id", b"credential_id", "error_code", b"error_code", "event_id", b"event_id", "key_id", b"key_id", "latency", b"latency", "model", b"model", "operation", b"operation", "outcome", b"outcome", "prompt_log", b"prompt_log", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "request_id", b"request_id", "streamed", b"streamed", "tenant_id", b"tenant_id", "time", b"time", "time_to_first_chunk", b"time_to_first_chunk", "upstream_model", b"upstream_model", "usage_estimated", b"usage_estimated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TokenCountMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenCountMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenCountMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_COUNT_METHOD_UNSPECIFIED: _TokenCountMethod.ValueType  # 0
+    """Not given."""
+    TOKEN_COUNT_METHOD_CEILING: _TokenCountMethod.ValueType  # 1
+    """A ceiling no provider's tokenizer exceeds: one token per UTF-8 byte of text plus fixed
+    per-message, per-tool and per-image overheads (the count admission reserves).
+    """
+
+class TokenCountMethod(_TokenCountMethod, metaclass=_TokenCountMethodEnumTypeWrapper):
+    """TokenCountMethod says how a token count was obtained."""
+
+TOKEN_COUNT_METHOD_UNSPECIFIED: TokenCountMethod.ValueType  # 0
+"""Not given."""
+TOKEN_COUNT_METHOD_CEILING: TokenCountMethod.ValueType  # 1
+"""A ceiling no provider's tokenizer exceeds: one token per UTF-8 byte of text plus fixed
+per-message, per-tool and per-image overheads (the count admission reserves).
+"""
+Global___TokenCountMethod: _TypeAlias = TokenCountMethod  # noqa: Y015
 
 @_typing.final
 class ChatRequest(_message.Message):
@@ -763,3 +788,264 @@ class GetPromptLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPromptLogResponse: _TypeAlias = GetPromptLogResponse  # noqa: Y015
+
+@_typing.final
+class CountTokensRequest(_message.Message):
+    """CountTokensRequest names the request whose prompt is counted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def completion(self) -> _chat_pb2.ChatCompletionRequest:
+        """The canonical request; its model must be one the caller may use."""
+
+    def __init__(
+        self,
+        *,
+        completion: _chat_pb2.ChatCompletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensRequest: _TypeAlias = CountTokensRequest  # noqa: Y015
+
+@_typing.final
+class CountTokensResponse(_message.Message):
+    """CountTokensResponse is the count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    """Prompt tokens of the request, by `method`."""
+    method: Global___TokenCountMethod.ValueType
+    """How `input_tokens` was computed."""
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        method: Global___TokenCountMethod.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensResponse: _TypeAlias = CountTokensResponse  # noqa: Y015
+
+@_typing.final
+class StoredConversation(_message.Message):
+    """StoredConversation is what the router stores for one response (metering's StoredResponse.response
+    payload): enough to render the response again and to continue the conversation from it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    INPUT_START_FIELD_NUMBER: _builtins.int
+    COMPLETION_FIELD_NUMBER: _builtins.int
+    input_start: _builtins.int
+    """The index in request.messages of this request's own first input message."""
+    @_builtins.property
+    def request(self) -> _chat_pb2.ChatCompletionRequest:
+        """The canonical request as it ran, without its instructions message: its messages are the whole
+        conversation before the answer (the previous responses' input and output, then this request's
+        own input). Its conversation options carry the response id, instructions and metadata.
+        """
+
+    @_builtins.property
+    def completion(self) -> _chat_pb2.ChatCompletion:
+        """The canonical answer (its id is the response id)."""
+
+    def __init__(
+        self,
+        *,
+        request: _chat_pb2.ChatCompletionRequest | None = ...,
+        input_start: _builtins.int = ...,
+        completion: _chat_pb2.ChatCompletion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "input_start", b"input_start", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredConversation: _TypeAlias = StoredConversation  # noqa: Y015
+
+@_typing.final
+class StoredInputItems(_message.Message):
+    """StoredInputItems is the input of one stored response (metering's StoredResponse.input_items payload)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]:
+        """This request's own input messages, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[_chat_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredInputItems: _TypeAlias = StoredInputItems  # noqa: Y015
+
+@_typing.final
+class GetResponseRequest(_message.Message):
+    """GetResponseRequest names a stored response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response's id ("resp_…")."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResponseRequest: _TypeAlias = GetResponseRequest  # noqa: Y015
+
+@_typing.final
+class GetResponseResponse(_message.Message):
+    """GetResponseResponse carries a stored response as canonical data, which the edge renders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    COMPLETION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> _chat_pb2.ChatCompletionRequest:
+        """The request that produced it; its conversation options carry the id, instructions and metadata."""
+
+    @_builtins.property
+    def completion(self) -> _chat_pb2.ChatCompletion:
+        """The answer."""
+
+    def __init__(
+        self,
+        *,
+        request: _chat_pb2.ChatCompletionRequest | None = ...,
+        completion: _chat_pb2.ChatCompletion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResponseResponse: _TypeAlias = GetResponseResponse  # noqa: Y015
+
+@_typing.final
+class DeleteResponseRequest(_message.Message):
+    """DeleteResponseRequest names a stored response to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response's id."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResponseRequest: _TypeAlias = DeleteResponseRequest  # noqa: Y015
+
+@_typing.final
+class DeleteResponseResponse(_message.Message):
+    """DeleteResponseResponse acknowledges a deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The deleted response's id."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResponseResponse: _TypeAlias = DeleteResponseResponse  # noqa: Y015
+
+@_typing.final
+class ListResponseInputItemsRequest(_message.Message):
+    """ListResponseInputItemsRequest names the stored response whose input to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response's id."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResponseInputItemsRequest: _TypeAlias = ListResponseInputItemsRequest  # noqa: Y015
+
+@_typing.final
+class ListResponseInputItemsResponse(_message.Message):
+    """ListResponseInputItemsResponse holds the input of a stored response; the edge renders it as
+    items (with ids derived from the response id and position) and pages them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response's id."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.Message]:
+        """The response's own input messages, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        messages: _abc.Iterable[_chat_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResponseInputItemsResponse: _TypeAlias = ListResponseInputItemsResponse  # noqa: Y015

@@ -71,6 +71,26 @@ class RouterServiceStub:
                 request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.SerializeToString,
                 response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/llm_gateway._gen.gateway.router.v1.RouterService/CountTokens',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/llm_gateway._gen.gateway.router.v1.RouterService/GetResponse',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseResponse.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/llm_gateway._gen.gateway.router.v1.RouterService/DeleteResponse',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
+        self.ListResponseInputItems = channel.unary_unary(
+                '/llm_gateway._gen.gateway.router.v1.RouterService/ListResponseInputItems',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -131,6 +151,37 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+        its model, as admission would: it uses no quota, reaches no provider and records no usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResponse(self, request, context):
+        """GetResponse returns a stored Responses API response of the caller's tenant; NOT_FOUND when it
+        is absent, deleted or another tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """DeleteResponse deletes a stored response of the caller's tenant; NOT_FOUND as GetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResponseInputItems(self, request, context):
+        """ListResponseInputItems returns the input messages of a stored response of the caller's tenant,
+        oldest first; NOT_FOUND as GetResponse.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +219,26 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.GetPromptLog,
                     request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.FromString,
                     response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetResponseResponse.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseResponse.SerializeToString,
+            ),
+            'ListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResponseInputItems,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +432,114 @@ class RouterService:
             '/llm_gateway._gen.gateway.router.v1.RouterService/GetPromptLog',
             gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.SerializeToString,
             gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.router.v1.RouterService/CountTokens',
+            gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.router.v1.RouterService/GetResponse',
+            gateway_dot_router_dot_v1_dot_router__pb2.GetResponseRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.GetResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.router.v1.RouterService/DeleteResponse',
+            gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.DeleteResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.router.v1.RouterService/ListResponseInputItems',
+            gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.ListResponseInputItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

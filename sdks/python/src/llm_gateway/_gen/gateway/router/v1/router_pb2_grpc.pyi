@@ -57,6 +57,20 @@ class RouterServiceStub:
     """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
     Needs the "usage:read" scope.
     """
+    CountTokens: _grpc.UnaryUnaryMultiCallable[_router_pb2.CountTokensRequest, _router_pb2.CountTokensResponse]
+    """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+    its model, as admission would: it uses no quota, reaches no provider and records no usage.
+    """
+    GetResponse: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetResponseRequest, _router_pb2.GetResponseResponse]
+    """GetResponse returns a stored Responses API response of the caller's tenant; NOT_FOUND when it
+    is absent, deleted or another tenant's.
+    """
+    DeleteResponse: _grpc.UnaryUnaryMultiCallable[_router_pb2.DeleteResponseRequest, _router_pb2.DeleteResponseResponse]
+    """DeleteResponse deletes a stored response of the caller's tenant; NOT_FOUND as GetResponse."""
+    ListResponseInputItems: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListResponseInputItemsRequest, _router_pb2.ListResponseInputItemsResponse]
+    """ListResponseInputItems returns the input messages of a stored response of the caller's tenant,
+    oldest first; NOT_FOUND as GetResponse.
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -86,6 +100,20 @@ class RouterServiceAsyncStub(RouterServiceStub):
     GetPromptLog: _aio.UnaryUnaryMultiCallable[_router_pb2.GetPromptLogRequest, _router_pb2.GetPromptLogResponse]  # type: ignore[assignment]
     """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
     Needs the "usage:read" scope.
+    """
+    CountTokens: _aio.UnaryUnaryMultiCallable[_router_pb2.CountTokensRequest, _router_pb2.CountTokensResponse]  # type: ignore[assignment]
+    """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+    its model, as admission would: it uses no quota, reaches no provider and records no usage.
+    """
+    GetResponse: _aio.UnaryUnaryMultiCallable[_router_pb2.GetResponseRequest, _router_pb2.GetResponseResponse]  # type: ignore[assignment]
+    """GetResponse returns a stored Responses API response of the caller's tenant; NOT_FOUND when it
+    is absent, deleted or another tenant's.
+    """
+    DeleteResponse: _aio.UnaryUnaryMultiCallable[_router_pb2.DeleteResponseRequest, _router_pb2.DeleteResponseResponse]  # type: ignore[assignment]
+    """DeleteResponse deletes a stored response of the caller's tenant; NOT_FOUND as GetResponse."""
+    ListResponseInputItems: _aio.UnaryUnaryMultiCallable[_router_pb2.ListResponseInputItemsRequest, _router_pb2.ListResponseInputItemsResponse]  # type: ignore[assignment]
+    """ListResponseInputItems returns the input messages of a stored response of the caller's tenant,
+    oldest first; NOT_FOUND as GetResponse.
     """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -155,6 +183,44 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_pb2.GetPromptLogResponse, _abc.Awaitable[_router_pb2.GetPromptLogResponse]]:
         """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
         Needs the "usage:read" scope.
+        """
+
+    @_abc_1.abstractmethod
+    def CountTokens(
+        self,
+        request: _router_pb2.CountTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.CountTokensResponse, _abc.Awaitable[_router_pb2.CountTokensResponse]]:
+        """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+        its model, as admission would: it uses no quota, reaches no provider and records no usage.
+        """
+
+    @_abc_1.abstractmethod
+    def GetResponse(
+        self,
+        request: _router_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.GetResponseResponse, _abc.Awaitable[_router_pb2.GetResponseResponse]]:
+        """GetResponse returns a stored Responses API response of the caller's tenant; NOT_FOUND when it
+        is absent, deleted or another tenant's.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteResponse(
+        self,
+        request: _router_pb2.DeleteResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.DeleteResponseResponse, _abc.Awaitable[_router_pb2.DeleteResponseResponse]]:
+        """DeleteResponse deletes a stored response of the caller's tenant; NOT_FOUND as GetResponse."""
+
+    @_abc_1.abstractmethod
+    def ListResponseInputItems(
+        self,
+        request: _router_pb2.ListResponseInputItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.ListResponseInputItemsResponse, _abc.Awaitable[_router_pb2.ListResponseInputItemsResponse]]:
+        """ListResponseInputItems returns the input messages of a stored response of the caller's tenant,
+        oldest first; NOT_FOUND as GetResponse.
         """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
