@@ -294,12 +294,27 @@ def _run_group(connection: sqlite3.Connection, group: list[tuple[_Operation, con
                     connection.execute("ROLLBACK")
                 WRITE_ERRORS.inc()
                 log.error("usage spool write failed: %s", exc)
-                future.set_exception(exc)
+                _settle(future, exception=exc)
             else:
-                future.set_result(result)
+                _settle(future, result)
         return
     for (_, future), result in zip(group, results, strict=True):
-        future.set_result(result)
+        _settle(future, result)
+
+
+def _settle(future: concurrent.futures.Future[Any], result: Any = None, exception: BaseException | None = None) -> None:
+    """Hand the outcome to whoever waits. A waiter that was cancelled (a client left mid-write)
+    cancelled its future, but the write itself is done: setting that future would raise in, and
+    end, the writer thread, and with it every later write of this process."""
+    if future.cancelled():
+        return
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled between the check and the set
 
 
 def _upsert(event_id: str, state: int, payload: bytes, *, overwrite: bool) -> _Operation:
