@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 
@@ -37,6 +37,13 @@ class Candidate:
     model: str
     # Not part of the identity: the same deployment is the same route whatever alias priced it.
     price: Price = field(default=UNPRICED, compare=False)
+    stands_in_for: str = field(default="", compare=False)
+    """In mock mode, the provider the mock answers for: routing constraints and policies name it."""
+
+    @property
+    def routed_provider(self) -> str:
+        """The provider allowlists, denylists and ``allow_providers`` judge this deployment by."""
+        return self.stands_in_for or self.provider
 
     @property
     def id(self) -> str:
@@ -136,9 +143,13 @@ class Planner:
             resolved = self._resolve(name, strategy)
         except GatewayError:
             resolved = Plan(name, (), strategy or "ordered")
-        upstreams = [c.model for c in resolved.candidates] or [name]
-        # Mock mode stands in for every upstream: the same model names, answered by the mock, for free.
-        mocks = tuple(self._candidate("mock", model) for model in dict.fromkeys(upstreams))
+        upstreams = [(c.provider, c.model) for c in resolved.candidates] or [("", name)]
+        # Mock mode stands in for every upstream: the same model names, answered by the mock, for
+        # free, each still the provider it stands in for, so constraints and policies read the same.
+        mocks = tuple(
+            replace(self._candidate("mock", model), stands_in_for=provider)
+            for provider, model in dict.fromkeys(upstreams)
+        )
         return Plan(name, mocks, resolved.strategy)
 
     def _candidate(self, provider: str, model: str) -> Candidate:

@@ -37,7 +37,7 @@ def allowed_candidates(principal: auth_pb2.Principal, plan: Plan) -> tuple[Candi
         for c in plan.candidates
         if (alias_allowed or matches_any(allow, c.id))
         and not matches_any(deny_models, plan.model, c.id)
-        and c.provider not in deny_providers
+        and c.routed_provider not in deny_providers
     )
     if not kept:
         raise GatewayError(

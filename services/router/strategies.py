@@ -142,7 +142,7 @@ def allow_only(candidates: Sequence[Candidate], providers: Sequence[str], model:
     if not providers:
         return tuple(candidates)
     wanted = set(providers)
-    kept = tuple(c for c in candidates if c.provider in wanted)
+    kept = tuple(c for c in candidates if c.routed_provider in wanted)
     if not kept:
         raise invalid_argument(
             f"None of the providers in allow_providers ({', '.join(providers)}) can serve the model "

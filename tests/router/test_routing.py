@@ -15,6 +15,7 @@ from gateway_common.config import ConfigError, GatewayConfig, load_config
 from gateway_common.errors import GatewayError, Reason
 from services.router.planner import Candidate, Planner, RouteOverride
 from services.router.routes import RouteTable
+from services.router.strategies import allow_only
 
 CONFIG = GatewayConfig.model_validate(
     {
@@ -102,6 +103,13 @@ def test_mock_mode_serves_every_model_from_the_mock() -> None:
     assert _ids(planner, "default-chat") == ["mock:claude-haiku"]
     assert _ids(planner, "anthropic:claude-x") == ["mock:claude-x"]
     assert _ids(planner, "anything-at-all") == ["mock:anything-at-all"]
+    # Each mock still stands in for the provider it replaces: constraints and policies name that one.
+    assert [c.routed_provider for c in planner.plan("claude-3.5-sonnet").candidates] == ["anthropic"]
+    assert [c.routed_provider for c in planner.plan("anything-at-all").candidates] == ["mock"]
+    (kept,) = allow_only(planner.plan("claude-3.5-sonnet").candidates, ["anthropic"], "claude-3.5-sonnet")
+    assert kept.provider == "mock"
+    with pytest.raises(GatewayError):
+        allow_only(planner.plan("gpt-4.1").candidates, ["anthropic"], "gpt-4.1")
     with pytest.raises(ConfigError) as info:
         load_config(env={"MOCK_MODE": "maybe"})
     assert "routing.mock_mode" in str(info.value)

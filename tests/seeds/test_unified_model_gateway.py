@@ -6,8 +6,8 @@ run with ``MOCK_MODE=true``": here both, so every model it names (``gpt-4.1``,
 key is one of its own format (``sk_test_`` + 32 hex digits), configured through
 ``GATEWAY_TENANT_KEYS``. Examples #5 (``GET /v1/models``), #6 (``GET /v1/usage?from&to``) and #7
 (``POST /v1/chat.completions``) run with only host, port and key substituted; #1-4 and #8-10
-(``/v1/responses``, ``/v1/jobs``) belong to the next issue. Its routing constraints exist on chat
-completions under the ``gateway`` extension, and are checked there.
+(``/v1/responses``, ``/v1/jobs``) are in test_unified_model_gateway_responses. Its routing
+constraints also exist on chat completions under the ``gateway`` extension, and are checked here.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Unified Model Gateway's README, its Responses API curl examples (#1, #2, #8, #9, #10), verbatim but
-for host, port and key, against the real processes started with ``MOCK_MODE=true`` (the fixture of
-test_unified_model_gateway). Examples #3 and #4 (``/v1/jobs``) are the jobs tests'."""
+"""Unified Model Gateway's README, its Responses API and jobs curl examples (#1-4, #8-10), verbatim but
+for host, port, key and job id, against the real processes started with ``MOCK_MODE=true`` (the
+fixture of test_unified_model_gateway, which covers #5-7)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ EXAMPLE_9 = (
     '{"model":"claude-3.5-sonnet","input":{"prompt":"Only anthropic"},'
     '"constraints":{"routing":{"strategy":"reliability","allow_providers":["anthropic"]}}}'
 )
+EXAMPLE_3 = '{"request":{"model":"gpt-4.1","input":{"prompt":"Run async"}}}'
 EXAMPLE_10 = '{"model":"gpt-4.1","input":{"prompt":"Budget"},"constraints":{"budget":{"max_cost_usd":0.01}}}'
 
 
@@ -60,14 +62,36 @@ def test_examples_8_and_10_carry_their_constraints_to_the_router(running: Runnin
     assert errors("Response", budget.json()) == []
 
 
-def test_example_9_reaches_the_planner_which_under_mock_mode_has_no_anthropic(running: Running) -> None:
-    # Under MOCK_MODE every model is served by the mock, so the planner (issue 8's rule, applied
-    # exactly as on chat completions) finds no deployment among allow_providers=["anthropic"] and
-    # says so, naming the constraint: it reached the router. The same body routes to Anthropic
-    # when MOCK_MODE is off and an Anthropic key is configured.
+def test_example_9_reliability_with_a_provider_allowlist_is_served(running: Running) -> None:
+    # Under MOCK_MODE the mock answers for Anthropic (claude- routes there), and the allowlist
+    # judges it as the provider it stands in for, exactly as it would judge Anthropic itself.
     response = _post(running, "/v1/responses", EXAMPLE_9)
-    assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == "gateway.constraints.routing.allow_providers"
-    without = _post(running, "/v1/responses", EXAMPLE_9.replace('"anthropic"]', '"anthropic","mock"]'))
-    assert without.status_code == 200, without.text
-    assert "strategy=reliability" in without.headers["x-gateway-route"]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "response" and body["status"] == "completed" and body["output_text"]
+    assert "strategy=reliability" in response.headers["x-gateway-route"]
+    # The allowlist still narrows: a provider that cannot serve the model is refused, naming it.
+    refused = _post(running, "/v1/responses", EXAMPLE_9.replace('"anthropic"]', '"openai"]'))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "gateway.constraints.routing.allow_providers"
+
+
+def test_examples_3_and_4_a_job_is_created_then_its_status_read(running: Running) -> None:
+    created = _post(running, "/v1/jobs", EXAMPLE_3)
+    assert created.status_code == 200, created.text
+    job = created.json()
+    assert job["id"].startswith("job_") and job["status"] in {"queued", "running", "succeeded"}
+    # Example 4: GET /v1/jobs/<JOB_ID> with the one header, until the job has run.
+    deadline = time.monotonic() + 30
+    while True:
+        status = httpx.get(
+            f"{running.suite.edge_url}/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        )
+        assert status.status_code == 200, status.text
+        body = status.json()
+        if body["status"] not in {"queued", "running"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert body["status"] == "succeeded", body
+    # Its result is what example 1's synchronous call answers: a Responses API response.
+    assert errors("Response", body["result"]) == [] and body["result"]["output_text"]
