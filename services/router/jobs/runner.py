@@ -2,8 +2,8 @@
 
 A Responses API request runs as a turn of :class:`~services.router.conversations.Conversations`,
 exactly as on the synchronous route. The submitter's key is never stored: the job keeps the key's
-id, and each run asks auth for that key's principal as it is now, so a key revoked (or re-limited) since the submit is honoured. The
-job id is the request id, so the job's ledger rows are found by it.
+id, and each run asks auth for that key's principal as it is now, so a key revoked (or re-limited)
+since the submit is honoured. The job id is the request id, so the job's ledger rows are found by it.
 """
 
 from __future__ import annotations
