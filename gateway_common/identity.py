@@ -26,6 +26,7 @@ _PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 
 ROUTER, EDGE, CLI, RATELIMIT = "router", "edge", "cli", "ratelimit"
 PROVIDERS = "providers"
+AUTH = "auth"
 
 _AUTH_ADMIN = (
     "CreateTenant",
@@ -73,7 +74,7 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "SettleCredential": frozenset({PROVIDERS}),
         "ReportCredentialFailure": frozenset({PROVIDERS}),
         # The admin view of credentials (auth's ListCredentials, the CLI) shows cooldowns and usage.
-        "GetCredentialStates": frozenset({PROVIDERS, CLI, EDGE}),
+        "GetCredentialStates": frozenset({PROVIDERS, CLI, EDGE, AUTH}),
     },
     "gateway.providers.v1.ProviderService": {
         "Chat": frozenset({ROUTER}),

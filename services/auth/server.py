@@ -7,7 +7,8 @@ Start (``on_ready``), before health reports SERVING:
 3. every KEK id the stored credentials name must be configured and open one of its rows, else the
    service stops with a message saying which KEK is missing or wrong (it never serves credentials
    it cannot read); data keys an older KEK wraps are then re-wrapped in the background.
-Stop (``on_stop``), after the server drained: the re-wrap is cancelled, the engine's connections closed.
+Stop (``on_stop``), after the server drained: the re-wrap is cancelled, the engine's connections
+closed, the channel to ratelimit (credential states for listings) closed.
 """
 
 from __future__ import annotations
@@ -23,15 +24,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.auth.v1 import auth_pb2_grpc, credentials_pb2_grpc
+from gateway.ratelimit.v1 import ratelimit_pb2_grpc
 from gateway_common.config import ConfigError, GatewayConfig, effective_providers
 from gateway_common.db import async_database_url
+from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
 from gateway_common.redaction import install_log_redaction
+from gateway_common.tls import client_credentials
 
 from .accounts import Accounts, Clock, utc_now
 from .bootstrap import bootstrap
 from .credentials.domain import Credentials
 from .credentials.keyring import load_keyring
+from .credentials.runtime import RateLimitRuntime
 from .credentials.servicer import SERVICE_NAME as CREDENTIALS_SERVICE_NAME
 from .credentials.servicer import CredentialServicer
 from .credentials.store import SqlCredentialStore
@@ -89,13 +94,19 @@ def build(
     settings = config.auth.credentials
     keyring = load_keyring(Path(settings.kek_file).resolve())
     credentials = Credentials(SqlCredentialStore(engine), keyring, clock, settings.cache_ttl_s)
+    # Listings show each credential's cooldown and window usage, which ratelimit keeps; the channel
+    # connects lazily, and an outage there only leaves those fields unset.
+    ratelimit_channel = open_channel(
+        config.services.ratelimit.address, credentials=client_credentials(config.tls, "auth")
+    )
+    runtime = RateLimitRuntime(ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel))
     server = GrpcServer(
         listen or config.services.auth.listen,
         [
             ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, SERVICE_NAME),
             ServiceRegistration(
                 credentials_pb2_grpc.add_CredentialServiceServicer_to_server,
-                CredentialServicer(accounts, credentials),
+                CredentialServicer(accounts, credentials, runtime=runtime),
                 CREDENTIALS_SERVICE_NAME,
             ),
         ],
@@ -129,5 +140,6 @@ def build(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await engine.dispose()
+        await ratelimit_channel.close(None)
 
     return ServiceApp("auth", server, on_ready=on_ready, on_stop=on_stop)
