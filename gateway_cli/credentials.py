@@ -188,6 +188,14 @@ def credential_usage(credential: credentials_pb2.Credential) -> str:
     return ", ".join(f"{w.used}/{describe_quota(w.quota)}" for w in credential.window_usage) or "-"
 
 
+def month_usage(credential: credentials_pb2.Credential) -> str:
+    """What it served this month (``12 req, 3400 tok``), from the ledger; ``-`` when unknown."""
+    if not credential.HasField("month_usage"):
+        return "-"
+    usage = credential.month_usage
+    return f"{usage.requests} req, {usage.prompt_tokens + usage.completion_tokens} tok"
+
+
 def format_credentials(credentials: Sequence[credentials_pb2.Credential]) -> str:
     """Credentials as a table; the secret only as its last four characters."""
     rows = [
@@ -200,6 +208,7 @@ def format_credentials(credentials: Sequence[credentials_pb2.Credential]) -> str
             "PRIORITY",
             "LIMITS",
             "USED",
+            "THIS_MONTH",
             "SECRET",
             "EXPIRES",
             "STATE",
@@ -216,6 +225,7 @@ def format_credentials(credentials: Sequence[credentials_pb2.Credential]) -> str
                 str(c.priority),
                 ", ".join(describe_quota(q) for q in c.limits) or "-",
                 credential_usage(c),
+                month_usage(c),
                 "…" + c.secret_last_four,
                 _time(c.expires_at) if c.HasField("expires_at") else "-",
                 credential_state(c),

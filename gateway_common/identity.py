@@ -84,8 +84,9 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
     },
     "gateway.metering.v1.MeteringService": {
         "RecordEvents": frozenset({ROUTER}),
-        # ratelimit reads the ledger to rebuild counters Redis lost; the CLI reads across tenants.
-        "QueryUsage": frozenset({ROUTER, RATELIMIT, CLI}),
+        # ratelimit reads the ledger to rebuild counters Redis lost; the CLI reads across tenants;
+        # auth shows a tenant's credentials' usage in their listing.
+        "QueryUsage": frozenset({ROUTER, RATELIMIT, CLI, AUTH}),
         "SumUsageByDescriptor": frozenset({RATELIMIT}),
         # Always for a named tenant (metering refuses others): the router passes the principal's.
         "QueryPromptLog": frozenset({ROUTER}),

@@ -39,6 +39,12 @@ RuntimeLookup = Callable[[Sequence[credentials_pb2.Credential]], Awaitable[Mappi
 :class:`services.auth.credentials.runtime.RateLimitRuntime`, which ``server.py`` wires); a
 credential it says nothing of is shown without them."""
 
+LedgerLookup = Callable[
+    [Sequence[credentials_pb2.Credential]], Awaitable[Mapping[str, credentials_pb2.CredentialLedgerUsage]]
+]
+"""Each listed credential's totals this month, from the usage ledger (see
+:class:`services.auth.credentials.ledger_usage.MeteringMonthUsage`); absent ones are shown without."""
+
 
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     """Translates CredentialService calls to :class:`Credentials`."""
@@ -49,11 +55,13 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         credentials: Credentials,
         cooldowns: CooldownLookup | None = None,
         runtime: RuntimeLookup | None = None,
+        ledger: LedgerLookup | None = None,
     ) -> None:
         self._accounts = accounts
         self._credentials = credentials
         self._cooldowns = cooldowns
         self._runtime = runtime
+        self._ledger = ledger
 
     async def _caller(self, context: Context) -> Principal:
         return await self._accounts.authenticate(bearer_key(context))
@@ -95,6 +103,11 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
                 if state.cooldown_until is not None:
                     message.cooldown_until.FromDatetime(state.cooldown_until)
                 message.window_usage.extend(state.window_usage)
+        if self._ledger is not None and messages:
+            totals = await self._ledger(messages)
+            for message in messages:
+                if message.credential_id in totals:
+                    message.month_usage.CopyFrom(totals[message.credential_id])
         return credentials_pb2.ListCredentialsResponse(credentials=messages)
 
     async def UpdateCredential(

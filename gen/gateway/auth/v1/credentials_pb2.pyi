@@ -170,6 +170,7 @@ class Credential(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ROTATED_AT_FIELD_NUMBER: _builtins.int
     WINDOW_USAGE_FIELD_NUMBER: _builtins.int
+    MONTH_USAGE_FIELD_NUMBER: _builtins.int
     credential_id: _builtins.str
     """The credential's id ("cred_…")."""
     tenant_id: _builtins.str
@@ -212,6 +213,12 @@ class Credential(_message.Message):
         the order of `limits`; empty when it has no quotas or the rate limit service did not answer.
         """
 
+    @_builtins.property
+    def month_usage(self) -> Global___CredentialLedgerUsage:
+        """What it served since the start of the current calendar month (UTC), from the usage ledger;
+        unset when the metering service did not answer.
+        """
+
     def __init__(
         self,
         *,
@@ -229,14 +236,55 @@ class Credential(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         rotated_at: _timestamp_pb2.Timestamp | None = ...,
         window_usage: _abc.Iterable[Global___CredentialWindowUsage] | None = ...,
+        month_usage: Global___CredentialLedgerUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "expires_at", b"expires_at", "rotated_at", b"rotated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "expires_at", b"expires_at", "month_usage", b"month_usage", "rotated_at", b"rotated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "credential_id", b"credential_id", "expires_at", b"expires_at", "kind", b"kind", "limits", b"limits", "name", b"name", "priority", b"priority", "provider", b"provider", "rotated_at", b"rotated_at", "secret_last_four", b"secret_last_four", "state", b"state", "tenant_id", b"tenant_id", "window_usage", b"window_usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "credential_id", b"credential_id", "expires_at", b"expires_at", "kind", b"kind", "limits", b"limits", "month_usage", b"month_usage", "name", b"name", "priority", b"priority", "provider", b"provider", "rotated_at", b"rotated_at", "secret_last_four", b"secret_last_four", "state", b"state", "tenant_id", b"tenant_id", "window_usage", b"window_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Credential: _TypeAlias = Credential  # noqa: Y015
+
+@_typing.final
+class CredentialLedgerUsage(_message.Message):
+    """CredentialLedgerUsage is what a credential served over a period, as the usage ledger records it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """Requests."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens."""
+    completion_tokens: _builtins.int
+    """Completion tokens."""
+    cost_micro_usd: _builtins.int
+    """Cost, in micro-USD."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The start of the period (the period ends now)."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cost_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "cost_micro_usd", b"cost_micro_usd", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialLedgerUsage: _TypeAlias = CredentialLedgerUsage  # noqa: Y015
 
 @_typing.final
 class CredentialWindowUsage(_message.Message):
