@@ -74,6 +74,11 @@ class CredentialServiceStub:
                 request_serializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.StoreRefreshedTokensRequest.SerializeToString,
                 response_deserializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.StoreRefreshedTokensResponse.FromString,
                 _registered_method=True)
+        self.RewrapCredentials = channel.unary_unary(
+                '/llm_gateway._gen.gateway.auth.v1.CredentialService/RewrapCredentials',
+                request_serializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.RewrapCredentialsRequest.SerializeToString,
+                response_deserializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.RewrapCredentialsResponse.FromString,
+                _registered_method=True)
 
 
 class CredentialServiceServicer:
@@ -135,6 +140,14 @@ class CredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RewrapCredentials(self, request, context):
+        """RewrapCredentials re-wraps every data key under the current key-encryption key after a KEK
+        rotation, without re-encrypting any secret; admin keys only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +185,11 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.StoreRefreshedTokens,
                     request_deserializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.StoreRefreshedTokensRequest.FromString,
                     response_serializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.StoreRefreshedTokensResponse.SerializeToString,
+            ),
+            'RewrapCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewrapCredentials,
+                    request_deserializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.RewrapCredentialsRequest.FromString,
+                    response_serializer=gateway_dot_auth_dot_v1_dot_credentials__pb2.RewrapCredentialsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -368,6 +386,33 @@ class CredentialService:
             '/llm_gateway._gen.gateway.auth.v1.CredentialService/StoreRefreshedTokens',
             gateway_dot_auth_dot_v1_dot_credentials__pb2.StoreRefreshedTokensRequest.SerializeToString,
             gateway_dot_auth_dot_v1_dot_credentials__pb2.StoreRefreshedTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewrapCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.auth.v1.CredentialService/RewrapCredentials',
+            gateway_dot_auth_dot_v1_dot_credentials__pb2.RewrapCredentialsRequest.SerializeToString,
+            gateway_dot_auth_dot_v1_dot_credentials__pb2.RewrapCredentialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

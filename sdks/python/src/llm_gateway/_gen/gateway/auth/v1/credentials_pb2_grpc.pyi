@@ -56,6 +56,10 @@ class CredentialServiceStub:
     """StoreRefreshedTokens replaces an OAuth credential's token set after a refresh; internal
     (providers service identity only).
     """
+    RewrapCredentials: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.RewrapCredentialsRequest, _credentials_pb2.RewrapCredentialsResponse]
+    """RewrapCredentials re-wraps every data key under the current key-encryption key after a KEK
+    rotation, without re-encrypting any secret; admin keys only.
+    """
 
 @_typing.type_check_only
 class CredentialServiceAsyncStub(CredentialServiceStub):
@@ -84,6 +88,10 @@ class CredentialServiceAsyncStub(CredentialServiceStub):
     StoreRefreshedTokens: _aio.UnaryUnaryMultiCallable[_credentials_pb2.StoreRefreshedTokensRequest, _credentials_pb2.StoreRefreshedTokensResponse]  # type: ignore[assignment]
     """StoreRefreshedTokens replaces an OAuth credential's token set after a refresh; internal
     (providers service identity only).
+    """
+    RewrapCredentials: _aio.UnaryUnaryMultiCallable[_credentials_pb2.RewrapCredentialsRequest, _credentials_pb2.RewrapCredentialsResponse]  # type: ignore[assignment]
+    """RewrapCredentials re-wraps every data key under the current key-encryption key after a KEK
+    rotation, without re-encrypting any secret; admin keys only.
     """
 
 class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +160,16 @@ class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_credentials_pb2.StoreRefreshedTokensResponse, _abc.Awaitable[_credentials_pb2.StoreRefreshedTokensResponse]]:
         """StoreRefreshedTokens replaces an OAuth credential's token set after a refresh; internal
         (providers service identity only).
+        """
+
+    @_abc_1.abstractmethod
+    def RewrapCredentials(
+        self,
+        request: _credentials_pb2.RewrapCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credentials_pb2.RewrapCredentialsResponse, _abc.Awaitable[_credentials_pb2.RewrapCredentialsResponse]]:
+        """RewrapCredentials re-wraps every data key under the current key-encryption key after a KEK
+        rotation, without re-encrypting any secret; admin keys only.
         """
 
 def add_CredentialServiceServicer_to_server(servicer: CredentialServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TokenCountMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TokenCountMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TokenCountMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOKEN_COUNT_METHOD_UNSPECIFIED: _TokenCountMethod.ValueType  # 0
+    """Not given."""
+    TOKEN_COUNT_METHOD_CEILING: _TokenCountMethod.ValueType  # 1
+    """A ceiling no provider's tokenizer exceeds: one token per UTF-8 byte of text plus fixed
+    per-message, per-tool and per-image overheads (the count admission reserves).
+    """
+
+class TokenCountMethod(_TokenCountMethod, metaclass=_TokenCountMethodEnumTypeWrapper):
+    """TokenCountMethod says how a token count was obtained."""
+
+TOKEN_COUNT_METHOD_UNSPECIFIED: TokenCountMethod.ValueType  # 0
+"""Not given."""
+TOKEN_COUNT_METHOD_CEILING: TokenCountMethod.ValueType  # 1
+"""A ceiling no provider's tokenizer exceeds: one token per UTF-8 byte of text plus fixed
+per-message, per-tool and per-image overheads (the count admission reserves).
+"""
+Global___TokenCountMethod: _TypeAlias = TokenCountMethod  # noqa: Y015
 
 @_typing.final
 class ChatRequest(_message.Message):
@@ -763,3 +788,53 @@ class GetPromptLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPromptLogResponse: _TypeAlias = GetPromptLogResponse  # noqa: Y015
+
+@_typing.final
+class CountTokensRequest(_message.Message):
+    """CountTokensRequest names the request whose prompt is counted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def completion(self) -> _chat_pb2.ChatCompletionRequest:
+        """The canonical request; its model must be one the caller may use."""
+
+    def __init__(
+        self,
+        *,
+        completion: _chat_pb2.ChatCompletionRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensRequest: _TypeAlias = CountTokensRequest  # noqa: Y015
+
+@_typing.final
+class CountTokensResponse(_message.Message):
+    """CountTokensResponse is the count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    """Prompt tokens of the request, by `method`."""
+    method: Global___TokenCountMethod.ValueType
+    """How `input_tokens` was computed."""
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        method: Global___TokenCountMethod.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensResponse: _TypeAlias = CountTokensResponse  # noqa: Y015

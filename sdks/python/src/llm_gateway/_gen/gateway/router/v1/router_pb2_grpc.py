@@ -71,6 +71,11 @@ class RouterServiceStub:
                 request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.SerializeToString,
                 response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/llm_gateway._gen.gateway.router.v1.RouterService/CountTokens',
+                request_serializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -131,6 +136,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+        its model, as admission would: it uses no quota, reaches no provider and records no usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +181,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.GetPromptLog,
                     request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.FromString,
                     response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.FromString,
+                    response_serializer=gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +379,33 @@ class RouterService:
             '/llm_gateway._gen.gateway.router.v1.RouterService/GetPromptLog',
             gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogRequest.SerializeToString,
             gateway_dot_router_dot_v1_dot_router__pb2.GetPromptLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_gateway._gen.gateway.router.v1.RouterService/CountTokens',
+            gateway_dot_router_dot_v1_dot_router__pb2.CountTokensRequest.SerializeToString,
+            gateway_dot_router_dot_v1_dot_router__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

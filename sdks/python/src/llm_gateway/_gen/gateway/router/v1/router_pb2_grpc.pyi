@@ -57,6 +57,10 @@ class RouterServiceStub:
     """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
     Needs the "usage:read" scope.
     """
+    CountTokens: _grpc.UnaryUnaryMultiCallable[_router_pb2.CountTokensRequest, _router_pb2.CountTokensResponse]
+    """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+    its model, as admission would: it uses no quota, reaches no provider and records no usage.
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -86,6 +90,10 @@ class RouterServiceAsyncStub(RouterServiceStub):
     GetPromptLog: _aio.UnaryUnaryMultiCallable[_router_pb2.GetPromptLogRequest, _router_pb2.GetPromptLogResponse]  # type: ignore[assignment]
     """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
     Needs the "usage:read" scope.
+    """
+    CountTokens: _aio.UnaryUnaryMultiCallable[_router_pb2.CountTokensRequest, _router_pb2.CountTokensResponse]  # type: ignore[assignment]
+    """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+    its model, as admission would: it uses no quota, reaches no provider and records no usage.
     """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -155,6 +163,16 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_pb2.GetPromptLogResponse, _abc.Awaitable[_router_pb2.GetPromptLogResponse]]:
         """GetPromptLog returns the latest prompt log entries of the caller's tenant, newest first.
         Needs the "usage:read" scope.
+        """
+
+    @_abc_1.abstractmethod
+    def CountTokens(
+        self,
+        request: _router_pb2.CountTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.CountTokensResponse, _abc.Awaitable[_router_pb2.CountTokensResponse]]:
+        """CountTokens authenticates the caller and counts the prompt tokens of a canonical request for
+        its model, as admission would: it uses no quota, reaches no provider and records no usage.
         """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
