@@ -182,9 +182,38 @@ def credential_state(credential: credentials_pb2.Credential) -> str:
     return "active"
 
 
+def credential_usage(credential: credentials_pb2.Credential) -> str:
+    """What it used of each quota's current window (``3/60 req/min``), as the rate limit service
+    reports it; ``-`` when it has no quotas or the rate limit service did not answer."""
+    return ", ".join(f"{w.used}/{describe_quota(w.quota)}" for w in credential.window_usage) or "-"
+
+
+def month_usage(credential: credentials_pb2.Credential) -> str:
+    """What it served this month (``12 req, 3400 tok``), from the ledger; ``-`` when unknown."""
+    if not credential.HasField("month_usage"):
+        return "-"
+    usage = credential.month_usage
+    return f"{usage.requests} req, {usage.prompt_tokens + usage.completion_tokens} tok"
+
+
 def format_credentials(credentials: Sequence[credentials_pb2.Credential]) -> str:
     """Credentials as a table; the secret only as its last four characters."""
-    rows = [["CREDENTIAL_ID", "TENANT", "PROVIDER", "KIND", "NAME", "PRIORITY", "LIMITS", "SECRET", "EXPIRES", "STATE"]]
+    rows = [
+        [
+            "CREDENTIAL_ID",
+            "TENANT",
+            "PROVIDER",
+            "KIND",
+            "NAME",
+            "PRIORITY",
+            "LIMITS",
+            "USED",
+            "THIS_MONTH",
+            "SECRET",
+            "EXPIRES",
+            "STATE",
+        ]
+    ]
     for c in credentials:
         rows.append(
             [
@@ -195,6 +224,8 @@ def format_credentials(credentials: Sequence[credentials_pb2.Credential]) -> str
                 c.name or "-",
                 str(c.priority),
                 ", ".join(describe_quota(q) for q in c.limits) or "-",
+                credential_usage(c),
+                month_usage(c),
                 "…" + c.secret_last_four,
                 _time(c.expires_at) if c.HasField("expires_at") else "-",
                 credential_state(c),

@@ -26,6 +26,7 @@ _PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 
 ROUTER, EDGE, CLI, RATELIMIT = "router", "edge", "cli", "ratelimit"
 PROVIDERS = "providers"
+AUTH = "auth"
 
 _AUTH_ADMIN = (
     "CreateTenant",
@@ -75,7 +76,7 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "SettleCredential": frozenset({PROVIDERS}),
         "ReportCredentialFailure": frozenset({PROVIDERS}),
         # The admin view of credentials (auth's ListCredentials, the CLI) shows cooldowns and usage.
-        "GetCredentialStates": frozenset({PROVIDERS, CLI, EDGE}),
+        "GetCredentialStates": frozenset({PROVIDERS, CLI, EDGE, AUTH}),
     },
     "gateway.providers.v1.ProviderService": {
         "Chat": frozenset({ROUTER}),
@@ -85,8 +86,9 @@ ALLOWED_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = {
     },
     "gateway.metering.v1.MeteringService": {
         "RecordEvents": frozenset({ROUTER}),
-        # ratelimit reads the ledger to rebuild counters Redis lost; the CLI reads across tenants.
-        "QueryUsage": frozenset({ROUTER, RATELIMIT, CLI}),
+        # ratelimit reads the ledger to rebuild counters Redis lost; the CLI reads across tenants;
+        # auth shows a tenant's credentials' usage in their listing.
+        "QueryUsage": frozenset({ROUTER, RATELIMIT, CLI, AUTH}),
         "SumUsageByDescriptor": frozenset({RATELIMIT}),
         # Always for a named tenant (metering refuses others): the router passes the principal's.
         "QueryPromptLog": frozenset({ROUTER}),

@@ -7,7 +7,8 @@ Start (``on_ready``), before health reports SERVING:
 3. every KEK id the stored credentials name must be configured and open one of its rows, else the
    service stops with a message saying which KEK is missing or wrong (it never serves credentials
    it cannot read); data keys an older KEK wraps are then re-wrapped in the background.
-Stop (``on_stop``), after the server drained: the re-wrap is cancelled, the engine's connections closed.
+Stop (``on_stop``), after the server drained: the re-wrap is cancelled, the engine's connections
+closed, the channels to ratelimit and metering (credential states and usage for listings) closed.
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.auth.v1 import auth_pb2_grpc, credentials_pb2_grpc
+from gateway.metering.v1 import metering_pb2_grpc
+from gateway.ratelimit.v1 import ratelimit_pb2_grpc
 from gateway_common.config import ConfigError, GatewayConfig, effective_providers
 from gateway_common.db import async_database_url
+from gateway_common.grpc_client import open_channel
 from gateway_common.grpc_server import GrpcServer, ServiceApp, ServiceRegistration
 from gateway_common.redaction import install_log_redaction
+from gateway_common.tls import client_credentials
 
 from .accounts import Accounts, Clock, utc_now
 from .bootstrap import bootstrap
 from .credentials.domain import Credentials
 from .credentials.keyring import load_keyring
+from .credentials.ledger_usage import MeteringMonthUsage
+from .credentials.runtime import RateLimitRuntime
 from .credentials.servicer import SERVICE_NAME as CREDENTIALS_SERVICE_NAME
 from .credentials.servicer import CredentialServicer
 from .credentials.store import SqlCredentialStore
@@ -89,13 +96,21 @@ def build(
     settings = config.auth.credentials
     keyring = load_keyring(Path(settings.kek_file).resolve())
     credentials = Credentials(SqlCredentialStore(engine), keyring, clock, settings.cache_ttl_s)
+    # Listings show each credential's cooldown and window usage, which ratelimit keeps, and what it
+    # served this month, which metering's ledger keeps; the channels connect lazily, and an outage
+    # of either only leaves its fields unset.
+    tls = client_credentials(config.tls, "auth")
+    ratelimit_channel = open_channel(config.services.ratelimit.address, credentials=tls)
+    metering_channel = open_channel(config.services.metering.address, credentials=tls)
+    runtime = RateLimitRuntime(ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel))
+    month_usage = MeteringMonthUsage(metering_pb2_grpc.MeteringServiceStub(metering_channel), clock)
     server = GrpcServer(
         listen or config.services.auth.listen,
         [
             ServiceRegistration(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, SERVICE_NAME),
             ServiceRegistration(
                 credentials_pb2_grpc.add_CredentialServiceServicer_to_server,
-                CredentialServicer(accounts, credentials),
+                CredentialServicer(accounts, credentials, runtime=runtime, ledger=month_usage),
                 CREDENTIALS_SERVICE_NAME,
             ),
         ],
@@ -129,5 +144,7 @@ def build(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await engine.dispose()
+        await ratelimit_channel.close(None)
+        await metering_channel.close(None)
 
     return ServiceApp("auth", server, on_ready=on_ready, on_stop=on_stop)

@@ -1,6 +1,6 @@
-"""Ledger sums per (tenant, key, model) since a time: what the rate limit service rebuilds lost
-day and month counters from. The ledger is the source of truth for those windows; Redis only
-caches them.
+"""Ledger sums per (tenant, key, model, credential) since a time: what the rate limit service
+rebuilds lost day and month counters from (the per-credential windows included). The ledger is
+the source of truth for those windows; Redis only caches them.
 
 A servicer mixin and the SQL behind it, kept apart from the rest of metering so the RPC reads whole.
 """
@@ -21,7 +21,7 @@ from gateway_common.errors import invalid_argument
 
 @dataclass(frozen=True, slots=True)
 class DescriptorTotals:
-    """What one (tenant, key, model) used in a period."""
+    """What one (tenant, key, model, credential) used in a period."""
 
     tenant_id: str
     key_id: str
@@ -29,33 +29,37 @@ class DescriptorTotals:
     requests: int
     tokens: int
     cost_micro_usd: int
+    credential_id: str = ""
+    """The tenant credential that served the events; empty for the provider's global one."""
 
 
 class DescriptorUsageStore(Protocol):
     """A ledger that can sum itself per (tenant, key, model)."""
 
     async def sum_by_descriptor(self, start: datetime, end: datetime | None) -> list[DescriptorTotals]:
-        """Totals of the events in ``[start, end)``, one per (tenant, key, model), in that order."""
+        """Totals of the events in ``[start, end)``, one per (tenant, key, model, credential), in that order."""
         ...
 
 
 async def sum_by_descriptor(
     engine: AsyncEngine, events: Table, start: datetime, end: datetime | None
 ) -> list[DescriptorTotals]:
-    """Sum ``events`` rows in ``[start, end)`` per (tenant, key, model), in SQL (one indexed scan by time)."""
+    """Sum ``events`` rows in ``[start, end)`` per (tenant, key, model, credential), in SQL (one
+    indexed scan by time)."""
     c = events.c
     statement = (
         select(
             c.tenant_id,
             c.key_id,
             c.model,
+            c.credential_id,
             func.count().label("requests"),
             func.coalesce(func.sum(c.prompt_tokens + c.completion_tokens), 0).label("tokens"),
             func.coalesce(func.sum(c.cost_micro_usd), 0).label("cost_micro_usd"),
         )
         .where(c.time >= start)
-        .group_by(c.tenant_id, c.key_id, c.model)
-        .order_by(c.tenant_id, c.key_id, c.model)
+        .group_by(c.tenant_id, c.key_id, c.model, c.credential_id)
+        .order_by(c.tenant_id, c.key_id, c.model, c.credential_id)
     )
     if end is not None:
         statement = statement.where(c.time < end)
@@ -70,6 +74,7 @@ async def sum_by_descriptor(
             int(row["requests"]),
             int(row["tokens"]),
             int(row["cost_micro_usd"]),
+            str(row["credential_id"]),
         )
         for row in rows
     ]
@@ -85,7 +90,7 @@ class DescriptorUsageServicer:
         request: metering_pb2.SumUsageByDescriptorRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> metering_pb2.SumUsageByDescriptorResponse:
-        """Sum the ledger per (tenant, key, model) over ``[start_time, end_time)``."""
+        """Sum the ledger per (tenant, key, model, credential) over ``[start_time, end_time)``."""
         if not request.HasField("start_time"):
             raise invalid_argument("start_time is required", "start_time")
         try:
@@ -104,6 +109,7 @@ class DescriptorUsageServicer:
                     requests=t.requests,
                     tokens=t.tokens,
                     cost_micro_usd=t.cost_micro_usd,
+                    credential_id=t.credential_id,
                 )
                 for t in totals
             ]

@@ -36,6 +36,7 @@ class Grouping(StrEnum):
     KEY = "key"
     MODEL = "model"
     PROVIDER = "provider"
+    CREDENTIAL = "credential"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class UsageRecord:
     """How many times a broken stream was continued by a later attempt."""
     continued_from: str = ""
     """Where each continuation started (``provider:model@characters``, "; "-separated)."""
+    credential_id: str = ""
+    """The tenant's own upstream credential that served the request; empty for the global one."""
     source: bytes = field(default=b"", repr=False, compare=False)
     """The event exactly as it was sent, kept so that a record the database refuses can be
     quarantined as received rather than lost."""
@@ -121,6 +124,8 @@ class UsageQuery:
     start: datetime | None = None
     end: datetime | None = None
     grouping: Grouping = Grouping.NONE
+    credential_id: str = ""
+    """Only events served by this tenant credential; empty for all."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ _TEXT_FIELDS = (
     "upstream_model",
     "operation",
     "error_code",
+    "credential_id",
 )
 _COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "cost_micro_usd", "attempts")
 _DURATION_FIELDS = {"latency_ms": "latency", "time_to_first_chunk_ms": "time_to_first_chunk"}

@@ -50,6 +50,7 @@ _GROUPINGS: dict[int, Grouping] = {
     metering_pb2.GROUP_BY_KEY: Grouping.KEY,
     metering_pb2.GROUP_BY_MODEL: Grouping.MODEL,
     metering_pb2.GROUP_BY_PROVIDER: Grouping.PROVIDER,
+    metering_pb2.GROUP_BY_CREDENTIAL: Grouping.CREDENTIAL,
 }
 
 # A batch of thousands of bad events would otherwise produce a status too large for gRPC trailers.
@@ -148,7 +149,9 @@ class MeteringServicer(DescriptorUsageServicer, PromptLogServicer, metering_pb2_
             start = _datetime(request.start_time, "start_time", violations)
         if request.HasField("end_time"):
             end = _datetime(request.end_time, "end_time", violations)
-        query = UsageQuery(request.tenant_id, request.key_id, start, end, grouping or Grouping.NONE)
+        query = UsageQuery(
+            request.tenant_id, request.key_id, start, end, grouping or Grouping.NONE, request.credential_id
+        )
         violations.extend(check_query(query))
         if violations:
             raise _invalid(violations)
@@ -206,6 +209,7 @@ def _to_record(
         usage_estimated=event.usage_estimated,
         continuations=event.continuations,
         continued_from=event.continued_from,
+        credential_id=event.credential_id,
         time=time,
         prompt_log=(
             PromptLog(redact(event.prompt_log.request_json), redact(event.prompt_log.response_text))

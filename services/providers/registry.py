@@ -9,11 +9,13 @@ The env-only setup needs no config file: ``mock``, ``openai``, ``azure``, ``anth
 ``gemini`` exist unless the config defines a provider of that name
 (``gateway_common.config.effective_providers``, shared with the router's planner); a ``gemini-cli``
 entry runs the Gemini CLI (``adapters/gemini_cli.py``, one subprocess per request). A provider whose
-key (or Azure endpoint) variable is unset is
-reported at start and answers every call with UNAVAILABLE / PROVIDER_NOT_CONFIGURED naming the
-variable; ``stub: true`` providers answer like the mock instead, labelled ``"<name> (stub)"``, and so
-do ``stub: auto`` providers (or every HTTP provider, with ``providers_stub_when_key_missing``) while
-their key variable is unset.
+endpoint variable (Azure's) is unset is reported at start and answers every call with UNAVAILABLE /
+PROVIDER_NOT_CONFIGURED naming the variable. One whose key variable is unset is built without a
+key and serves only tenants with a credential of their own (:mod:`services.providers.tenant_only`):
+any other call is refused with FAILED_PRECONDITION naming the provider, before anything goes
+upstream. ``stub: true`` providers answer like the mock instead, labelled ``"<name> (stub)"``, and
+so do ``stub: auto`` providers (or every HTTP provider, with ``providers_stub_when_key_missing``)
+while their key variable is unset.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from gateway_common.errors import GatewayError, Reason
 from services.providers.adapters.base import Adapter
 from services.providers.adapters.mock import MockAdapter
 from services.providers.http import not_configured
+from services.providers.tenant_only import TenantCredentialsOnly
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +154,10 @@ def _http_adapter(name: str, entry: HttpProviderConfig, env: Mapping[str, str], 
             f"invalid configuration: providers.{name}.forward_client_key: supported for types "
             f"{', '.join(sorted(_FORWARDING_TYPES))}, not {entry.type}"
         )
-    if api_key is None and key_env and (flavour.key_required or entry.api_key_env) and not entry.forward_client_key:
-        if stub_when_missing:
-            log.warning("provider %s answers as a stub: environment variable %s is not set", name, key_env)
-            return _stub(name)
-        log.warning("provider %s is not configured: environment variable %s is not set", name, key_env)
-        return UnconfiguredAdapter(name, key_env, "API key")
+    keyless = api_key is None and key_env and (flavour.key_required or entry.api_key_env)
+    if keyless and not entry.forward_client_key and stub_when_missing:
+        log.warning("provider %s answers as a stub: environment variable %s is not set", name, key_env)
+        return _stub(name)
     env_base_url = env.get(flavour.base_url_env) if flavour.base_url_env else None
     base_url = entry.base_url or env_base_url or flavour.default_base_url
     if not base_url:
@@ -164,7 +165,17 @@ def _http_adapter(name: str, entry: HttpProviderConfig, env: Mapping[str, str], 
             log.warning("provider %s is not configured: environment variable %s is not set", name, flavour.base_url_env)
             return UnconfiguredAdapter(name, flavour.base_url_env, "endpoint")
         raise ConfigError(f"invalid configuration: providers.{name}.base_url: required for type {entry.type}")
-    return flavour.load()(name, entry, api_key, base_url)
+    adapter = flavour.load()(name, entry, api_key, base_url)
+    if keyless and key_env and not entry.forward_client_key:
+        # No global key: tenants' own credentials are the only ones (the LLM Proxy Gateway's model).
+        log.warning(
+            "provider %s has no global key (environment variable %s is not set): it serves only tenants "
+            "with a credential of their own",
+            name,
+            key_env,
+        )
+        return TenantCredentialsOnly(adapter, key_env)
+    return adapter
 
 
 class ProviderRegistry:

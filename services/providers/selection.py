@@ -7,12 +7,16 @@ about to expire, the call made with it, the reservation settled with what the ca
 same attempt; when none is left the upstream's last refusal is the answer, its Retry-After the
 earliest cooldown end. A tenant with no credentials for the provider gets the provider's own key.
 
-A call cancelled mid-way leaves its reservation to expire with its lease: the estimate stays counted,
-which errs on the side of the credential's limits.
+A call cancelled mid-way, or a stream that breaks after its first chunk, settles its reservation at
+once with what it used as far as known (the upstream's usage, else a ceiling: the prompt's bytes and
+the bytes streamed, else the estimate), in the background so that a cancellation never waits on it;
+should that settlement fail, the lease's expiry releases the reservation as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
     from gateway.ratelimit.v1.ratelimit_pb2_grpc import RateLimitServiceAsyncStub as CredentialLimiter
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _REFUSED_STATUSES = frozenset({401, 403, 429})
 """Upstream answers that say "not with this credential": cool it down and try the next."""
@@ -73,6 +79,8 @@ class CredentialSelection:
         self._cache = cache
         self._limiter = limiter
         self._refresher = refresher
+        # Settlements of abandoned calls, kept referenced until done (asyncio holds tasks weakly).
+        self._abandoned: set[asyncio.Task[None]] = set()
 
     async def credentials(self, tenant_id: str, provider: str) -> tuple[TenantCredential, ...]:
         """The tenant's usable credentials for ``provider``; empty for none (or no tenant named)."""
@@ -116,6 +124,10 @@ class CredentialSelection:
             except GatewayError as exc:
                 await walk.refused(exc)
                 continue
+            except BaseException:
+                # Cancelled mid-call: what the upstream used is unknown, so the estimate is settled.
+                walk.abandoned(None)
+                raise
             finally:
                 current_credential.reset(token)
             await walk.succeeded(tokens_of(result))
@@ -150,6 +162,21 @@ class CredentialSelection:
             timeout=_RPC_TIMEOUT_S,
         )
 
+    def settle_in_background(self, reservation_id: str, tokens: int) -> None:
+        """Settle an abandoned call's reservation without making its caller wait."""
+        task = asyncio.create_task(self._settle_abandoned(reservation_id, tokens))
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def _settle_abandoned(self, reservation_id: str, tokens: int) -> None:
+        try:
+            await self._settle(reservation_id, tokens, "")
+        except grpc.aio.AioRpcError as exc:
+            log.warning("an abandoned credential reservation is left to its lease: %s", exc.code().name)
+        except grpc.aio.UsageError:
+            # The channel closed under it (the service is stopping): the lease releases it.
+            log.warning("an abandoned credential reservation is left to its lease: the channel is closed")
+
     async def _report(self, credential_id: str, status: int, retry_after_s: float | None) -> None:
         request = ratelimit_pb2.ReportCredentialFailureRequest(credential_id=credential_id, upstream_status=status)
         if retry_after_s is not None:
@@ -163,8 +190,8 @@ class CredentialSelection:
 
 class CredentialWalk:
     """One call's walk over a tenant's credentials: :meth:`next` chooses and reserves one, then the
-    caller reports :meth:`succeeded` or :meth:`refused`. A walk abandoned mid-way (the call was
-    cancelled) leaves its reservation to expire with its lease."""
+    caller reports :meth:`succeeded`, :meth:`refused` or (cancelled, or broken after its first
+    chunk) :meth:`abandoned`."""
 
     def __init__(
         self,
@@ -199,6 +226,13 @@ class CredentialWalk:
         """The call succeeded with the current credential, using ``tokens`` (None: unknown, the
         estimate stays counted); ends its failure streak."""
         await self._release(self._estimate if tokens is None else tokens, self._chosen)
+
+    def abandoned(self, tokens: int | None) -> None:
+        """The call was cancelled or its stream broke after content went out: settle the current
+        reservation now, in the background, with ``tokens`` (None: unknown, the estimate)."""
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            self._selection.settle_in_background(reservation, self._estimate if tokens is None else tokens)
 
     async def refused(self, error: GatewayError) -> None:
         """The call failed with ``error``: a refusal of the credential (429, 401, 403) cools it down

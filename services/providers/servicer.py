@@ -115,14 +115,24 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
                         raise _named(final, adapter.name) from None
                     continue
                 tokens: int | None = None
+                # A ceiling of what a stream that ends early used: the prompt's bytes and the
+                # bytes streamed (a token is at least a byte of text), for its settlement.
+                ceiling = request.completion.ByteSize()
                 if first is not None:
-                    if first.HasField("usage"):
-                        tokens = first.usage.total_tokens
-                    yield providers_pb2.StreamChatResponse(chunk=first, credential_id=credential.credential_id)
-                    async for item in _relay(chunks, adapter.name):
-                        if item.chunk.HasField("usage"):
-                            tokens = item.chunk.usage.total_tokens
-                        yield item
+                    try:
+                        if first.HasField("usage"):
+                            tokens = first.usage.total_tokens
+                        ceiling += _streamed_bytes(first)
+                        yield providers_pb2.StreamChatResponse(chunk=first, credential_id=credential.credential_id)
+                        async for item in _relay(chunks, adapter.name):
+                            if item.chunk.HasField("usage"):
+                                tokens = item.chunk.usage.total_tokens
+                            ceiling += _streamed_bytes(item.chunk)
+                            yield item
+                    except BaseException:
+                        # Broken after content went out, or the caller went away: settle now.
+                        walk.abandoned(tokens if tokens is not None else ceiling)
+                        raise
                 await walk.succeeded(tokens)
                 return
             finally:
@@ -181,6 +191,10 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             else:
                 models.extend(result)
         return providers_pb2.ListModelsResponse(models=models)
+
+
+def _streamed_bytes(chunk: chat_pb2.ChatCompletionChunk) -> int:
+    return sum(len(choice.delta.content.encode()) for choice in chunk.choices)
 
 
 async def _close(chunks: AsyncIterator[chat_pb2.ChatCompletionChunk]) -> None:

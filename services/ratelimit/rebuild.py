@@ -8,7 +8,9 @@ that sum. Minute windows are not rebuilt: they refill within a minute and the le
 precise to the second.
 
 The descriptors are the router's: ``tenant``, ``tenant & key``, and ``tenant & key & model``
-(``services/router/quotas.py``); the ledger's columns are named after the same three entries.
+(``services/router/quotas.py``); the ledger's columns are named after the same three entries. A row
+served by a tenant's own upstream credential also counts against ``credential`` (its windows,
+:func:`services.ratelimit.credentials.credential_descriptor`), so those survive the loss too.
 
 While a rebuild is pending, Acquire refuses (degraded, fail closed) whatever the outage policy:
 admitting on empty counters is exactly the overspend this exists to prevent. At run time the
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class LedgerUsage(NamedTuple):
-    """What one (tenant, key, model) used since a time, as the ledger says."""
+    """What one (tenant, key, model, credential) used since a time, as the ledger says."""
 
     tenant_id: str
     key_id: str
@@ -46,6 +48,8 @@ class LedgerUsage(NamedTuple):
     requests: int
     tokens: int
     cost_micro_usd: int
+    credential_id: str = ""
+    """The tenant credential that served the events; empty for the provider's global one."""
 
 
 class LedgerUnavailable(Exception):
@@ -56,7 +60,7 @@ class Ledger(Protocol):
     """Where usage is summed from."""
 
     async def usage_since(self, start_s: int) -> list[LedgerUsage]:
-        """Usage per (tenant, key, model) of the events at or after ``start_s`` (epoch seconds).
+        """Usage per (tenant, key, model, credential) of the events at or after ``start_s`` (epoch seconds).
         Raises :class:`LedgerUnavailable`."""
         ...
 
@@ -76,14 +80,20 @@ class MeteringLedger:
         except grpc.aio.AioRpcError as exc:
             raise LedgerUnavailable(f"metering: {exc.code().name}: {exc.details()}") from exc
         return [
-            LedgerUsage(r.tenant_id, r.key_id, r.model, r.requests, r.tokens, r.cost_micro_usd) for r in response.rows
+            LedgerUsage(r.tenant_id, r.key_id, r.model, r.requests, r.tokens, r.cost_micro_usd, r.credential_id)
+            for r in response.rows
         ]
 
 
 def _descriptors(row: LedgerUsage) -> tuple[Descriptor, ...]:
     tenant = ("tenant", row.tenant_id)
     key = ("key", row.key_id)
-    return ((tenant,), (tenant, key), (tenant, key, ("model", row.model)))
+    descriptors: tuple[Descriptor, ...] = ((tenant,), (tenant, key), (tenant, key, ("model", row.model)))
+    if row.credential_id:
+        # What services.ratelimit.credentials.credential_descriptor counts a credential's windows on;
+        # spelled out here because that module imports the Limiter, which imports this one.
+        descriptors += ((("credential", row.credential_id),),)
+    return descriptors
 
 
 def rebuilt_counters(
@@ -93,7 +103,7 @@ def rebuilt_counters(
 
     ``by_window`` holds, per window, its start and end (epoch seconds) and the ledger's usage since
     that start. A row counts against its tenant, its key and its (key, model), as the router's
-    descriptors do.
+    descriptors do, and against the tenant credential that served it, if one did.
     """
     counters: list[RestoredCounter] = []
     for window, start_s, end_s, rows in by_window:

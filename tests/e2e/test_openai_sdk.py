@@ -303,12 +303,14 @@ def test_native_usage_reads_rfc3339_from_and_to(gateway: Gateway) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "to"
 
 
-def test_provider_without_its_key_answers_503_naming_the_variable(gateway: Gateway) -> None:
+def test_provider_without_its_key_answers_400_asking_for_a_credential(gateway: Gateway) -> None:
+    # No global key: the provider serves tenants with their own credentials (issue 11); this
+    # tenant has none, which the caller can fix, so it is not a 5xx.
     with pytest.raises(openai.APIStatusError) as info:
         gateway.client().chat.completions.create(model="openai:gpt-4o-mini", messages=HELLO)
-    assert info.value.status_code == 503
+    assert info.value.status_code == 400
+    assert "no credential for provider 'openai'" in info.value.message
     assert "OPENAI_API_KEY" in info.value.message
-    assert info.value.code == "provider_not_configured"
 
 
 def test_stub_mode_answers_like_the_mock_and_says_so(gateway: Gateway) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -20,14 +21,22 @@ from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway_common.config import GatewayConfig, MeteringConfig
 from gateway_common.db import alembic_lock
 from gateway_common.grpc_server import ServiceApp
-from services.metering.ledger import Outcome, PromptLog, UsageQuery, UsageRecord
+from services.metering.ledger import Grouping, Outcome, PromptLog, UsageQuery, UsageRecord
 from services.metering.response_store import StoredResponse
 from services.metering.server import build
+from services.metering.storage import sql
 from services.metering.storage.responses import SqlResponseStore
-from services.metering.storage.sql import VERSION_TABLE, SqlLedgerStore, alembic_config, create_engine, metadata
+from services.metering.storage.sql import (
+    VERSION_TABLE,
+    PromptLogRow,
+    SqlLedgerStore,
+    alembic_config,
+    create_engine,
+    metadata,
+)
 from tests.metering.databases import create_postgres_database
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _config(url: str) -> GatewayConfig:
@@ -229,12 +238,22 @@ async def test_the_response_store_migration_keeps_a_0004_ledger_intact(
         # A deployment at 0004 with a ledger in it.
         async with alembic_lock(), engine.begin() as connection:
             await connection.run_sync(_upgrade_to("0004"))
-        assert (await store.record(records)).recorded == 3
+            # Written as 0004's ledger had them: without the columns later revisions added.
+            rows = [{k: v for k, v in sql._row(r, r.time).items() if k != "credential_id"} for r in records]
+            old_events = sa.table("usage_events", *(sa.column(name) for name in rows[0]))
+            await connection.execute(old_events.insert(), rows)
+            await connection.execute(
+                PromptLogRow.__table__.insert(),  # type: ignore[attr-defined]
+                [sql._prompt_log_row(r, r.prompt_log, r.time) for r in records if r.prompt_log is not None],
+            )
         async with engine.connect() as connection:
             before = {
-                table: (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id"))).all()
+                table: (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id")))
                 for table in ("usage_events", "prompt_logs")
             }
+            # Later revisions add columns: the rows are compared on the columns 0004 had.
+            columns = {table: ", ".join(result.keys()) for table, result in before.items()}
+            before = {table: result.all() for table, result in before.items()}
             assert "stored_responses" not in await connection.run_sync(lambda c: inspect(c).get_table_names())
 
         await store.open()  # what a metering process does at start: up to 0005
@@ -243,7 +262,8 @@ async def test_the_response_store_migration_keeps_a_0004_ledger_intact(
             assert await connection.run_sync(_version) == [HEAD]
             assert await connection.run_sync(_differences) == []
             for table, rows in before.items():
-                assert (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id"))).all() == rows
+                selected = text(f"SELECT {columns[table]} FROM {table} ORDER BY event_id")
+                assert (await connection.execute(selected)).all() == rows
         assert [(t.requests, t.cost_micro_usd) for t in await store.query(UsageQuery(tenant_id="acme"))] == [
             (3, 9_000_000_000_003)
         ]
@@ -258,6 +278,52 @@ async def test_the_response_store_migration_keeps_a_0004_ledger_intact(
         assert "stored_responses" not in tables
         async with engine.connect() as connection:
             for table, rows in before.items():
-                assert (await connection.execute(text(f"SELECT * FROM {table} ORDER BY event_id"))).all() == rows
+                selected = text(f"SELECT {columns[table]} FROM {table} ORDER BY event_id")
+                assert (await connection.execute(selected)).all() == rows
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_the_credential_migration_keeps_a_0005_ledger_and_dates_it_as_the_global_credentials(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.db"
+    else:
+        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_0006")
+    engine = create_engine(url)
+    store = SqlLedgerStore(engine)
+    try:
+        # A deployment at 0005 with a ledger in it, written as 0005 had it (no credential column).
+        async with alembic_lock(), engine.begin() as connection:
+            await connection.run_sync(_upgrade_to("0005"))
+            await connection.execute(
+                text(
+                    "INSERT INTO usage_events (event_id, request_id, tenant_id, key_id, model, provider,"
+                    " upstream_model, operation, prompt_tokens, completion_tokens, cost_micro_usd, outcome,"
+                    " error_code, streamed, attempts, usage_estimated, continuations, continued_from, time,"
+                    " recorded_at) VALUES ('old', 'r', 'acme', 'k1', 'm', 'p', 'm', 'chat', 1, 2, 3,"
+                    " 'SUCCESS', '', false, 1, false, 0, '', :time, :time)"
+                ),
+                {"time": datetime(2001, 1, 1, tzinfo=UTC)},
+            )
+
+        await store.open()  # what a metering process does at start: up to 0006
+
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_version) == [HEAD]
+            assert await connection.run_sync(_differences) == []
+            rows = (await connection.execute(text("SELECT event_id, credential_id FROM usage_events"))).all()
+        assert [tuple(row) for row in rows] == [("old", "")]
+        assert [
+            (t.group, t.requests, t.prompt_tokens)
+            for t in await store.query(UsageQuery(tenant_id="acme", grouping=Grouping.CREDENTIAL))
+        ] == [("", 1, 1)]
+        # Back to 0005: the column goes, the ledger stays.
+        async with alembic_lock(), engine.begin() as connection:
+            await connection.run_sync(_downgrade("0005"))
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT event_id FROM usage_events"))).scalars().all() == ["old"]
     finally:
         await store.close()

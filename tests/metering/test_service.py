@@ -180,6 +180,7 @@ async def test_keeps_every_field_of_an_event(metering: Metering, scope: Scope) -
     sent.usage_estimated = True
     sent.continuations = 1
     sent.continued_from = "openai:gpt-4o@312"
+    sent.credential_id = "cred_abc"
     sent.upstream_model = "gpt-4o-mini-2024-07-18"
     sent.operation = "embeddings"
     sent.latency.FromMilliseconds(1500)
@@ -223,11 +224,13 @@ async def test_keeps_every_field_of_an_event(metering: Metering, scope: Scope) -
         "usage_estimated": True,
         "continuations": 1,
         "continued_from": "openai:gpt-4o@312",
+        "credential_id": "cred_abc",
     }
     # SQLite hands timestamps back without their zone; both are stored in UTC.
     assert stored["time"].replace(tzinfo=UTC) == scope.at(7) + timedelta(microseconds=123456)
     assert stored_unary["time_to_first_chunk_ms"] is None
     assert stored_unary["outcome"] == "SUCCESS"
+    assert stored_unary["credential_id"] == ""
 
 
 async def test_sums_a_tenant_and_counts_every_unsuccessful_outcome_as_an_error(
@@ -324,6 +327,30 @@ async def test_groups_totals_in_group_order(
     rows = await metering.query(group_by=group_by, **_period(scope))
 
     assert [_totals(row) for row in rows] == [(group.format(p=scope.prefix), *sums) for group, *sums in expected]
+
+
+async def test_groups_and_selects_by_the_tenant_credential_that_served(metering: Metering, scope: Scope) -> None:
+    served = [
+        event(scope, "r1", cost=1),
+        event(scope, "r2", cost=2),
+        event(scope, "r3", cost=4, outcome=metering_pb2.OUTCOME_ERROR),
+        event(scope, "r4", cost=8),
+    ]
+    for message, credential in zip(served, ["", "cred_a", "cred_a", "cred_b"], strict=True):
+        message.credential_id = credential
+    await metering.record(*served)
+    tenant = scope.name("acme")
+
+    grouped = await metering.query(tenant_id=tenant, group_by=metering_pb2.GROUP_BY_CREDENTIAL, **_period(scope))
+    one = await metering.query(tenant_id=tenant, credential_id="cred_a", **_period(scope))
+
+    # The global credential's usage is the row with an empty group.
+    assert [_totals(row) for row in grouped] == [
+        ("", 1, 10, 5, 1, 0),
+        ("cred_a", 2, 20, 10, 6, 1),
+        ("cred_b", 1, 10, 5, 8, 0),
+    ]
+    assert [_totals(row) for row in one] == [("", 2, 20, 10, 6, 1)]
 
 
 async def test_an_empty_selection_is_no_rows_grouped_or_not(metering: Metering, scope: Scope) -> None:

@@ -48,7 +48,8 @@ async def test_a_configured_key_wins_and_forwarding_is_off_by_default(replay: Re
             await stub.Chat(
                 providers_pb2.ChatRequest(target=TARGET, completion=REQUEST), metadata=_metadata(CLIENT_KEY)
             )
-    assert GatewayError.from_rpc_error(raised.value).reason == "PROVIDER_NOT_CONFIGURED"
+    # Without forwarding nor a key of its own, only a tenant's credential could serve (none here).
+    assert GatewayError.from_rpc_error(raised.value).reason == "MISSING_API_KEY"
     assert len(replay.requests) == 1
 
 

@@ -106,8 +106,15 @@ async def test_a_provider_missing_its_variable_answers_not_configured_naming_it(
                 await _error(stub.Embed(providers_pb2.EmbedRequest(target=_chat("up").target))),
             ]
     assert any(variable in record.getMessage() for record in caplog.records)
+    # A missing key leaves the provider to tenants' own credentials (none here): a precondition the
+    # caller can meet, not an outage; a missing endpoint is the operator's to fix.
+    expected = (
+        (grpc.StatusCode.UNAVAILABLE, "PROVIDER_NOT_CONFIGURED")
+        if variable == "AZURE_OPENAI_ENDPOINT"
+        else (grpc.StatusCode.FAILED_PRECONDITION, "MISSING_API_KEY")
+    )
     for error in errors:
-        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "PROVIDER_NOT_CONFIGURED")
+        assert (error.code, error.reason) == expected
         assert variable in error.message
         assert error.metadata["retryable"] == "false"
         assert error.metadata["provider"] == "up"

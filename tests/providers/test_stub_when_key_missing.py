@@ -9,6 +9,7 @@ from gateway_common.config import GatewayConfig, load_config
 from gateway_common.errors import GatewayError, Reason
 from services.providers.adapters.mock import MockAdapter
 from services.providers.registry import UnconfiguredAdapter, build_registry
+from services.providers.tenant_only import TenantCredentialsOnly
 
 REQUEST = chat_pb2.ChatCompletionRequest(messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text="Hi")])
 
@@ -37,10 +38,10 @@ def test_the_global_switch_stubs_every_provider_missing_its_key() -> None:
     assert not isinstance(registry.get("anthropic"), MockAdapter | UnconfiguredAdapter)
 
 
-async def test_off_by_default_a_missing_key_is_a_503_naming_the_variable() -> None:
+async def test_off_by_default_a_missing_key_leaves_the_provider_to_tenant_credentials() -> None:
     adapter = build_registry(GatewayConfig(), env={}).get("openai")
-    assert isinstance(adapter, UnconfiguredAdapter)
+    assert isinstance(adapter, TenantCredentialsOnly)
     with pytest.raises(GatewayError) as raised:
         await adapter.chat("gpt-4o-mini", REQUEST)
-    assert raised.value.reason == Reason.PROVIDER_NOT_CONFIGURED
+    assert raised.value.reason == Reason.MISSING_API_KEY
     assert "OPENAI_API_KEY" in raised.value.message

@@ -79,3 +79,21 @@ async def test_a_start_time_is_required(stub: metering_pb2_grpc.MeteringServiceA
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.SumUsageByDescriptor(metering_pb2.SumUsageByDescriptorRequest())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_sums_apart_the_events_each_tenant_credential_served(
+    stub: metering_pb2_grpc.MeteringServiceAsyncStub,
+) -> None:
+    tenant = uuid.uuid4().hex
+    events = [_event(tenant, "k1", "gpt", T0 + i, 10, 5, 100) for i in range(4)]
+    for event, credential in zip(events, ["", "cred_a", "cred_a", "cred_b"], strict=True):
+        event.credential_id = credential
+    await stub.RecordEvents(metering_pb2.RecordEventsRequest(events=events))
+
+    rows = [r for r in await MeteringLedger(stub).usage_since(T0) if r.tenant_id == tenant]
+
+    assert rows == [
+        LedgerUsage(tenant, "k1", "gpt", 1, 15, 100),
+        LedgerUsage(tenant, "k1", "gpt", 2, 30, 200, "cred_a"),
+        LedgerUsage(tenant, "k1", "gpt", 1, 15, 100, "cred_b"),
+    ]

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
+from services.ratelimit.credentials import Candidate, CredentialSelector, credential_descriptor
 from services.ratelimit.limiter import Limiter
 from services.ratelimit.quotas import (
     AcquireRequest,
@@ -24,6 +25,7 @@ from services.ratelimit.quotas import (
 )
 from services.ratelimit.rebuild import LedgerUnavailable, LedgerUsage, Rebuilder, rebuilt_counters
 from services.ratelimit.storage import RestoredCounter
+from services.ratelimit.storage.cooldown import Backoff, MemoryCooldowns
 from services.ratelimit.storage.memory import MemoryStore
 from services.ratelimit.storage.redis import RedisStore
 
@@ -62,6 +64,60 @@ def test_a_ledger_row_counts_against_its_tenant_its_key_and_its_key_and_model() 
     assert by_key[(key1, Unit.TOKENS)] == 900
     assert by_key[(model1, Unit.COST_MICRO_USD)] == 4_000
     assert {(c.window, c.window_start_s, c.window_end_s) for c in counters} == {(Window.DAY, DAY_START, DAY_END)}
+
+
+def test_a_row_served_by_a_tenant_credential_also_counts_against_that_credentials_windows() -> None:
+    rows = [
+        LedgerUsage("acme", "k1", "gpt", 3, 900, 4_000, "cred_a"),
+        LedgerUsage("acme", "k2", "gpt", 2, 100, 500, "cred_a"),
+        LedgerUsage("acme", "k1", "gpt", 5, 50, 60),
+    ]
+    counters = rebuilt_counters([(Window.MONTH, MONTH_START, MONTH_END, rows)])
+    by_key = {(c.descriptor_id, c.unit): c.value for c in counters}
+
+    credential = descriptor_id(credential_descriptor("cred_a"))
+    assert by_key[(credential, Unit.REQUESTS)] == 5
+    assert by_key[(credential, Unit.TOKENS)] == 1000
+    # The global credential's row has no credential descriptor; the tenant counts all three.
+    assert not [c for c in counters if "credential" in c.descriptor_id and "cred_a" not in c.descriptor_id]
+    assert by_key[(descriptor_id((("tenant", "acme"),)), Unit.REQUESTS)] == 10
+
+
+async def test_redis_restarted_empty_rebuilds_a_credentials_day_and_month_windows(redis: Redis) -> None:
+    credential = f"cred_{uuid.uuid4().hex}"
+    month = [LedgerUsage("acme", "k1", "gpt", 7, 700, 0, credential)]
+    day = [LedgerUsage("acme", "k1", "gpt", 4, 400, 0, credential)]
+    ledger = FakeLedger({"day": day, "month": month})
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = RedisStore(redis, prefix=prefix, require_marker=True)
+    limiter = Limiter(
+        store, outage_policy="fail_open", default_ttl_s=60, rebuilder=Rebuilder(store, ledger, grace_s=0.1)
+    )
+    selector = CredentialSelector(limiter, MemoryCooldowns(Backoff()))
+    # 5 requests a day and 9 a month: the ledger's 4 today and 7 this month leave 1 and 2.
+    candidate = Candidate(credential, (Quota(Unit.REQUESTS, Window.DAY, 5), Quota(Unit.REQUESTS, Window.MONTH, 9)))
+
+    async def acquire() -> str | None:
+        return (await selector.acquire(uuid.uuid4().hex, [candidate], 0, 60_000)).credential_id
+
+    await limiter.wait_ready()
+    assert await acquire() == credential
+    assert await acquire() is None, "the day window was rebuilt from the ledger at start"
+
+    # Redis comes back empty: every key of this store is gone, the marker with them.
+    async for key in redis.scan_iter(match=f"{prefix}*"):
+        await redis.delete(key)
+    assert await acquire() is None, "nothing is admitted on empty counters"
+    for _ in range(250):
+        if not await store.counters_lost():
+            break
+        await asyncio.sleep(0.02)
+    assert not await store.counters_lost()
+
+    # Rebuilt from the ledger (the reservation made before the loss never reached it): 4 of 5 today.
+    assert await acquire() == credential
+    assert await acquire() is None
+    await limiter.close()
 
 
 def _budget(tenant: str, limit_micro_usd: int) -> DescriptorLimits:

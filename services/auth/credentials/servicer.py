@@ -22,6 +22,7 @@ from ..servicer import bearer_key
 from . import convert
 from .domain import Credentials
 from .model import CredentialChanges
+from .runtime import CredentialRuntime
 
 SERVICE_NAME = credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name
 
@@ -33,14 +34,34 @@ CooldownLookup = Callable[[Sequence[str]], Awaitable[Mapping[str, datetime]]]
 The seam for the rate limit service, which keeps that runtime state: ``server.py`` passes a lookup
 once ratelimit answers it; without one, listings leave ``cooldown_until`` unset."""
 
+RuntimeLookup = Callable[[Sequence[credentials_pb2.Credential]], Awaitable[Mapping[str, CredentialRuntime]]]
+"""Each listed credential's cooldown and window usage, from the rate limit service (see
+:class:`services.auth.credentials.runtime.RateLimitRuntime`, which ``server.py`` wires); a
+credential it says nothing of is shown without them."""
+
+LedgerLookup = Callable[
+    [Sequence[credentials_pb2.Credential]], Awaitable[Mapping[str, credentials_pb2.CredentialLedgerUsage]]
+]
+"""Each listed credential's totals this month, from the usage ledger (see
+:class:`services.auth.credentials.ledger_usage.MeteringMonthUsage`); absent ones are shown without."""
+
 
 class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
     """Translates CredentialService calls to :class:`Credentials`."""
 
-    def __init__(self, accounts: Accounts, credentials: Credentials, cooldowns: CooldownLookup | None = None) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        credentials: Credentials,
+        cooldowns: CooldownLookup | None = None,
+        runtime: RuntimeLookup | None = None,
+        ledger: LedgerLookup | None = None,
+    ) -> None:
         self._accounts = accounts
         self._credentials = credentials
         self._cooldowns = cooldowns
+        self._runtime = runtime
+        self._ledger = ledger
 
     async def _caller(self, context: Context) -> Principal:
         return await self._accounts.authenticate(bearer_key(context))
@@ -73,6 +94,20 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
             for message in messages:
                 if message.credential_id in until:
                     message.cooldown_until.FromDatetime(until[message.credential_id])
+        if self._runtime is not None and messages:
+            states = await self._runtime(messages)
+            for message in messages:
+                state = states.get(message.credential_id)
+                if state is None:
+                    continue
+                if state.cooldown_until is not None:
+                    message.cooldown_until.FromDatetime(state.cooldown_until)
+                message.window_usage.extend(state.window_usage)
+        if self._ledger is not None and messages:
+            totals = await self._ledger(messages)
+            for message in messages:
+                if message.credential_id in totals:
+                    message.month_usage.CopyFrom(totals[message.credential_id])
         return credentials_pb2.ListCredentialsResponse(credentials=messages)
 
     async def UpdateCredential(

@@ -64,6 +64,7 @@ class UsageEventRow(MeteringModel, table=True):
         Index("ix_usage_events_tenant_id_time", "tenant_id", "time"),
         Index("ix_usage_events_key_id_time", "key_id", "time"),
         Index("ix_usage_events_request_id", "request_id"),
+        Index("ix_usage_events_credential_id_time", "credential_id", "time"),
     )
 
     event_id: str = Field(primary_key=True)
@@ -89,6 +90,8 @@ class UsageEventRow(MeteringModel, table=True):
     """How many times a broken stream was continued by a later attempt."""
     continued_from: str = ""
     """Where each continuation started (``provider:model@characters``, "; "-separated)."""
+    credential_id: str = ""
+    """The tenant's own upstream credential that served the request; empty for the global one."""
     time: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     """When the request was received, UTC."""
     recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -188,6 +191,7 @@ _GROUP_COLUMNS: dict[Grouping, str] = {
     Grouping.KEY: "key_id",
     Grouping.MODEL: "model",
     Grouping.PROVIDER: "provider",
+    Grouping.CREDENTIAL: "credential_id",
 }
 
 
@@ -307,6 +311,8 @@ class SqlLedgerStore:
             statement = statement.where(_events.c.tenant_id == query.tenant_id)
         if query.key_id:
             statement = statement.where(_events.c.key_id == query.key_id)
+        if query.credential_id:
+            statement = statement.where(_events.c.credential_id == query.credential_id)
         if query.start is not None:
             statement = statement.where(_events.c.time >= query.start)
         if query.end is not None:
@@ -419,6 +425,7 @@ def _row(record: UsageRecord, recorded_at: datetime) -> dict[str, Any]:
         "usage_estimated": record.usage_estimated,
         "continuations": record.continuations,
         "continued_from": record.continued_from,
+        "credential_id": record.credential_id,
         "time": record.time.astimezone(UTC),
         "recorded_at": recorded_at.astimezone(UTC),
     }

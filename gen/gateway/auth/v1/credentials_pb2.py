@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from gateway.quota.v1 import quota_pb2 as gateway_dot_quota_dot_v1_dot_quota__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!gateway/auth/v1/credentials.proto\x12\x0fgateway.auth.v1\x1a\x1cgateway/quota/v1/quota.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\x0bOAuthTokens\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x12\n\ntoken_type\x18\x05 \x01(\t\x12\x10\n\x08id_token\x18\x06 \x01(\t\"^\n\x10\x43redentialSecret\x12\x11\n\x07\x61pi_key\x18\x01 \x01(\tH\x00\x12-\n\x05oauth\x18\x02 \x01(\x0b\x32\x1c.gateway.auth.v1.OAuthTokensH\x00\x42\x08\n\x06secret\"\xcf\x03\n\nCredential\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12-\n\x04kind\x18\x04 \x01(\x0e\x32\x1f.gateway.auth.v1.CredentialKind\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12/\n\x05state\x18\x07 \x01(\x0e\x32 .gateway.auth.v1.CredentialState\x12\'\n\x06limits\x18\x08 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x18\n\x10secret_last_four\x18\t \x01(\t\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63ooldown_until\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrotated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\x17\x43reateCredentialRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\'\n\x06limits\x18\x05 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x31\n\x06secret\x18\x06 \x01(\x0b\x32!.gateway.auth.v1.CredentialSecret\"K\n\x18\x43reateCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"=\n\x16ListCredentialsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"K\n\x17ListCredentialsResponse\x12\x30\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1b.gateway.auth.v1.Credential\"\xe2\x01\n\x17UpdateCredentialRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08priority\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .gateway.auth.v1.CredentialState\x12\x16\n\x0ereplace_limits\x18\x05 \x01(\x08\x12\'\n\x06limits\x18\x06 \x03(\x0b\x32\x17.gateway.quota.v1.QuotaB\x07\n\x05_nameB\x0b\n\t_priority\"K\n\x18UpdateCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"c\n\x17RotateCredentialRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x31\n\x06secret\x18\x02 \x01(\x0b\x32!.gateway.auth.v1.CredentialSecret\"K\n\x18RotateCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"0\n\x17\x44\x65leteCredentialRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCredentialResponse\"@\n\x19ResolveCredentialsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"v\n\x10UsableCredential\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\x12\x31\n\x06secret\x18\x02 \x01(\x0b\x32!.gateway.auth.v1.CredentialSecret\"o\n\x1aResolveCredentialsResponse\x12\x36\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32!.gateway.auth.v1.UsableCredential\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\x02 \x01(\x05\"b\n\x1bStoreRefreshedTokensRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12,\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.gateway.auth.v1.OAuthTokens\"O\n\x1cStoreRefreshedTokensResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"\x1a\n\x18RewrapCredentialsRequest\"Q\n\x19RewrapCredentialsResponse\x12\x0e\n\x06kek_id\x18\x01 \x01(\t\x12\x11\n\trewrapped\x18\x02 \x01(\x05\x12\x11\n\tremaining\x18\x03 \x01(\x05*i\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_KIND_API_KEY\x10\x01\x12\x19\n\x15\x43REDENTIAL_KIND_OAUTH\x10\x02*o\n\x0f\x43redentialState\x12 \n\x1c\x43REDENTIAL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x43REDENTIAL_STATE_DISABLED\x10\x02\x32\xf7\x08\n\x11\x43redentialService\x12\x89\x01\n\x10\x43reateCredential\x12(.gateway.auth.v1.CreateCredentialRequest\x1a).gateway.auth.v1.CreateCredentialResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/admin/v1/credentials:\x01*\x12\x83\x01\n\x0fListCredentials\x12\'.gateway.auth.v1.ListCredentialsRequest\x1a(.gateway.auth.v1.ListCredentialsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/admin/v1/credentials\x12\x99\x01\n\x10UpdateCredential\x12(.gateway.auth.v1.UpdateCredentialRequest\x1a).gateway.auth.v1.UpdateCredentialResponse\"0\x82\xd3\xe4\x93\x02*2%/admin/v1/credentials/{credential_id}:\x01*\x12\xa0\x01\n\x10RotateCredential\x12(.gateway.auth.v1.RotateCredentialRequest\x1a).gateway.auth.v1.RotateCredentialResponse\"7\x82\xd3\xe4\x93\x02\x31\",/admin/v1/credentials/{credential_id}:rotate:\x01*\x12\x96\x01\n\x10\x44\x65leteCredential\x12(.gateway.auth.v1.DeleteCredentialRequest\x1a).gateway.auth.v1.DeleteCredentialResponse\"-\x82\xd3\xe4\x93\x02\'*%/admin/v1/credentials/{credential_id}\x12m\n\x12ResolveCredentials\x12*.gateway.auth.v1.ResolveCredentialsRequest\x1a+.gateway.auth.v1.ResolveCredentialsResponse\x12s\n\x14StoreRefreshedTokens\x12,.gateway.auth.v1.StoreRefreshedTokensRequest\x1a-.gateway.auth.v1.StoreRefreshedTokensResponse\x12\x93\x01\n\x11RewrapCredentials\x12).gateway.auth.v1.RewrapCredentialsRequest\x1a*.gateway.auth.v1.RewrapCredentialsResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/admin/v1/credentials:rewrap:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!gateway/auth/v1/credentials.proto\x12\x0fgateway.auth.v1\x1a\x1cgateway/quota/v1/quota.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\x0bOAuthTokens\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x12\n\ntoken_type\x18\x05 \x01(\t\x12\x10\n\x08id_token\x18\x06 \x01(\t\"^\n\x10\x43redentialSecret\x12\x11\n\x07\x61pi_key\x18\x01 \x01(\tH\x00\x12-\n\x05oauth\x18\x02 \x01(\x0b\x32\x1c.gateway.auth.v1.OAuthTokensH\x00\x42\x08\n\x06secret\"\xca\x04\n\nCredential\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12-\n\x04kind\x18\x04 \x01(\x0e\x32\x1f.gateway.auth.v1.CredentialKind\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12/\n\x05state\x18\x07 \x01(\x0e\x32 .gateway.auth.v1.CredentialState\x12\'\n\x06limits\x18\x08 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x18\n\x10secret_last_four\x18\t \x01(\t\x12.\n\nexpires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63ooldown_until\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrotated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0cwindow_usage\x18\x0e \x03(\x0b\x32&.gateway.auth.v1.CredentialWindowUsage\x12;\n\x0bmonth_usage\x18\x0f \x01(\x0b\x32&.gateway.auth.v1.CredentialLedgerUsage\"\x9e\x01\n\x15\x43redentialLedgerUsage\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x05 \x01(\x03\"\x90\x01\n\x15\x43redentialWindowUsage\x12&\n\x05quota\x18\x01 \x01(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x0c\n\x04used\x18\x02 \x01(\x03\x12\x11\n\tremaining\x18\x03 \x01(\x03\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xba\x01\n\x17\x43reateCredentialRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\'\n\x06limits\x18\x05 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x31\n\x06secret\x18\x06 \x01(\x0b\x32!.gateway.auth.v1.CredentialSecret\"K\n\x18\x43reateCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"=\n\x16ListCredentialsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"K\n\x17ListCredentialsResponse\x12\x30\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1b.gateway.auth.v1.Credential\"\xe2\x01\n\x17UpdateCredentialRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08priority\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .gateway.auth.v1.CredentialState\x12\x16\n\x0ereplace_limits\x18\x05 \x01(\x08\x12\'\n\x06limits\x18\x06 \x03(\x0b\x32\x17.gateway.quota.v1.QuotaB\x07\n\x05_nameB\x0b\n\t_priority\"K\n\x18UpdateCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"c\n\x17RotateCredentialRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x31\n\x06secret\x18\x02 \x01(\x0b\x32!.gateway.auth.v1.CredentialSecret\"K\n\x18RotateCredentialResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"0\n\x17\x44\x65leteCredentialRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteCredentialResponse\"@\n\x19ResolveCredentialsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"v\n\x10UsableCredential\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\x12\x31\n\x06secret\x18\x02 \x01(\x0b\x32!.gateway.auth.v1.CredentialSecret\"o\n\x1aResolveCredentialsResponse\x12\x36\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32!.gateway.auth.v1.UsableCredential\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\x02 \x01(\x05\"b\n\x1bStoreRefreshedTokensRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12,\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.gateway.auth.v1.OAuthTokens\"O\n\x1cStoreRefreshedTokensResponse\x12/\n\ncredential\x18\x01 \x01(\x0b\x32\x1b.gateway.auth.v1.Credential\"\x1a\n\x18RewrapCredentialsRequest\"Q\n\x19RewrapCredentialsResponse\x12\x0e\n\x06kek_id\x18\x01 \x01(\t\x12\x11\n\trewrapped\x18\x02 \x01(\x05\x12\x11\n\tremaining\x18\x03 \x01(\x05*i\n\x0e\x43redentialKind\x12\x1f\n\x1b\x43REDENTIAL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_KIND_API_KEY\x10\x01\x12\x19\n\x15\x43REDENTIAL_KIND_OAUTH\x10\x02*o\n\x0f\x43redentialState\x12 \n\x1c\x43REDENTIAL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x43REDENTIAL_STATE_DISABLED\x10\x02\x32\xf7\x08\n\x11\x43redentialService\x12\x89\x01\n\x10\x43reateCredential\x12(.gateway.auth.v1.CreateCredentialRequest\x1a).gateway.auth.v1.CreateCredentialResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/admin/v1/credentials:\x01*\x12\x83\x01\n\x0fListCredentials\x12\'.gateway.auth.v1.ListCredentialsRequest\x1a(.gateway.auth.v1.ListCredentialsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/admin/v1/credentials\x12\x99\x01\n\x10UpdateCredential\x12(.gateway.auth.v1.UpdateCredentialRequest\x1a).gateway.auth.v1.UpdateCredentialResponse\"0\x82\xd3\xe4\x93\x02*2%/admin/v1/credentials/{credential_id}:\x01*\x12\xa0\x01\n\x10RotateCredential\x12(.gateway.auth.v1.RotateCredentialRequest\x1a).gateway.auth.v1.RotateCredentialResponse\"7\x82\xd3\xe4\x93\x02\x31\",/admin/v1/credentials/{credential_id}:rotate:\x01*\x12\x96\x01\n\x10\x44\x65leteCredential\x12(.gateway.auth.v1.DeleteCredentialRequest\x1a).gateway.auth.v1.DeleteCredentialResponse\"-\x82\xd3\xe4\x93\x02\'*%/admin/v1/credentials/{credential_id}\x12m\n\x12ResolveCredentials\x12*.gateway.auth.v1.ResolveCredentialsRequest\x1a+.gateway.auth.v1.ResolveCredentialsResponse\x12s\n\x14StoreRefreshedTokens\x12,.gateway.auth.v1.StoreRefreshedTokensRequest\x1a-.gateway.auth.v1.StoreRefreshedTokensResponse\x12\x93\x01\n\x11RewrapCredentials\x12).gateway.auth.v1.RewrapCredentialsRequest\x1a*.gateway.auth.v1.RewrapCredentialsResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/admin/v1/credentials:rewrap:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,50 +47,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDENTIALSERVICE'].methods_by_name['DeleteCredential']._serialized_options = b'\202\323\344\223\002\'*%/admin/v1/credentials/{credential_id}'
   _globals['_CREDENTIALSERVICE'].methods_by_name['RewrapCredentials']._loaded_options = None
   _globals['_CREDENTIALSERVICE'].methods_by_name['RewrapCredentials']._serialized_options = b'\202\323\344\223\002!\"\034/admin/v1/credentials:rewrap:\001*'
-  _globals['_CREDENTIALKIND']._serialized_start=2431
-  _globals['_CREDENTIALKIND']._serialized_end=2536
-  _globals['_CREDENTIALSTATE']._serialized_start=2538
-  _globals['_CREDENTIALSTATE']._serialized_end=2649
-  _globals['_OAUTHTOKENS']._serialized_start=148
-  _globals['_OAUTHTOKENS']._serialized_end=308
-  _globals['_CREDENTIALSECRET']._serialized_start=310
-  _globals['_CREDENTIALSECRET']._serialized_end=404
-  _globals['_CREDENTIAL']._serialized_start=407
-  _globals['_CREDENTIAL']._serialized_end=870
-  _globals['_CREATECREDENTIALREQUEST']._serialized_start=873
-  _globals['_CREATECREDENTIALREQUEST']._serialized_end=1059
-  _globals['_CREATECREDENTIALRESPONSE']._serialized_start=1061
-  _globals['_CREATECREDENTIALRESPONSE']._serialized_end=1136
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1138
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1199
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1201
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1276
-  _globals['_UPDATECREDENTIALREQUEST']._serialized_start=1279
-  _globals['_UPDATECREDENTIALREQUEST']._serialized_end=1505
-  _globals['_UPDATECREDENTIALRESPONSE']._serialized_start=1507
-  _globals['_UPDATECREDENTIALRESPONSE']._serialized_end=1582
-  _globals['_ROTATECREDENTIALREQUEST']._serialized_start=1584
-  _globals['_ROTATECREDENTIALREQUEST']._serialized_end=1683
-  _globals['_ROTATECREDENTIALRESPONSE']._serialized_start=1685
-  _globals['_ROTATECREDENTIALRESPONSE']._serialized_end=1760
-  _globals['_DELETECREDENTIALREQUEST']._serialized_start=1762
-  _globals['_DELETECREDENTIALREQUEST']._serialized_end=1810
-  _globals['_DELETECREDENTIALRESPONSE']._serialized_start=1812
-  _globals['_DELETECREDENTIALRESPONSE']._serialized_end=1838
-  _globals['_RESOLVECREDENTIALSREQUEST']._serialized_start=1840
-  _globals['_RESOLVECREDENTIALSREQUEST']._serialized_end=1904
-  _globals['_USABLECREDENTIAL']._serialized_start=1906
-  _globals['_USABLECREDENTIAL']._serialized_end=2024
-  _globals['_RESOLVECREDENTIALSRESPONSE']._serialized_start=2026
-  _globals['_RESOLVECREDENTIALSRESPONSE']._serialized_end=2137
-  _globals['_STOREREFRESHEDTOKENSREQUEST']._serialized_start=2139
-  _globals['_STOREREFRESHEDTOKENSREQUEST']._serialized_end=2237
-  _globals['_STOREREFRESHEDTOKENSRESPONSE']._serialized_start=2239
-  _globals['_STOREREFRESHEDTOKENSRESPONSE']._serialized_end=2318
-  _globals['_REWRAPCREDENTIALSREQUEST']._serialized_start=2320
-  _globals['_REWRAPCREDENTIALSREQUEST']._serialized_end=2346
-  _globals['_REWRAPCREDENTIALSRESPONSE']._serialized_start=2348
-  _globals['_REWRAPCREDENTIALSRESPONSE']._serialized_end=2429
-  _globals['_CREDENTIALSERVICE']._serialized_start=2652
-  _globals['_CREDENTIALSERVICE']._serialized_end=3795
+  _globals['_CREDENTIALKIND']._serialized_start=2894
+  _globals['_CREDENTIALKIND']._serialized_end=2999
+  _globals['_CREDENTIALSTATE']._serialized_start=3001
+  _globals['_CREDENTIALSTATE']._serialized_end=3112
+  _globals['_OAUTHTOKENS']._serialized_start=180
+  _globals['_OAUTHTOKENS']._serialized_end=340
+  _globals['_CREDENTIALSECRET']._serialized_start=342
+  _globals['_CREDENTIALSECRET']._serialized_end=436
+  _globals['_CREDENTIAL']._serialized_start=439
+  _globals['_CREDENTIAL']._serialized_end=1025
+  _globals['_CREDENTIALLEDGERUSAGE']._serialized_start=1028
+  _globals['_CREDENTIALLEDGERUSAGE']._serialized_end=1186
+  _globals['_CREDENTIALWINDOWUSAGE']._serialized_start=1189
+  _globals['_CREDENTIALWINDOWUSAGE']._serialized_end=1333
+  _globals['_CREATECREDENTIALREQUEST']._serialized_start=1336
+  _globals['_CREATECREDENTIALREQUEST']._serialized_end=1522
+  _globals['_CREATECREDENTIALRESPONSE']._serialized_start=1524
+  _globals['_CREATECREDENTIALRESPONSE']._serialized_end=1599
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1601
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1662
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1664
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1739
+  _globals['_UPDATECREDENTIALREQUEST']._serialized_start=1742
+  _globals['_UPDATECREDENTIALREQUEST']._serialized_end=1968
+  _globals['_UPDATECREDENTIALRESPONSE']._serialized_start=1970
+  _globals['_UPDATECREDENTIALRESPONSE']._serialized_end=2045
+  _globals['_ROTATECREDENTIALREQUEST']._serialized_start=2047
+  _globals['_ROTATECREDENTIALREQUEST']._serialized_end=2146
+  _globals['_ROTATECREDENTIALRESPONSE']._serialized_start=2148
+  _globals['_ROTATECREDENTIALRESPONSE']._serialized_end=2223
+  _globals['_DELETECREDENTIALREQUEST']._serialized_start=2225
+  _globals['_DELETECREDENTIALREQUEST']._serialized_end=2273
+  _globals['_DELETECREDENTIALRESPONSE']._serialized_start=2275
+  _globals['_DELETECREDENTIALRESPONSE']._serialized_end=2301
+  _globals['_RESOLVECREDENTIALSREQUEST']._serialized_start=2303
+  _globals['_RESOLVECREDENTIALSREQUEST']._serialized_end=2367
+  _globals['_USABLECREDENTIAL']._serialized_start=2369
+  _globals['_USABLECREDENTIAL']._serialized_end=2487
+  _globals['_RESOLVECREDENTIALSRESPONSE']._serialized_start=2489
+  _globals['_RESOLVECREDENTIALSRESPONSE']._serialized_end=2600
+  _globals['_STOREREFRESHEDTOKENSREQUEST']._serialized_start=2602
+  _globals['_STOREREFRESHEDTOKENSREQUEST']._serialized_end=2700
+  _globals['_STOREREFRESHEDTOKENSRESPONSE']._serialized_start=2702
+  _globals['_STOREREFRESHEDTOKENSRESPONSE']._serialized_end=2781
+  _globals['_REWRAPCREDENTIALSREQUEST']._serialized_start=2783
+  _globals['_REWRAPCREDENTIALSREQUEST']._serialized_end=2809
+  _globals['_REWRAPCREDENTIALSRESPONSE']._serialized_start=2811
+  _globals['_REWRAPCREDENTIALSRESPONSE']._serialized_end=2892
+  _globals['_CREDENTIALSERVICE']._serialized_start=3115
+  _globals['_CREDENTIALSERVICE']._serialized_end=4258
 # @@protoc_insertion_point(module_scope)

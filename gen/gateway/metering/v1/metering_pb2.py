@@ -26,17 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"gateway/metering/v1/metering.proto\x12\x13gateway.metering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x04\n\nUsageEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x16\n\x0eupstream_model\x18\x06 \x01(\t\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\x12*\n\x07latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_chunk\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x07outcome\x18\x0c \x01(\x0e\x32\x1c.gateway.metering.v1.Outcome\x12\x12\n\nerror_code\x18\r \x01(\t\x12\x10\n\x08streamed\x18\x0e \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x0f \x01(\x05\x12(\n\x04time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\toperation\x18\x11 \x01(\t\x12\x17\n\x0fusage_estimated\x18\x12 \x01(\x08\x12\x32\n\nprompt_log\x18\x13 \x01(\x0b\x32\x1e.gateway.metering.v1.PromptLog\x12\x10\n\x08\x65vent_id\x18\x14 \x01(\t\x12\x15\n\rcontinuations\x18\x15 \x01(\x05\x12\x16\n\x0e\x63ontinued_from\x18\x16 \x01(\t\x12\x15\n\rcredential_id\x18\x17 \x01(\t\"8\n\tPromptLog\x12\x14\n\x0crequest_json\x18\x01 \x01(\t\x12\x15\n\rresponse_text\x18\x02 \x01(\t\"F\n\x13RecordEventsRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.gateway.metering.v1.UsageEvent\"=\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x13\n\x0bquarantined\x18\x02 \x01(\x05\"\xc4\x01\n\x11QueryUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x08group_by\x18\x05 \x01(\x0e\x32\x1c.gateway.metering.v1.GroupBy\"\x85\x01\n\x08UsageRow\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x05 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\x03\"A\n\x12QueryUsageResponse\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.gateway.metering.v1.UsageRow\"{\n\x1bSumUsageByDescriptorRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x0f\x44\x65scriptorUsage\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x06 \x01(\x03\"R\n\x1cSumUsageByDescriptorResponse\x12\x32\n\x04rows\x18\x01 \x03(\x0b\x32$.gateway.metering.v1.DescriptorUsage\"9\n\x15QueryPromptLogRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xf7\x01\n\x0ePromptLogEntry\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12\x17\n\x0frequest_preview\x18\t \x01(\t\x12\x18\n\x10response_preview\x18\n \x01(\t\"N\n\x16QueryPromptLogResponse\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.gateway.metering.v1.PromptLogEntry*w\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x11\n\rOUTCOME_ERROR\x10\x02\x12\x15\n\x11OUTCOME_CANCELLED\x10\x03\x12\x14\n\x10OUTCOME_REJECTED\x10\x04*u\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x13\n\x0fGROUP_BY_TENANT\x10\x01\x12\x10\n\x0cGROUP_BY_KEY\x10\x02\x12\x12\n\x0eGROUP_BY_MODEL\x10\x03\x12\x15\n\x11GROUP_BY_PROVIDER\x10\x04\x32\xbd\x03\n\x0fMeteringService\x12\x63\n\x0cRecordEvents\x12(.gateway.metering.v1.RecordEventsRequest\x1a).gateway.metering.v1.RecordEventsResponse\x12]\n\nQueryUsage\x12&.gateway.metering.v1.QueryUsageRequest\x1a\'.gateway.metering.v1.QueryUsageResponse\x12{\n\x14SumUsageByDescriptor\x12\x30.gateway.metering.v1.SumUsageByDescriptorRequest\x1a\x31.gateway.metering.v1.SumUsageByDescriptorResponse\x12i\n\x0eQueryPromptLog\x12*.gateway.metering.v1.QueryPromptLogRequest\x1a+.gateway.metering.v1.QueryPromptLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"gateway/metering/v1/metering.proto\x12\x13gateway.metering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x04\n\nUsageEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x16\n\x0eupstream_model\x18\x06 \x01(\t\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12\x16\n\x0e\x63ost_micro_usd\x18\t \x01(\x03\x12*\n\x07latency\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_chunk\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x07outcome\x18\x0c \x01(\x0e\x32\x1c.gateway.metering.v1.Outcome\x12\x12\n\nerror_code\x18\r \x01(\t\x12\x10\n\x08streamed\x18\x0e \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x0f \x01(\x05\x12(\n\x04time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\toperation\x18\x11 \x01(\t\x12\x17\n\x0fusage_estimated\x18\x12 \x01(\x08\x12\x32\n\nprompt_log\x18\x13 \x01(\x0b\x32\x1e.gateway.metering.v1.PromptLog\x12\x10\n\x08\x65vent_id\x18\x14 \x01(\t\x12\x15\n\rcontinuations\x18\x15 \x01(\x05\x12\x16\n\x0e\x63ontinued_from\x18\x16 \x01(\t\x12\x15\n\rcredential_id\x18\x17 \x01(\t\"8\n\tPromptLog\x12\x14\n\x0crequest_json\x18\x01 \x01(\t\x12\x15\n\rresponse_text\x18\x02 \x01(\t\"F\n\x13RecordEventsRequest\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.gateway.metering.v1.UsageEvent\"=\n\x14RecordEventsResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\x12\x13\n\x0bquarantined\x18\x02 \x01(\x05\"\xdb\x01\n\x11QueryUsageRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x08group_by\x18\x05 \x01(\x0e\x32\x1c.gateway.metering.v1.GroupBy\x12\x15\n\rcredential_id\x18\x06 \x01(\t\"\x85\x01\n\x08UsageRow\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x05 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\x03\"A\n\x12QueryUsageResponse\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.gateway.metering.v1.UsageRow\"{\n\x1bSumUsageByDescriptorRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x0f\x44\x65scriptorUsage\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x06 \x01(\x03\x12\x15\n\rcredential_id\x18\x07 \x01(\t\"R\n\x1cSumUsageByDescriptorResponse\x12\x32\n\x04rows\x18\x01 \x03(\x0b\x32$.gateway.metering.v1.DescriptorUsage\"9\n\x15QueryPromptLogRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xf7\x01\n\x0ePromptLogEntry\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12\x17\n\x0frequest_preview\x18\t \x01(\t\x12\x18\n\x10response_preview\x18\n \x01(\t\"N\n\x16QueryPromptLogResponse\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.gateway.metering.v1.PromptLogEntry*w\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x11\n\rOUTCOME_ERROR\x10\x02\x12\x15\n\x11OUTCOME_CANCELLED\x10\x03\x12\x14\n\x10OUTCOME_REJECTED\x10\x04*\x8e\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x13\n\x0fGROUP_BY_TENANT\x10\x01\x12\x10\n\x0cGROUP_BY_KEY\x10\x02\x12\x12\n\x0eGROUP_BY_MODEL\x10\x03\x12\x15\n\x11GROUP_BY_PROVIDER\x10\x04\x12\x17\n\x13GROUP_BY_CREDENTIAL\x10\x05\x32\xbd\x03\n\x0fMeteringService\x12\x63\n\x0cRecordEvents\x12(.gateway.metering.v1.RecordEventsRequest\x1a).gateway.metering.v1.RecordEventsResponse\x12]\n\nQueryUsage\x12&.gateway.metering.v1.QueryUsageRequest\x1a\'.gateway.metering.v1.QueryUsageResponse\x12{\n\x14SumUsageByDescriptor\x12\x30.gateway.metering.v1.SumUsageByDescriptorRequest\x1a\x31.gateway.metering.v1.SumUsageByDescriptorResponse\x12i\n\x0eQueryPromptLog\x12*.gateway.metering.v1.QueryPromptLogRequest\x1a+.gateway.metering.v1.QueryPromptLogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.metering.v1.metering_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=2074
-  _globals['_OUTCOME']._serialized_end=2193
-  _globals['_GROUPBY']._serialized_start=2195
-  _globals['_GROUPBY']._serialized_end=2312
+  _globals['_OUTCOME']._serialized_start=2121
+  _globals['_OUTCOME']._serialized_end=2240
+  _globals['_GROUPBY']._serialized_start=2243
+  _globals['_GROUPBY']._serialized_end=2385
   _globals['_USAGEEVENT']._serialized_start=125
   _globals['_USAGEEVENT']._serialized_end=752
   _globals['_PROMPTLOG']._serialized_start=754
@@ -46,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEVENTSRESPONSE']._serialized_start=884
   _globals['_RECORDEVENTSRESPONSE']._serialized_end=945
   _globals['_QUERYUSAGEREQUEST']._serialized_start=948
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=1144
-  _globals['_USAGEROW']._serialized_start=1147
-  _globals['_USAGEROW']._serialized_end=1280
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=1282
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=1347
-  _globals['_SUMUSAGEBYDESCRIPTORREQUEST']._serialized_start=1349
-  _globals['_SUMUSAGEBYDESCRIPTORREQUEST']._serialized_end=1472
-  _globals['_DESCRIPTORUSAGE']._serialized_start=1474
-  _globals['_DESCRIPTORUSAGE']._serialized_end=1599
-  _globals['_SUMUSAGEBYDESCRIPTORRESPONSE']._serialized_start=1601
-  _globals['_SUMUSAGEBYDESCRIPTORRESPONSE']._serialized_end=1683
-  _globals['_QUERYPROMPTLOGREQUEST']._serialized_start=1685
-  _globals['_QUERYPROMPTLOGREQUEST']._serialized_end=1742
-  _globals['_PROMPTLOGENTRY']._serialized_start=1745
-  _globals['_PROMPTLOGENTRY']._serialized_end=1992
-  _globals['_QUERYPROMPTLOGRESPONSE']._serialized_start=1994
-  _globals['_QUERYPROMPTLOGRESPONSE']._serialized_end=2072
-  _globals['_METERINGSERVICE']._serialized_start=2315
-  _globals['_METERINGSERVICE']._serialized_end=2760
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=1167
+  _globals['_USAGEROW']._serialized_start=1170
+  _globals['_USAGEROW']._serialized_end=1303
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=1305
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=1370
+  _globals['_SUMUSAGEBYDESCRIPTORREQUEST']._serialized_start=1372
+  _globals['_SUMUSAGEBYDESCRIPTORREQUEST']._serialized_end=1495
+  _globals['_DESCRIPTORUSAGE']._serialized_start=1498
+  _globals['_DESCRIPTORUSAGE']._serialized_end=1646
+  _globals['_SUMUSAGEBYDESCRIPTORRESPONSE']._serialized_start=1648
+  _globals['_SUMUSAGEBYDESCRIPTORRESPONSE']._serialized_end=1730
+  _globals['_QUERYPROMPTLOGREQUEST']._serialized_start=1732
+  _globals['_QUERYPROMPTLOGREQUEST']._serialized_end=1789
+  _globals['_PROMPTLOGENTRY']._serialized_start=1792
+  _globals['_PROMPTLOGENTRY']._serialized_end=2039
+  _globals['_QUERYPROMPTLOGRESPONSE']._serialized_start=2041
+  _globals['_QUERYPROMPTLOGRESPONSE']._serialized_end=2119
+  _globals['_METERINGSERVICE']._serialized_start=2388
+  _globals['_METERINGSERVICE']._serialized_end=2833
 # @@protoc_insertion_point(module_scope)

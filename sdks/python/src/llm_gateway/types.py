@@ -222,6 +222,28 @@ class CreatedKey:
 
 
 @dataclass(frozen=True)
+class CredentialWindowUsage:
+    """What a credential used in the current window of one of its quotas (from the rate limit service)."""
+
+    quota: Quota | None = None
+    used: int = 0
+    remaining: int = 0
+    reset_after: str | None = None
+    """Time until the window ends, as the proto JSON mapping writes a duration ("42.5s")."""
+
+
+@dataclass(frozen=True)
+class CredentialLedgerUsage:
+    """What a credential served since ``since`` (the start of the month), from the usage ledger."""
+
+    since: datetime | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micro_usd: int = 0
+
+
+@dataclass(frozen=True)
 class Credential:
     """A tenant's upstream credential, without its secret."""
 
@@ -238,6 +260,10 @@ class Credential:
     cooldown_until: datetime | None = None
     created_at: datetime | None = None
     rotated_at: datetime | None = None
+    window_usage: list[CredentialWindowUsage] = field(default_factory=list)
+    """Its use of each quota's current window; empty when the rate limit service did not answer."""
+    month_usage: CredentialLedgerUsage | None = None
+    """What it served this month; None when the metering service did not answer."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +364,8 @@ PROTO_MESSAGES: dict[type, str] = {
     ApiKey: "gateway.auth.v1.ApiKey",
     CreatedKey: "gateway.auth.v1.CreateKeyResponse",
     Credential: "gateway.auth.v1.Credential",
+    CredentialWindowUsage: "gateway.auth.v1.CredentialWindowUsage",
+    CredentialLedgerUsage: "gateway.auth.v1.CredentialLedgerUsage",
 }
 """SDK type → the proto message it mirrors (every field of the message must be an attribute)."""
 

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from llm_gateway._gen.gateway.quota.v1 import quota_pb2 as _quota_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -168,6 +169,8 @@ class Credential(_message.Message):
     COOLDOWN_UNTIL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ROTATED_AT_FIELD_NUMBER: _builtins.int
+    WINDOW_USAGE_FIELD_NUMBER: _builtins.int
+    MONTH_USAGE_FIELD_NUMBER: _builtins.int
     credential_id: _builtins.str
     """The credential's id ("cred_…")."""
     tenant_id: _builtins.str
@@ -204,6 +207,18 @@ class Credential(_message.Message):
     def rotated_at(self) -> _timestamp_pb2.Timestamp:
         """When its secret was last set (created or rotated)."""
 
+    @_builtins.property
+    def window_usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___CredentialWindowUsage]:
+        """What it used in the current window of each of its quotas (from the rate limit service), in
+        the order of `limits`; empty when it has no quotas or the rate limit service did not answer.
+        """
+
+    @_builtins.property
+    def month_usage(self) -> Global___CredentialLedgerUsage:
+        """What it served since the start of the current calendar month (UTC), from the usage ledger;
+        unset when the metering service did not answer.
+        """
+
     def __init__(
         self,
         *,
@@ -220,14 +235,94 @@ class Credential(_message.Message):
         cooldown_until: _timestamp_pb2.Timestamp | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         rotated_at: _timestamp_pb2.Timestamp | None = ...,
+        window_usage: _abc.Iterable[Global___CredentialWindowUsage] | None = ...,
+        month_usage: Global___CredentialLedgerUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "expires_at", b"expires_at", "rotated_at", b"rotated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "expires_at", b"expires_at", "month_usage", b"month_usage", "rotated_at", b"rotated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "credential_id", b"credential_id", "expires_at", b"expires_at", "kind", b"kind", "limits", b"limits", "name", b"name", "priority", b"priority", "provider", b"provider", "rotated_at", b"rotated_at", "secret_last_four", b"secret_last_four", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_until", b"cooldown_until", "created_at", b"created_at", "credential_id", b"credential_id", "expires_at", b"expires_at", "kind", b"kind", "limits", b"limits", "month_usage", b"month_usage", "name", b"name", "priority", b"priority", "provider", b"provider", "rotated_at", b"rotated_at", "secret_last_four", b"secret_last_four", "state", b"state", "tenant_id", b"tenant_id", "window_usage", b"window_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Credential: _TypeAlias = Credential  # noqa: Y015
+
+@_typing.final
+class CredentialLedgerUsage(_message.Message):
+    """CredentialLedgerUsage is what a credential served over a period, as the usage ledger records it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """Requests."""
+    prompt_tokens: _builtins.int
+    """Prompt tokens."""
+    completion_tokens: _builtins.int
+    """Completion tokens."""
+    cost_micro_usd: _builtins.int
+    """Cost, in micro-USD."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """The start of the period (the period ends now)."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cost_micro_usd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "cost_micro_usd", b"cost_micro_usd", "prompt_tokens", b"prompt_tokens", "requests", b"requests", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialLedgerUsage: _TypeAlias = CredentialLedgerUsage  # noqa: Y015
+
+@_typing.final
+class CredentialWindowUsage(_message.Message):
+    """CredentialWindowUsage is what a credential used in the current window of one of its quotas."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTA_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESET_AFTER_FIELD_NUMBER: _builtins.int
+    used: _builtins.int
+    """Units used in the current window (the quota's limit minus what remains)."""
+    remaining: _builtins.int
+    """Units left in the current window."""
+    @_builtins.property
+    def quota(self) -> _quota_pb2.Quota:
+        """The quota."""
+
+    @_builtins.property
+    def reset_after(self) -> _duration_pb2.Duration:
+        """Time until the current window ends."""
+
+    def __init__(
+        self,
+        *,
+        quota: _quota_pb2.Quota | None = ...,
+        used: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        reset_after: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota", "reset_after", b"reset_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota", "remaining", b"remaining", "reset_after", b"reset_after", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialWindowUsage: _TypeAlias = CredentialWindowUsage  # noqa: Y015
 
 @_typing.final
 class CreateCredentialRequest(_message.Message):

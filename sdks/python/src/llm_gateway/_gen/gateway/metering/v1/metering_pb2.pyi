@@ -69,6 +69,10 @@ class _GroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupBy.Value
     """One row per model."""
     GROUP_BY_PROVIDER: _GroupBy.ValueType  # 4
     """One row per provider."""
+    GROUP_BY_CREDENTIAL: _GroupBy.ValueType  # 5
+    """One row per tenant credential ("cred_…"); events served by a global credential form the
+    row with an empty group.
+    """
 
 class GroupBy(_GroupBy, metaclass=_GroupByEnumTypeWrapper):
     """GroupBy says how usage is grouped."""
@@ -83,6 +87,10 @@ GROUP_BY_MODEL: GroupBy.ValueType  # 3
 """One row per model."""
 GROUP_BY_PROVIDER: GroupBy.ValueType  # 4
 """One row per provider."""
+GROUP_BY_CREDENTIAL: GroupBy.ValueType  # 5
+"""One row per tenant credential ("cred_…"); events served by a global credential form the
+row with an empty group.
+"""
 Global___GroupBy: _TypeAlias = GroupBy  # noqa: Y015
 
 @_typing.final
@@ -300,12 +308,15 @@ class QueryUsageRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Only this tenant; empty for all."""
     key_id: _builtins.str
     """Only this key; empty for all."""
     group_by: Global___GroupBy.ValueType
     """How to group."""
+    credential_id: _builtins.str
+    """Only events served by this tenant credential ("cred_…"); empty for all."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Events at or after this time; unset for the beginning."""
@@ -322,10 +333,11 @@ class QueryUsageRequest(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         group_by: Global___GroupBy.ValueType = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "key_id", b"key_id", "start_time", b"start_time", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "end_time", b"end_time", "group_by", b"group_by", "key_id", b"key_id", "start_time", b"start_time", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,7 +356,7 @@ class UsageRow(_message.Message):
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
     group: _builtins.str
-    """The group's value (tenant, key id, model or provider); empty without grouping."""
+    """The group's value (tenant, key id, model, provider or credential id); empty without grouping."""
     requests: _builtins.int
     """Requests."""
     prompt_tokens: _builtins.int
@@ -429,7 +441,7 @@ Global___SumUsageByDescriptorRequest: _TypeAlias = SumUsageByDescriptorRequest  
 
 @_typing.final
 class DescriptorUsage(_message.Message):
-    """DescriptorUsage is what one (tenant, key, model) used in the period."""
+    """DescriptorUsage is what one (tenant, key, model, credential) used in the period."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -439,6 +451,7 @@ class DescriptorUsage(_message.Message):
     REQUESTS_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant."""
     key_id: _builtins.str
@@ -451,6 +464,8 @@ class DescriptorUsage(_message.Message):
     """Prompt plus completion tokens."""
     cost_micro_usd: _builtins.int
     """Cost, in micro-USD."""
+    credential_id: _builtins.str
+    """The tenant credential that served the events ("cred_…"); empty for the global credential."""
     def __init__(
         self,
         *,
@@ -460,10 +475,11 @@ class DescriptorUsage(_message.Message):
         requests: _builtins.int = ...,
         tokens: _builtins.int = ...,
         cost_micro_usd: _builtins.int = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_micro_usd", b"cost_micro_usd", "key_id", b"key_id", "model", b"model", "requests", b"requests", "tenant_id", b"tenant_id", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_micro_usd", b"cost_micro_usd", "credential_id", b"credential_id", "key_id", b"key_id", "model", b"model", "requests", b"requests", "tenant_id", b"tenant_id", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,14 +487,16 @@ Global___DescriptorUsage: _TypeAlias = DescriptorUsage  # noqa: Y015
 
 @_typing.final
 class SumUsageByDescriptorResponse(_message.Message):
-    """SumUsageByDescriptorResponse holds one row per (tenant, key, model) with usage in the period."""
+    """SumUsageByDescriptorResponse holds one row per (tenant, key, model, credential) with usage in the
+    period.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ROWS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___DescriptorUsage]:
-        """The rows, ordered by tenant, key and model."""
+        """The rows, ordered by tenant, key, model and credential."""
 
     def __init__(
         self,

@@ -77,8 +77,9 @@ class MeteringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SumUsageByDescriptor(self, request, context):
-        """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
-        limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+        """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model, credential), so that
+        the rate limit service can rebuild day and month counters it lost (the ledger is their source of
+        truth), the per-credential windows included.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,8 +40,9 @@ class MeteringServiceStub:
     QueryUsage: _grpc.UnaryUnaryMultiCallable[_metering_pb2.QueryUsageRequest, _metering_pb2.QueryUsageResponse]
     """QueryUsage sums the ledger over a period, grouped as asked."""
     SumUsageByDescriptor: _grpc.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]
-    """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
-    limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+    """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model, credential), so that
+    the rate limit service can rebuild day and month counters it lost (the ledger is their source of
+    truth), the per-credential windows included.
     """
     QueryPromptLog: _grpc.UnaryUnaryMultiCallable[_metering_pb2.QueryPromptLogRequest, _metering_pb2.QueryPromptLogResponse]
     """QueryPromptLog returns the latest prompt log entries of one tenant, newest first. Every
@@ -60,8 +61,9 @@ class MeteringServiceAsyncStub(MeteringServiceStub):
     QueryUsage: _aio.UnaryUnaryMultiCallable[_metering_pb2.QueryUsageRequest, _metering_pb2.QueryUsageResponse]  # type: ignore[assignment]
     """QueryUsage sums the ledger over a period, grouped as asked."""
     SumUsageByDescriptor: _aio.UnaryUnaryMultiCallable[_metering_pb2.SumUsageByDescriptorRequest, _metering_pb2.SumUsageByDescriptorResponse]  # type: ignore[assignment]
-    """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
-    limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+    """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model, credential), so that
+    the rate limit service can rebuild day and month counters it lost (the ledger is their source of
+    truth), the per-credential windows included.
     """
     QueryPromptLog: _aio.UnaryUnaryMultiCallable[_metering_pb2.QueryPromptLogRequest, _metering_pb2.QueryPromptLogResponse]  # type: ignore[assignment]
     """QueryPromptLog returns the latest prompt log entries of one tenant, newest first. Every
@@ -95,8 +97,9 @@ class MeteringServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metering_pb2.SumUsageByDescriptorRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metering_pb2.SumUsageByDescriptorResponse, _abc.Awaitable[_metering_pb2.SumUsageByDescriptorResponse]]:
-        """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model), so that the rate
-        limit service can rebuild day and month counters it lost (the ledger is their source of truth).
+        """SumUsageByDescriptor sums the ledger since a time per (tenant, key, model, credential), so that
+        the rate limit service can rebuild day and month counters it lost (the ledger is their source of
+        truth), the per-credential windows included.
         """
 
     @_abc_1.abstractmethod
