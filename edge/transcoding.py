@@ -37,11 +37,14 @@ from gateway_common.errors import GatewayError, invalid_argument
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-_SERVICES = (
+TRANSCODED_SERVICES = (
     ("router", router_pb2.DESCRIPTOR.services_by_name["RouterService"]),
     ("auth", auth_pb2.DESCRIPTOR.services_by_name["AuthService"]),
     ("auth", credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"]),
 )
+"""The services whose ``google.api.http`` routes the edge serves (grpc-gateway style), by target.
+JobService's annotations document its routes, but ``edge/jobs_api.py`` serves them itself (a
+job's result renders in the shape of its ingress format, not as protobuf JSON)."""
 
 
 def _provider_header(body: Any) -> dict[str, str]:
@@ -190,7 +193,7 @@ def _route(
 def add_native_routes(app: FastAPI, state_of: Callable[[Request], EdgeState]) -> list[str]:
     """Register a route per annotated RPC; returns "METHOD path" for each, for the docs and tests."""
     added = []
-    for service, service_descriptor in _SERVICES:
+    for service, service_descriptor in TRANSCODED_SERVICES:
         for method in service_descriptor.methods:
             options = method.GetOptions()
             if not options.HasExtension(annotations_pb2.http):

@@ -4,17 +4,22 @@ tenant isolation; refused at submit exactly as the sync call; revoked key; signe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 
+from gateway.metering.v1 import metering_pb2
 from tests.edge.openai_schema import errors as spec_errors
 from tests.faults.jobs_harness import (
     WEBHOOK_SECRET,
@@ -138,10 +143,27 @@ async def test_tenants_never_see_or_cancel_each_others_jobs(gateway: JobsSuite, 
     assert mine["status"] == "succeeded"
 
 
+def _admitted(spool: Path, request_id: str) -> bool:
+    """Whether the router's usage spool holds an event (the intent written at admission) of ``request_id``."""
+    if not spool.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{spool}?mode=ro", uri=True, timeout=5)) as db:
+        payloads = db.execute("SELECT payload FROM usage_spool").fetchall()
+    return any(metering_pb2.UsageEvent.FromString(payload).request_id == request_id for (payload,) in payloads)
+
+
 async def test_cancel_a_queued_or_running_job(gateway: JobsSuite, client: httpx.AsyncClient) -> None:
     headers = {"authorization": f"Bearer {gateway.key}"}
     job = (await submit(client, gateway.key, {"request": chat_body("slow")})).json()
     await wait_for_status(client, gateway.key, job["id"], {"running"})
+    # "running" is set when a worker claims the job, before the run's admission; a cancel then
+    # would rightly leave no ledger row (nothing reached a provider). Cancel once it was admitted:
+    # its intent is in the router's usage spool.
+    spool = gateway.suite.data_dir / "router-usage-spool.db"
+    deadline = time.monotonic() + 20
+    while not _admitted(spool, job["id"]):
+        assert time.monotonic() < deadline, "the job's run was never admitted"
+        await asyncio.sleep(0.05)
     cancelled = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     # The run was cancelled inside the router: the ledger records it as cancelled, never as a success.

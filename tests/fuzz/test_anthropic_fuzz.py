@@ -65,10 +65,16 @@ def hostile(draw: st.DrawFn) -> dict[str, Any]:
     body = draw(SANE_MESSAGES)
     for _ in range(draw(st.integers(min_value=0, max_value=2))):
         where = draw(st.sampled_from(["top", "message", "block"]))
-        message = body["messages"][draw(st.integers(min_value=0, max_value=len(body["messages"]) - 1))]
-        if where == "top":
+        messages = body["messages"]
+        # An earlier replacement may have made `messages` (or a message) anything at all: then
+        # only the top level is left to replace.
+        if where == "top" or not isinstance(messages, list) or not messages:
             body[draw(st.sampled_from(TOP_KEYS))] = draw(VALUES)
-        elif where == "message" or not isinstance(message["content"], list):
+            continue
+        message = messages[draw(st.integers(min_value=0, max_value=len(messages) - 1))]
+        if not isinstance(message, dict):
+            body[draw(st.sampled_from(TOP_KEYS))] = draw(VALUES)
+        elif where == "message" or not isinstance(message.get("content"), list):
             message[draw(st.sampled_from(MESSAGE_KEYS))] = draw(VALUES)
         else:
             block = dict(draw(BLOCK))

@@ -316,7 +316,8 @@ export type GroupBy =
   | "GROUP_BY_TENANT"
   | "GROUP_BY_KEY"
   | "GROUP_BY_MODEL"
-  | "GROUP_BY_PROVIDER";
+  | "GROUP_BY_PROVIDER"
+  | "GROUP_BY_CREDENTIAL";
 
 /**
  * The query of `GET /v1/usage` (`from` and `to` are the proto's `start_time` and `end_time`).
@@ -762,6 +763,42 @@ export interface Credential {
   created_at?: Timestamp;
   /** When its secret was last rotated. */
   rotated_at?: Timestamp;
+  /** Its windows as the rate limit service counts them now (absent while that service is away). */
+  window_usage: CredentialWindowUsage[];
+  /** What it served this month, from the ledger (absent while metering is away). */
+  month_usage?: CredentialLedgerUsage;
+}
+
+/**
+ * One of a credential's windows, as counted now.
+ * @proto gateway.auth.v1.CredentialWindowUsage
+ */
+export interface CredentialWindowUsage {
+  /** The quota. */
+  quota?: Quota;
+  /** Units used in the current window. */
+  used: number;
+  /** Units left in it. */
+  remaining: number;
+  /** When the window resets, as a protobuf JSON duration ("12.5s"). */
+  reset_after?: string;
+}
+
+/**
+ * What a credential served since a time, from the ledger.
+ * @proto gateway.auth.v1.CredentialLedgerUsage
+ */
+export interface CredentialLedgerUsage {
+  /** The start of the period. */
+  since?: Timestamp;
+  /** Requests. */
+  requests: number;
+  /** Prompt tokens. */
+  prompt_tokens: number;
+  /** Completion tokens. */
+  completion_tokens: number;
+  /** Cost, in micro-USD. */
+  cost_micro_usd: number;
 }
 
 /**
