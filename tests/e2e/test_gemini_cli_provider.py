@@ -93,8 +93,11 @@ def gemini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeminiSuite]:
         running.suite.stop()
 
 
-def sdk(gemini: GeminiSuite) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gemini.suite.edge_url}/v1", api_key=gemini.key, max_retries=0)
+@pytest.fixture(scope="module")
+def sdk(gemini: GeminiSuite) -> Iterator[openai.OpenAI]:
+    """One SDK client for the module, closed at its end (a dropped client leaks its sockets)."""
+    with openai.OpenAI(base_url=f"{gemini.suite.edge_url}/v1", api_key=gemini.key, max_retries=0) as client:
+        yield client
 
 
 def _stat(pid: int) -> str:
@@ -112,8 +115,8 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def test_chat_with_gemini_2_5_pro_is_served_by_the_cli(gemini: GeminiSuite) -> None:
-    raw = sdk(gemini).chat.completions.with_raw_response.create(
+def test_chat_with_gemini_2_5_pro_is_served_by_the_cli(gemini: GeminiSuite, sdk: openai.OpenAI) -> None:
+    raw = sdk.chat.completions.with_raw_response.create(
         model="gemini-2.5-pro", messages=[{"role": "user", "content": "Hello from the gateway!"}]
     )
     completion = raw.parse()
@@ -126,8 +129,8 @@ def test_chat_with_gemini_2_5_pro_is_served_by_the_cli(gemini: GeminiSuite) -> N
     assert run["env"]["GOOGLE_GENAI_USE_GCA"] == "true" and "GATEWAY_TENANT_KEYS" not in run["env"]
 
 
-def test_stream_with_gemini_2_5_flash_arrives_in_chunks_with_usage(gemini: GeminiSuite) -> None:
-    stream = sdk(gemini).chat.completions.create(
+def test_stream_with_gemini_2_5_flash_arrives_in_chunks_with_usage(gemini: GeminiSuite, sdk: openai.OpenAI) -> None:
+    stream = sdk.chat.completions.create(
         model="gemini-2.5-flash",
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "stream this"}],
         stream=True,
