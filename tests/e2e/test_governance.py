@@ -404,13 +404,14 @@ def _check_data_folder(gateway: Gateway, needles: list[str], stored: list[str], 
 async def test_no_key_in_clear_anywhere(gateway: Gateway) -> None:
     # Traffic of its own, so this holds even when run alone: a good key, a refusal, an unknown key.
     secret, key_id = _create_key(gateway, "grep-me", allowed_models=["mock:*"])
-    client = gateway.client(key=secret)
-    client.chat.completions.create(model="mock:demo", messages=HELLO)
-    with pytest.raises(openai.PermissionDeniedError):
-        client.chat.completions.create(model="fake:x", messages=HELLO)
+    # Each SDK client is closed: a dropped one leaks its pooled socket into a later test.
+    with gateway.client(key=secret) as client:
+        client.chat.completions.create(model="mock:demo", messages=HELLO)
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model="fake:x", messages=HELLO)
     unknown = f"gw-{secrets.token_urlsafe(32)}"
-    with pytest.raises(openai.AuthenticationError) as info:
-        gateway.client(key=unknown).chat.completions.create(model="mock:demo", messages=HELLO)
+    with gateway.client(key=unknown) as stranger, pytest.raises(openai.AuthenticationError) as info:
+        stranger.chat.completions.create(model="mock:demo", messages=HELLO)
     assert unknown not in str(info.value.body)
     await _usage(gateway, key_id, at_least=1)
 
