@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
@@ -65,6 +65,8 @@ class Gateway:
     key: str
     other_key: str
     admin_key: str
+    clients: list[openai.OpenAI] = field(default_factory=list)
+    """Every SDK client handed out, closed when the suite stops (a dropped one leaks its socket)."""
 
     @property
     def url(self) -> str:
@@ -73,7 +75,9 @@ class Gateway:
 
     def client(self, key: str | None = None, **kwargs: object) -> openai.OpenAI:
         """The official SDK pointed at the edge."""
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(client)
+        return client
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +100,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     suite = Suite(data_dir=data, ports=ports, env=env)
     suite.start()
     try:
-        yield Gateway(suite, upstream, key, other_key, admin_key)
+        running = Gateway(suite, upstream, key, other_key, admin_key)
+        yield running
+        for client in running.clients:
+            client.close()
     finally:
         suite.stop()
         upstream.stop()

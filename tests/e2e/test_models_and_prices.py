@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -55,13 +55,17 @@ class Priced:
     suite: Suite
     key: str
     admin_key: str
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return self.suite.edge_url
 
     def client(self, key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
+        # Kept, to be closed when the suite stops: a dropped client leaks its socket.
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
+        self.clients.append(client)
+        return client
 
     def admin(self, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
         return httpx.request(
@@ -106,7 +110,10 @@ def priced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priced]:
     suite = Suite(data_dir=data, ports=ports, env=env)
     suite.start()
     try:
-        yield Priced(suite, key, admin_key)
+        running = Priced(suite, key, admin_key)
+        yield running
+        for client in running.clients:
+            client.close()
     finally:
         suite.stop()
         upstream.stop()
