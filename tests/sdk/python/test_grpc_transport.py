@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -205,3 +206,26 @@ def test_an_unknown_parameter_is_refused_the_same(gateway: Gateway, refused: _Re
     assert job_error.value.param == "request.bogus"
     assert list_error.value.param == "limit"
     assert refused.sent == []
+
+
+def test_a_broken_stream_ends_in_band_the_same_over_both_transports(grpc_client: Client, http_client: Client) -> None:
+    """After its first chunk a failure cannot be a status any more: both end with ``error`` and
+    ``response.failed``, never ``response.completed`` (the edge's SSE; the SDK's own rendering)."""
+    with grpc_client.responses_stream("mock:stream-break", "Hello from the SDK", store=False) as stream:
+        over_grpc = list(stream)
+    with http_client.responses_stream("mock:stream-break", "Hello from the SDK", store=False) as stream:
+        over_http = list(stream)
+    kinds = [e.type for e in over_grpc]
+    assert kinds[-2:] == ["error", "response.failed"] and "response.completed" not in kinds
+    assert _normalized(over_grpc) == _normalized(over_http)
+
+
+def test_abandoning_a_responses_stream_closes_the_upstream_request(gateway: Gateway, grpc_client: Client) -> None:
+    stats = gateway.upstream.stats
+    before = stats.streams_disconnected
+    with grpc_client.responses_stream("fake:slow-200", "Hello from the SDK", store=False) as stream:
+        assert next(stream).type == "response.created"
+    deadline = time.monotonic() + 15
+    while stats.streams_disconnected != before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stats.streams_disconnected == before + 1
