@@ -92,7 +92,8 @@ def test_responses_and_jobs_send_no_http_request(grpc_client: Client, refused: _
     assert client.jobs.get(job.id) == done
     assert job.id in [j.id for j in client.jobs.list(limit=100).data]
     assert client.jobs.cancel(job.id).status == "succeeded"
-    slow = client.jobs.submit({"model": "mock:slow-5000", "input": "Take your time"})
+    # mock:timeout never answers: the job is queued or running when it is cancelled.
+    slow = client.jobs.submit({"model": "mock:timeout", "input": "Take your time"})
     assert slow.format == "responses"
     assert client.jobs.cancel(slow.id).status == "cancelled"
     assert client.jobs.wait(slow.id, poll_interval=0.05, timeout=30).status == "cancelled"
