@@ -9,6 +9,7 @@ canonical answers as the edge does, so the dataclasses (``raw`` included) must b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -138,29 +139,40 @@ def _two_turns(client: Client) -> tuple[llm_gateway.Response, llm_gateway.Respon
     return first, second
 
 
-@pytest.mark.parametrize("created_over", ["grpc", "http"])
-def test_a_conversation_reads_the_same_over_both_transports(
-    grpc_client: Client, http_client: Client, created_over: str
-) -> None:
-    creator, reader = (grpc_client, http_client) if created_over == "grpc" else (http_client, grpc_client)
-    first, second = _two_turns(creator)
+def test_a_conversation_reads_the_same_over_both_transports(grpc_client: Client, http_client: Client) -> None:
+    """The same two turns over each transport answer the same; each stored response, read over
+    the other transport, is what its call answered."""
+    over_grpc, over_http = _two_turns(grpc_client), _two_turns(http_client)
+    assert _blank(over_grpc) == _blank(over_http)
+    first, second = over_grpc
     assert second.previous_response_id == first.id and second.output_text == "Mock reply to: And again"
     assert first.raw["instructions"] == "Be brief." and first.raw["metadata"] == {"topic": "sdk"}
-    # The stored responses, read over the other transport, are what the call answered.
-    assert reader.get_response(first.id) == first
-    assert reader.get_response(second.id) == second
-    assert creator.get_response(second.id) == reader.get_response(second.id)
-    assert reader.delete_response(second.id) is True
-    with pytest.raises(llm_gateway.NotFoundError):
-        creator.get_response(second.id)
+    for created, reader in ((over_grpc, http_client), (over_http, grpc_client)):
+        for response in created:
+            assert reader.get_response(response.id) == response
+    assert http_client.delete_response(over_grpc[1].id) is True
+    assert grpc_client.delete_response(over_http[1].id) is True
+    for response_id, reader in ((over_grpc[1].id, grpc_client), (over_http[1].id, http_client)):
+        with pytest.raises(llm_gateway.NotFoundError):
+            reader.get_response(response_id)
 
 
-def _normalized(events: list[llm_gateway.ResponseEvent]) -> list[Any]:
-    """The events with the response id and the clock's times blanked (they differ between two calls)."""
-    text = json.dumps([[e.type, e.data] for e in events])
-    text = re.sub(r"resp_[0-9a-f]+", "resp_", text)
-    text = re.sub(r"(msg|fc)_[0-9a-f]+_", r"\1__", text)
-    return json.loads(re.sub(r'"(created_at|completed_at)": \d+', r'"\1": 0', text))  # type: ignore[no-any-return]
+_IDS = re.compile(r'"(id|call_id|item_id|first_id|last_id|previous_response_id)": "[^"]*"')
+_TIMES = re.compile(r'"(created|created_at|completed_at|started_at|finished_at)": \d+')
+
+
+def _as_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"not JSON: {value!r}")
+
+
+def _blank(value: Any) -> Any:
+    """``value`` (dataclasses, lists of them, JSON) with what differs between two equal calls
+    blanked: ids the gateway makes up and the clock's times. Everything else must be the same."""
+    text = json.dumps(value, sort_keys=True, default=_as_json)
+    text = re.sub(r"(msg|fc)_[0-9a-f]+_", r"\1__", _TIMES.sub(r'"\1": 0', _IDS.sub(r'"\1": ""', text)))
+    return json.loads(text)
 
 
 def test_a_stream_has_the_same_events_over_both_transports(grpc_client: Client, http_client: Client) -> None:
@@ -171,23 +183,32 @@ def test_a_stream_has_the_same_events_over_both_transports(grpc_client: Client, 
         over_http = list(stream)
     assert [e.data["sequence_number"] for e in over_grpc] == list(range(len(over_grpc)))
     assert "response.output_text.delta" in [e.type for e in over_grpc]
-    assert _normalized(over_grpc) == _normalized(over_http)
+    assert _blank(over_grpc) == _blank(over_http)
+
+
+JOBS = [
+    {"model": "mock:demo", "messages": HELLO, "temperature": 0.2, "stop": ["END"], "user": "ann"},
+    {"model": "mock:demo", "input": "Hello from the SDK", "instructions": "Be brief.", "metadata": {"k": "v"}},
+    {"model": "mock:demo", "input": "Hello from the SDK", "store": False, "max_output_tokens": 3},
+    {"model": "mock:error-400", "messages": HELLO},
+]
 
 
 def test_jobs_read_the_same_over_both_transports(grpc_client: Client, http_client: Client) -> None:
-    submitted = [
-        grpc_client.jobs.submit({"model": "mock:demo", "messages": HELLO, "temperature": 0.2}),
-        grpc_client.jobs.submit({"model": "mock:demo", "input": "Hello from the SDK", "instructions": "Be brief."}),
-        grpc_client.jobs.submit({"model": "mock:error-400", "messages": HELLO}),
-        http_client.jobs.submit({"model": "mock:demo", "input": "Hello from the SDK", "store": False}),
-    ]
-    ended = [grpc_client.jobs.wait(job.id, poll_interval=0.05, timeout=60) for job in submitted]
-    assert [job.status for job in ended] == ["succeeded", "succeeded", "failed", "succeeded"]
-    assert ended[2].error is not None and ended[2].error.message
-    for job in ended:
-        assert http_client.jobs.get(job.id) == job
+    """The same jobs submitted over each transport end the same (results in their format's shape,
+    errors in the edge's words); each job reads the same over both."""
+    ended: dict[str, list[llm_gateway.Job]] = {}
+    for name, client in (("grpc", grpc_client), ("http", http_client)):
+        submitted = [client.jobs.submit(body) for body in JOBS]
+        ended[name] = [client.jobs.wait(job.id, poll_interval=0.05, timeout=60) for job in submitted]
+    assert [job.status for job in ended["grpc"]] == ["succeeded", "succeeded", "succeeded", "failed"]
+    assert ended["grpc"][2].result is not None and ended["grpc"][2].result["status"] == "incomplete"
+    assert ended["grpc"][3].error is not None and ended["grpc"][3].error.message
+    assert _blank(ended["grpc"]) == _blank(ended["http"])
+    for job in ended["grpc"] + ended["http"]:
+        assert http_client.jobs.get(job.id) == grpc_client.jobs.get(job.id) == job
     assert grpc_client.jobs.list(limit=3) == http_client.jobs.list(limit=3)
-    after = ended[-1].id
+    after = ended["http"][-2].id
     assert grpc_client.jobs.list(limit=2, after=after) == http_client.jobs.list(limit=2, after=after)
 
 
@@ -218,7 +239,7 @@ def test_a_broken_stream_ends_in_band_the_same_over_both_transports(grpc_client:
         over_http = list(stream)
     kinds = [e.type for e in over_grpc]
     assert kinds[-2:] == ["error", "response.failed"] and "response.completed" not in kinds
-    assert _normalized(over_grpc) == _normalized(over_http)
+    assert _blank(over_grpc) == _blank(over_http)
 
 
 def test_abandoning_a_responses_stream_closes_the_upstream_request(gateway: Gateway, grpc_client: Client) -> None:
@@ -230,3 +251,70 @@ def test_abandoning_a_responses_stream_closes_the_upstream_request(gateway: Gate
     while stats.streams_disconnected != before + 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert stats.streams_disconnected == before + 1
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "maximum": 7}},
+    },
+    "strict": False,
+}
+
+
+def _tool_turns(client: Client) -> list[llm_gateway.Response]:
+    called = client.responses(
+        "mock:tools",
+        "Weather in Paris?",
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        top_p=0.9,
+        text={"format": {"type": "json_object"}},
+    )
+    calls = [item for item in called.output if item["type"] == "function_call"]
+    answered = client.responses(
+        "mock:demo",
+        [{"type": "function_call_output", "call_id": calls[0]["call_id"], "output": "Sunny"}],
+        previous_response_id=called.id,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+    )
+    return [called, answered]
+
+
+def test_tool_calls_read_the_same_over_both_transports(grpc_client: Client, http_client: Client) -> None:
+    """Tools, tool choices, text formats and function call items map and render as the edge's do."""
+    over_grpc, over_http = _tool_turns(grpc_client), _tool_turns(http_client)
+    called, answered = over_grpc
+    assert [c["name"] for c in called.output if c["type"] == "function_call"] == ["get_weather"]
+    assert called.raw["tools"][0]["parameters"]["properties"]["days"] == {"type": "integer", "maximum": 7}
+    assert answered.status == "completed" and answered.previous_response_id == called.id
+    assert _blank(over_grpc) == _blank(over_http)
+    for response in over_grpc:
+        assert http_client.get_response(response.id) == response
+
+    with grpc_client.responses_stream("mock:tools", "Weather in Paris?", tools=[WEATHER], store=False) as stream:
+        events_grpc = list(stream)
+    with http_client.responses_stream("mock:tools", "Weather in Paris?", tools=[WEATHER], store=False) as stream:
+        events_http = list(stream)
+    assert "response.function_call_arguments.done" in [e.type for e in events_grpc]
+    assert _blank(events_grpc) == _blank(events_http)
+
+    function = {k: v for k, v in WEATHER.items() if k != "type"}
+    body = {
+        "model": "mock:tools",
+        "messages": [{"role": "system", "content": "Be brief."}, *HELLO],
+        "tools": [{"type": "function", "function": function}],
+        "tool_choice": "auto",
+        "seed": 7,
+        "max_tokens": 20,
+    }
+    jobs = [c.jobs.wait(c.jobs.submit(body).id, poll_interval=0.05, timeout=60) for c in (grpc_client, http_client)]
+    result = jobs[0].result
+    assert result is not None and result["choices"][0]["finish_reason"] == "tool_calls"
+    assert result["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert _blank(jobs[0]) == _blank(jobs[1])
