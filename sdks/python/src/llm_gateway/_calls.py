@@ -12,8 +12,11 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from llm_gateway import _wire_render, _wire_requests
+from llm_gateway._wire_requests import invalid
+from llm_gateway.errors import APIError
 from llm_gateway.types import (
     ApiKey,
     ChatChunk,
@@ -37,6 +40,7 @@ Decode = Callable[[Any, str], T]
 """Turns the answer's JSON (and the request id) into the result."""
 
 ROUTER = "gateway.router.v1.RouterService"
+JOBS = "gateway.jobs.v1.JobService"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,30 @@ class Rpc:
     response_type: str
     body: dict[str, Any]
     pick: Callable[[dict[str, Any]], Any] = lambda d: d
+    """The result's JSON (what the HTTP route answers) from the answer's proto JSON."""
+    events: Callable[[], StreamEvents] | None = None
+    """For a stream whose HTTP form is not one item per message (the Responses API's typed events):
+    a new renderer per call, fed each message's picked JSON."""
+
+
+class StreamEvents(Protocol):
+    """Turns one stream's messages into the items its HTTP route sends (see ``_wire_render``)."""
+
+    def start(self, first: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The items before the first message's own (``first`` is None for an empty stream)."""
+        ...
+
+    def feed(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """The items one message adds."""
+        ...
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The items that end a stream that ran to its end."""
+        ...
+
+    def fail(self, error: APIError) -> list[dict[str, Any]]:
+        """The in-band items that end a stream broken after it started."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +88,9 @@ class Call(Generic[T]):
     json: dict[str, Any] | None = None
     params: dict[str, str] | None = None
     idempotent: bool = False
-    rpc: Rpc | None = None
+    rpc: Rpc | Callable[[], Rpc] | None = None
+    """The gRPC form, or what builds it: built only when the call goes over gRPC, because mapping
+    an OpenAI-shaped body onto the canonical request (the edge's job over HTTP) can refuse it."""
     stream: str | None = None
     """For a streaming call, its HTTP framing: "ndjson" or "sse"."""
 
@@ -203,47 +233,161 @@ def usage(
 
 
 def responses(body: dict[str, Any]) -> Call[Response]:
-    """``POST /v1/responses`` (HTTP only: the edge parses the Responses format)."""
-    return Call("POST", "/v1/responses", _response, json={**body, "stream": False})
+    """``POST /v1/responses`` / ``RouterService.Chat`` with the canonical request the edge would make."""
+
+    def rpc() -> Rpc:
+        request = _wire_requests.responses_request(body, stream=False)
+        return Rpc(
+            f"/{ROUTER}/Chat",
+            "gateway.router.v1.ChatRequest",
+            "gateway.router.v1.ChatResponse",
+            {"completion": request},
+            # The router names the response: the completion's id is the response id.
+            lambda d: _wire_render.response_object(request, d["completion"].get("id", ""), completion=d["completion"]),
+        )
+
+    return Call("POST", "/v1/responses", _response, json={**body, "stream": False}, rpc=rpc)
 
 
 def responses_stream(body: dict[str, Any]) -> Call[ResponseEvent]:
-    """``POST /v1/responses/stream``: the typed events (HTTP only)."""
-    return Call("POST", "/v1/responses/stream", _event, json=body, stream="sse")
+    """``POST /v1/responses/stream`` / ``RouterService.StreamChat``: the typed events."""
+
+    def rpc() -> Rpc:
+        request = _wire_requests.responses_request(body, stream=True)
+        return Rpc(
+            f"/{ROUTER}/StreamChat",
+            "gateway.router.v1.StreamChatRequest",
+            "gateway.router.v1.StreamChatResponse",
+            {"completion": request},
+            lambda d: d.get("chunk") or {},
+            lambda: _wire_render.ResponseEvents(request),
+        )
+
+    return Call("POST", "/v1/responses/stream", _event, json=body, rpc=rpc, stream="sse")
+
+
+def _stored_response(response_id: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda d: _wire_render.response_object(
+        d.get("request") or {}, response_id, completion=d.get("completion") or {}
+    )
 
 
 def get_response(response_id: str) -> Call[Response]:
-    """``GET /v1/responses/{id}``."""
-    return Call("GET", f"/v1/responses/{response_id}", _response, idempotent=True)
+    """``GET /v1/responses/{id}`` / ``RouterService.GetResponse``."""
+    rpc = Rpc(
+        f"/{ROUTER}/GetResponse",
+        "gateway.router.v1.GetResponseRequest",
+        "gateway.router.v1.GetResponseResponse",
+        {"response_id": response_id},
+        _stored_response(response_id),
+    )
+    return Call("GET", f"/v1/responses/{response_id}", _response, idempotent=True, rpc=rpc)
 
 
 def delete_response(response_id: str) -> Call[bool]:
-    """``DELETE /v1/responses/{id}``."""
-    return Call("DELETE", f"/v1/responses/{response_id}", lambda d, _r: bool(d.get("deleted")), idempotent=True)
+    """``DELETE /v1/responses/{id}`` / ``RouterService.DeleteResponse`` (NOT_FOUND when absent)."""
+    rpc = Rpc(
+        f"/{ROUTER}/DeleteResponse",
+        "gateway.router.v1.DeleteResponseRequest",
+        "gateway.router.v1.DeleteResponseResponse",
+        {"response_id": response_id},
+        lambda _d: {"deleted": True},
+    )
+    path = f"/v1/responses/{response_id}"
+    return Call("DELETE", path, lambda d, _r: bool(d.get("deleted")), idempotent=True, rpc=rpc)
+
+
+_JOB_FORMATS = {"messages": "INGRESS_FORMAT_CHAT_COMPLETIONS", "input": "INGRESS_FORMAT_RESPONSES"}
+"""The key a job's request carries -> its ingress format (as the edge chooses the parser)."""
+
+
+def _job_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The canonical request of a job and its format; errors name the parameter under ``request``."""
+    found = [key for key in _JOB_FORMATS if key in request]
+    if len(found) != 1:
+        raise invalid("request must have either messages (chat completions) or input (responses).", "request")
+    if request.get("stream"):
+        raise invalid("A job's result is not streamed: leave stream unset or false.", "request.stream")
+    try:
+        if found[0] == "messages":
+            canonical = _wire_requests.chat_completions_request(request)
+        else:
+            canonical = _wire_requests.responses_request(request, stream=False)
+    except APIError as error:
+        if error.param and not error.param.startswith("request"):
+            error.param = f"request.{error.param}"
+        raise
+    return canonical, _JOB_FORMATS[found[0]]
+
+
+def _job(d: dict[str, Any]) -> Any:
+    return _wire_render.job_to_json(d.get("job") or {})
 
 
 def submit_job(request: Mapping[str, Any], webhook_url: str | None = None) -> Call[Job]:
-    """``POST /v1/jobs``: ``request`` is a chat completions (``messages``) or responses (``input``) body."""
+    """``POST /v1/jobs`` / ``JobService.SubmitJob``: ``request`` is a chat completions (``messages``)
+    or responses (``input``) body."""
     body: dict[str, Any] = {"request": to_json(dict(request))}
     if webhook_url:
         body["webhook"] = {"url": webhook_url}
-    return Call("POST", "/v1/jobs", _decoder(Job), json=body)
+
+    def rpc() -> Rpc:
+        canonical, ingress = _job_request(body["request"])
+        submit: dict[str, Any] = {"request": canonical, "format": ingress}
+        if webhook_url:
+            submit["webhook"] = {"url": webhook_url}
+        return Rpc(
+            f"/{JOBS}/SubmitJob", "gateway.jobs.v1.SubmitJobRequest", "gateway.jobs.v1.SubmitJobResponse", submit, _job
+        )
+
+    return Call("POST", "/v1/jobs", _decoder(Job), json=body, rpc=rpc)
 
 
 def get_job(job_id: str) -> Call[Job]:
-    """``GET /v1/jobs/{id}``."""
-    return Call("GET", f"/v1/jobs/{job_id}", _decoder(Job), idempotent=True)
+    """``GET /v1/jobs/{id}`` / ``JobService.GetJob``."""
+    rpc = Rpc(
+        f"/{JOBS}/GetJob", "gateway.jobs.v1.GetJobRequest", "gateway.jobs.v1.GetJobResponse", {"job_id": job_id}, _job
+    )
+    return Call("GET", f"/v1/jobs/{job_id}", _decoder(Job), idempotent=True, rpc=rpc)
+
+
+def _job_list(d: dict[str, Any]) -> dict[str, Any]:
+    data = [_wire_render.job_to_json(job) for job in d.get("jobs") or ()]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": bool(d.get("has_more")),
+    }
 
 
 def list_jobs(limit: int | None = None, after: str | None = None) -> Call[JobList]:
-    """``GET /v1/jobs``."""
+    """``GET /v1/jobs`` / ``JobService.ListJobs``."""
     params = {k: str(v) for k, v in (("limit", limit), ("after", after)) if v is not None}
-    return Call("GET", "/v1/jobs", _decoder(JobList), params=params, idempotent=True)
+
+    def rpc() -> Rpc:
+        if limit is not None and not 1 <= limit <= 100:
+            raise invalid("limit must be an integer between 1 and 100.", "limit")
+        body = {"limit": limit or 0, "after": after or ""}
+        return Rpc(
+            f"/{JOBS}/ListJobs", "gateway.jobs.v1.ListJobsRequest", "gateway.jobs.v1.ListJobsResponse", body, _job_list
+        )
+
+    return Call("GET", "/v1/jobs", _decoder(JobList), params=params, idempotent=True, rpc=rpc)
 
 
 def cancel_job(job_id: str) -> Call[Job]:
-    """``POST /v1/jobs/{id}/cancel``; cancelling twice is harmless, so it counts as idempotent."""
-    return Call("POST", f"/v1/jobs/{job_id}/cancel", _decoder(Job), json={}, idempotent=True)
+    """``POST /v1/jobs/{id}/cancel`` / ``JobService.CancelJob``; cancelling twice is harmless, so it
+    counts as idempotent."""
+    rpc = Rpc(
+        f"/{JOBS}/CancelJob",
+        "gateway.jobs.v1.CancelJobRequest",
+        "gateway.jobs.v1.CancelJobResponse",
+        {"job_id": job_id},
+        _job,
+    )
+    return Call("POST", f"/v1/jobs/{job_id}/cancel", _decoder(Job), json={}, idempotent=True, rpc=rpc)
 
 
 # Admin: the auth service's RPCs are internal (mutual TLS, service identities), so admin is HTTP only.

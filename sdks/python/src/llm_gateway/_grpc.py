@@ -1,16 +1,18 @@
-"""The gRPC transport: the router's public ``RouterService`` with the vendored stubs.
+"""The gRPC transport: the router's public ``RouterService`` and ``JobService`` with the vendored stubs.
 
 Needs the ``grpc`` extra (``pip install 'llm-gateway-sdk[grpc]'``). The key travels as
 ``authorization: Bearer <key>`` metadata and the request id as ``x-request-id``; the router is
 TLS without a client certificate, so callers pass channel credentials (the gateway's CA) or
 ``insecure=True`` for a plaintext router. Requests are built from the same proto JSON the HTTP
-transport sends, and answers rendered back to that JSON, so both decode into the same types.
+transport sends (or, for the Responses API and jobs, the canonical request the edge would make
+of it: ``_wire_requests``), and answers rendered back to the JSON the edge answers
+(``_wire_render``), so both transports decode into the same types.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
@@ -18,9 +20,11 @@ from google.protobuf import descriptor_pool, json_format, message, message_facto
 from google.rpc import error_details_pb2, status_pb2
 
 # Imported for their side effect: registering the messages the calls name in the default pool.
-from llm_gateway._calls import Call, Rpc
+from llm_gateway._calls import Call, Rpc, StreamEvents
+from llm_gateway._gen.gateway.jobs.v1 import jobs_pb2 as _jobs_pb2  # noqa: F401
 from llm_gateway._gen.gateway.router.v1 import router_pb2 as _router_pb2  # noqa: F401
 from llm_gateway._streams import AsyncStream, Stream
+from llm_gateway._wire_requests import invalid
 from llm_gateway.errors import APIError, from_grpc
 
 T = TypeVar("T")
@@ -40,7 +44,11 @@ def _to_json(msg: message.Message) -> dict[str, Any]:
 
 
 def _request(rpc: Rpc) -> tuple[message.Message, type[message.Message]]:
-    request = json_format.ParseDict(rpc.body, _message_class(rpc.request_type)())
+    try:
+        request = json_format.ParseDict(rpc.body, _message_class(rpc.request_type)())
+    except json_format.ParseError as exc:
+        # A value of the wrong type for its proto field: the edge's 400, before any call.
+        raise invalid(str(exc), "body") from None
     return request, _message_class(rpc.response_type)
 
 
@@ -93,7 +101,41 @@ def _metadata(api_key: str | None, request_id: str) -> tuple[tuple[str, str], ..
 def _rpc(call: Call[Any]) -> Rpc:
     if call.rpc is None:
         raise ValueError(f"{call.method} {call.path} has no gRPC form")
-    return call.rpc
+    return call.rpc if isinstance(call.rpc, Rpc) else call.rpc()
+
+
+class _Items(Generic[T]):
+    """A stream's results from its messages: one per message, or what its renderer makes of them."""
+
+    def __init__(self, call: Call[T], rpc: Rpc, request_id: str) -> None:
+        self._call = call
+        self._rpc = rpc
+        self._request_id = request_id
+        self._events: StreamEvents | None = rpc.events() if rpc.events is not None else None
+
+    def _decode(self, items: list[dict[str, Any]]) -> list[T]:
+        return [self._call.decode(item, self._request_id) for item in items]
+
+    def start(self, first: message.Message | None) -> list[T]:
+        """What comes before the first message's own items."""
+        if self._events is None:
+            return []
+        return self._decode(self._events.start(self._rpc.pick(_to_json(first)) if first is not None else None))
+
+    def feed(self, item: message.Message) -> list[T]:
+        """One message's items."""
+        picked = self._rpc.pick(_to_json(item))
+        return self._decode([picked] if self._events is None else self._events.feed(picked))
+
+    def finish(self) -> list[T]:
+        """What ends a stream that ran to its end."""
+        return [] if self._events is None else self._decode(self._events.finish())
+
+    def fail(self, error: APIError) -> list[T]:
+        """A rendered stream ends in-band, as the edge ends its SSE after the headers; others raise."""
+        if self._events is None:
+            raise error from None
+        return self._decode(self._events.fail(error))
 
 
 class GrpcTransport:
@@ -142,14 +184,18 @@ class GrpcTransport:
         except grpc.RpcError as exc:
             raise _rpc_error(exc, request_id) from None
 
+        rendered = _Items(call, rpc, request_id)
+
         def items() -> Iterator[T]:
             try:
+                yield from rendered.start(first)
                 if first is not None:
-                    yield call.decode(rpc.pick(_to_json(first)), request_id)
+                    yield from rendered.feed(first)
                 for item in responses:
-                    yield call.decode(rpc.pick(_to_json(item)), request_id)
+                    yield from rendered.feed(item)
+                yield from rendered.finish()
             except grpc.RpcError as exc:
-                raise _rpc_error(exc, request_id) from None
+                yield from rendered.fail(_rpc_error(exc, request_id))
             finally:
                 responses.cancel()
 
@@ -215,14 +261,23 @@ class AsyncGrpcTransport:
         except grpc.aio.AioRpcError as exc:
             raise _error(exc.code(), exc.details(), exc.trailing_metadata(), request_id) from None
 
+        rendered = _Items(call, rpc, request_id)
+
         async def items() -> AsyncIterator[T]:
             try:
+                for event in rendered.start(first):
+                    yield event
                 if first is not None:
-                    yield call.decode(rpc.pick(_to_json(first)), request_id)
+                    for event in rendered.feed(first):
+                        yield event
                 async for item in source:
-                    yield call.decode(rpc.pick(_to_json(item)), request_id)
+                    for event in rendered.feed(item):
+                        yield event
+                for event in rendered.finish():
+                    yield event
             except grpc.aio.AioRpcError as exc:
-                raise _error(exc.code(), exc.details(), exc.trailing_metadata(), request_id) from None
+                for event in rendered.fail(_error(exc.code(), exc.details(), exc.trailing_metadata(), request_id)):
+                    yield event
             finally:
                 responses.cancel()
 

@@ -1,9 +1,9 @@
 """``Client`` and ``AsyncClient``: the same methods, over HTTP (default) or the router's gRPC API.
 
-Operations the router's public gRPC API has (chat, streams, models, usage) use the chosen
-transport; the others go to the edge over HTTP in both modes: the Responses API and jobs (the
-edge parses those formats into the canonical request) and admin (the auth service's RPCs are
-internal, behind mutual TLS and service identities).
+Every method of the native API uses the chosen transport: chat, streams, embeddings, models,
+usage and the Responses API on the router's ``RouterService``, jobs on its ``JobService``. Only
+admin goes to the edge over HTTP in both modes (the auth service's RPCs are internal, behind
+mutual TLS and service identities).
 """
 
 from __future__ import annotations
@@ -244,8 +244,9 @@ class Client(_Base):
         request_id: str | None = None,
         **fields: Any,
     ) -> Response:
-        """An OpenAI Responses API response (``POST /v1/responses``); ``fields`` are the API's other
-        parameters (``instructions``, ``previous_response_id``, ``store``, ``max_output_tokens``…)."""
+        """An OpenAI Responses API response (``POST /v1/responses`` / ``RouterService.Chat``); ``fields``
+        are the API's other parameters (``instructions``, ``previous_response_id``, ``store``,
+        ``max_output_tokens``, ``temperature``, ``tools``, ``metadata``…)."""
         return self._run(_calls.responses({"model": model, "input": input, **fields}), timeout, retry, request_id)
 
     def responses_stream(
@@ -258,16 +259,16 @@ class Client(_Base):
         request_id: str | None = None,
         **fields: Any,
     ) -> Stream[ResponseEvent]:
-        """The typed events of a streamed response (``POST /v1/responses/stream``)."""
+        """The typed events of a streamed response (``POST /v1/responses/stream`` / ``RouterService.StreamChat``)."""
         call = _calls.responses_stream({"model": model, "input": input, **fields})
         return self._stream(call, timeout, retry, request_id)
 
     def get_response(self, response_id: str, *, timeout: float | None = None) -> Response:
-        """A stored response (``GET /v1/responses/{id}``)."""
+        """A stored response (``GET /v1/responses/{id}`` / ``RouterService.GetResponse``)."""
         return self._run(_calls.get_response(response_id), timeout, None, None)
 
     def delete_response(self, response_id: str, *, timeout: float | None = None) -> bool:
-        """Delete a stored response (``DELETE /v1/responses/{id}``)."""
+        """Delete a stored response (``DELETE /v1/responses/{id}`` / ``RouterService.DeleteResponse``)."""
         return self._run(_calls.delete_response(response_id), timeout, None, None)
 
     def embed(
@@ -474,7 +475,7 @@ class AsyncClient(_Base):
         request_id: str | None = None,
         **fields: Any,
     ) -> Response:
-        """An OpenAI Responses API response (``POST /v1/responses``)."""
+        """An OpenAI Responses API response (``POST /v1/responses`` / ``RouterService.Chat``)."""
         call = _calls.responses({"model": model, "input": input, **fields})
         return await self._run(call, timeout, retry, request_id)
 
@@ -488,16 +489,16 @@ class AsyncClient(_Base):
         request_id: str | None = None,
         **fields: Any,
     ) -> AsyncStream[ResponseEvent]:
-        """The typed events of a streamed response (``POST /v1/responses/stream``)."""
+        """The typed events of a streamed response (``POST /v1/responses/stream`` / ``RouterService.StreamChat``)."""
         call = _calls.responses_stream({"model": model, "input": input, **fields})
         return await self._stream(call, timeout, retry, request_id)
 
     async def get_response(self, response_id: str, *, timeout: float | None = None) -> Response:
-        """A stored response (``GET /v1/responses/{id}``)."""
+        """A stored response (``GET /v1/responses/{id}`` / ``RouterService.GetResponse``)."""
         return await self._run(_calls.get_response(response_id), timeout, None, None)
 
     async def delete_response(self, response_id: str, *, timeout: float | None = None) -> bool:
-        """Delete a stored response (``DELETE /v1/responses/{id}``)."""
+        """Delete a stored response (``DELETE /v1/responses/{id}`` / ``RouterService.DeleteResponse``)."""
         return await self._run(_calls.delete_response(response_id), timeout, None, None)
 
     async def embed(
@@ -559,7 +560,7 @@ class AsyncClient(_Base):
 
 
 class Jobs:
-    """``client.jobs``: requests run asynchronously by the gateway (``/v1/jobs``)."""
+    """``client.jobs``: requests run asynchronously by the gateway (``/v1/jobs`` / ``JobService``)."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
