@@ -1,0 +1,79 @@
+"""CPU and memory windows over the suite's processes, the fake upstream and the bench client."""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bench import procstat
+
+CLIENT = "bench client"
+UPSTREAM = "fake upstream"
+
+
+@dataclass(frozen=True)
+class CpuWindow:
+    """CPU seconds spent between two samples, per suite service, and by the client and upstream."""
+
+    services: dict[str, float]
+    client: float
+    upstream: float
+
+    @property
+    def suite(self) -> float:
+        """All suite processes together."""
+        return sum(self.services.values())
+
+
+class Meter:
+    """Samples the CPU time of each suite process tree (children included), the fake upstream's
+    tree and this process, and the memory of each suite process tree."""
+
+    def __init__(self, services: Mapping[str, int], upstream_pid: int) -> None:
+        self._services = dict(services)
+        self._upstream = upstream_pid
+
+    def _trees(self) -> tuple[dict[str, list[int]], list[int]]:
+        children = procstat.children_map()
+        trees = {name: procstat.tree(pid, children) for name, pid in self._services.items()}
+        return trees, procstat.tree(self._upstream, children)
+
+    def cpu(self) -> tuple[dict[str, float], float, float]:
+        """A raw sample: seconds per service, this process's and the upstream's."""
+        trees, upstream = self._trees()
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # microseconds, every thread of this process
+        return (
+            {name: procstat.cpu_seconds(pids) for name, pids in trees.items()},
+            usage.ru_utime + usage.ru_stime,
+            procstat.cpu_seconds(upstream),
+        )
+
+    def window(self, before: tuple[dict[str, float], float, float]) -> CpuWindow:
+        """What was spent since ``before`` (a sample from :meth:`cpu`)."""
+        services, client, upstream = self.cpu()
+        return CpuWindow(
+            services={name: services[name] - before[0].get(name, 0.0) for name in services},
+            client=client - before[1],
+            upstream=upstream - before[2],
+        )
+
+    def memory(self) -> dict[str, procstat.Memory]:
+        """PSS and peak RSS of each suite process tree."""
+        trees, _ = self._trees()
+        return {name: procstat.memory(pids) for name, pids in trees.items()}
+
+    def pin(self, suite_cpus: set[int], other_cpus: set[int]) -> None:
+        """The suite on ``suite_cpus``; the fake upstream and this process on ``other_cpus``."""
+        trees, upstream = self._trees()
+        procstat.pin([pid for pids in trees.values() for pid in pids], suite_cpus)
+        procstat.pin(upstream, other_cpus)
+        procstat.pin([os.getpid()], other_cpus)
+
+    def affinity(self) -> dict[str, str]:
+        """Each process's allowed CPUs, as the kernel reports them."""
+        shown = {name: procstat.allowed_cpus(pid) for name, pid in self._services.items()}
+        shown[UPSTREAM] = procstat.allowed_cpus(self._upstream)
+        shown[CLIENT] = procstat.allowed_cpus(os.getpid())
+        return shown
