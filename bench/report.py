@@ -52,10 +52,12 @@ class Table:
         self.rows.append(row)
 
 
-def fmt(value: float | None) -> str:
-    """A figure with about three significant digits."""
+def fmt(value: float | None, unit: str = "") -> str:
+    """A figure with about three significant digits (counts as whole numbers when they are)."""
     if value is None or math.isnan(value):
         return "-"
+    if unit == "count" and float(value).is_integer():
+        return f"{value:.0f}"
     magnitude = abs(value)
     if magnitude >= 100:
         return f"{value:.0f}"
@@ -75,19 +77,23 @@ def _delta(row: Row, gateway: float | None) -> str:
 
 
 def render(table: Table, modes: list[str]) -> str:
-    """The table as aligned text: label (unit) | direct | per mode: gateway, vs direct."""
+    """The table as aligned text: label (unit) | direct | per mode: gateway, vs direct (the direct
+    columns only when some row has a direct counterpart)."""
     params = ", ".join(f"{k} {v}" for k, v in table.params.items())
     lines = [f"{table.title}" + (f"  [{params}]" if params else "")]
-    headers = ["", "direct"]
+    with_direct = any(row.direct is not None for row in table.rows)
+    headers = ["", "direct"] if with_direct else [""]
     for mode in modes:
-        headers += [f"gateway ({mode})" if len(modes) > 1 else "gateway", "vs direct"]
+        headers.append(f"gateway ({mode})" if len(modes) > 1 else "gateway")
+        headers += ["vs direct"] if with_direct else []
     cells = [headers]
     for row in table.rows:
-        label = "  " * row.indent + f"{row.label} ({row.unit})"
-        line = [label, fmt(row.direct) if row.direct is not None else ""]
+        line = ["  " * row.indent + f"{row.label} ({row.unit})"]
+        line += [fmt(row.direct, row.unit) if row.direct is not None else ""] if with_direct else []
         for mode in modes:
             value = row.gateway.get(mode)
-            line += [fmt(value) if value is not None else "", _delta(row, value)]
+            line.append(fmt(value, row.unit) if value is not None else "")
+            line += [_delta(row, value)] if with_direct else []
         cells.append(line)
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
