@@ -209,9 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "internal_tls": "off" if args.plaintext_internal else "on (mutual)",
-        "pinning": "none"
-        if cpus is None
-        else f"suite on core {sorted(cpus[0])}, upstream and client on {sorted(cpus[1])}",
+        "pinning": (
+            "none" if cpus is None else f"suite on core {sorted(cpus[0])}, upstream and client on {sorted(cpus[1])}"
+        )
+        + f" (--cpu {args.cpu})",
         "argv": sys.argv[1:] if argv is None else argv,
     }
     # The upstream gets its own process: in this one it would share the GIL with the client and

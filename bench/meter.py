@@ -72,8 +72,13 @@ class Meter:
         procstat.pin([os.getpid()], other_cpus)
 
     def affinity(self) -> dict[str, str]:
-        """Each process's allowed CPUs, as the kernel reports them."""
-        shown = {name: procstat.allowed_cpus(pid) for name, pid in self._services.items()}
+        """Each process's allowed CPUs, as the kernel reports them (and how many processes each
+        suite tree holds, to show what the CPU figures sum)."""
+        trees, _ = self._trees()
+        shown = {
+            name: f"{procstat.allowed_cpus(pid)} ({len(trees[name])} process{'es' if len(trees[name]) > 1 else ''})"
+            for name, pid in self._services.items()
+        }
         shown[UPSTREAM] = procstat.allowed_cpus(self._upstream)
         shown[CLIENT] = procstat.allowed_cpus(os.getpid())
         return shown

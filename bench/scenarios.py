@@ -37,7 +37,7 @@ class Settings:
     paced_concurrency: int = 100
     pace_ms: int = 20
     paced_events: int = 50
-    max_seconds: float = 30.0
+    max_seconds: float = 15.0
     """Every series stops after this long, whatever its count (the figures say how many ran)."""
 
 
@@ -120,12 +120,22 @@ class _Adder:
             per(window.upstream, gn),
         )
 
-    def errors(self, direct: client.Series | None, gateway: client.Series) -> None:
-        """Failed requests (a figure with errors is suspect: the first error is in the notes)."""
-        self("errors", "failed requests", "count", direct.errors if direct else None, gateway.errors)
+    def outcome(self, direct: client.Series | None, gateway: client.Series, count: int) -> None:
+        """How much of the series ran, how long it took, and what failed (a figure with failures
+        is suspect: the first failure is in the notes)."""
+        self("done", "completed", "count", len(direct.samples) if direct else None, len(gateway.samples))
+        self("elapsed", "series time", "s", direct.elapsed_s if direct else None, gateway.elapsed_s)
+        self("errors", "failed", "count", direct.errors if direct else None, gateway.errors)
         for name, series in (("direct", direct), (f"gateway ({self.ctx.mode})", gateway)):
-            if series is not None and series.errors:
+            if series is None:
+                continue
+            if series.errors:
                 self.table.notes.append(f"{name}: {series.errors} failed, first: {series.first_error}")
+            if len(series.samples) + series.errors < count:
+                self.table.notes.append(
+                    f"{name}: stopped by --max-seconds {self.ctx.settings.max_seconds:g} after "
+                    f"{len(series.samples) + series.errors} of {count}"
+                )
 
 
 async def _measured(
@@ -154,7 +164,7 @@ async def unary_c1(ctx: Context, table: Table) -> None:
     done = len(gw.samples)
     add.cpu_split("cpu_per_request", "suite CPU per request", cpu, done)
     add.side_cpu("request", "request", dcpu, len(direct.samples) if direct else 0, cpu, done)
-    add.errors(direct, gw)
+    add.outcome(direct, gw, s.requests)
 
 
 async def saturated(ctx: Context, table: Table) -> None:
@@ -180,7 +190,7 @@ async def saturated(ctx: Context, table: Table) -> None:
     add.cpu_split("cpu_per_request", "suite CPU per request", cpu, done)
     add("suite_cores", "suite CPU busy", "cores", None, cpu.suite / gw.elapsed_s)
     add.side_cpu("request", "request", dcpu, len(direct.samples) if direct else 0, cpu, done)
-    add.errors(direct, gw)
+    add.outcome(direct, gw, s.saturate_requests)
 
 
 async def stream_0ms(ctx: Context, table: Table) -> None:
@@ -205,7 +215,7 @@ async def stream_0ms(ctx: Context, table: Table) -> None:
     add.cpu_split("cpu_per_stream", "suite CPU per stream", cpu, done)
     add.cpu_split("cpu_per_event", "suite CPU per relayed event", cpu, gw.events)
     add.side_cpu("stream", "stream", dcpu, len(direct.samples) if direct else 0, cpu, done)
-    add.errors(direct, gw)
+    add.outcome(direct, gw, s.streams)
 
 
 async def stream_paced(ctx: Context, table: Table) -> None:
@@ -236,7 +246,13 @@ async def stream_paced(ctx: Context, table: Table) -> None:
     add("cpu_per_stream", "suite CPU per stream", "ms", None, _ms(cpu.suite) / len(gw.samples) if gw.samples else None)
     add("suite_cores", "suite CPU busy", "cores", None, cpu.suite / gw.elapsed_s)
     add.side_cpu("event", "event", dcpu, direct.events if direct else 0, cpu, gw.events)
-    add.errors(direct, gw)
+    offered = s.paced_concurrency * 1000 / s.pace_ms
+    if gw.events / gw.elapsed_s < 0.9 * offered:
+        table.notes.append(
+            f"gateway ({ctx.mode}): relayed {gw.events / gw.elapsed_s:.0f} of the {offered:.0f} events/s offered: "
+            "the suite's CPU was saturated, so its times include queueing"
+        )
+    add.outcome(direct, gw, s.paced_streams)
 
 
 async def rest(ctx: Context, table: Table, seconds: float) -> None:
