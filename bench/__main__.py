@@ -18,10 +18,13 @@ core and the fake upstream and this client on the others (``--cpu N`` picks the 
 ``--cpu none`` pins nothing). The request log: the suite runs once with it on (log level INFO, the
 production default) and once off (WARNING), so every table shows what it costs (``--request-log``).
 
-Before/after: run the same command on two checkouts with ``--json`` and compare:
-    (cd /path/to/before && make bench BENCH_ARGS="--json /tmp/before.json")
-    (cd /path/to/after && make bench BENCH_ARGS="--json /tmp/after.json")
+Before/after: the same bench, on two checkouts' code (``--checkout`` runs the suite from another
+checkout, e.g. one whose own bench is older), each with ``--json``, then compare:
+    make bench BENCH_ARGS="--checkout /path/to/before --json /tmp/before.json"
+    make bench BENCH_ARGS="--checkout /path/to/after --json /tmp/after.json"
     python -m bench.compare /tmp/before.json /tmp/after.json
+(or ``make bench BENCH_ARGS="--json ..."`` in each checkout, once both have this bench).
+Series stop at ``--max-seconds`` each whatever their count; the tables say how many ran.
 It is a measurement, not a test: nothing here passes or fails.
 """
 
@@ -77,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file (for bench.compare)")
     parser.add_argument("--label", help="a name for this run in the JSON (default: the checkout's git commit)")
     parser.add_argument(
+        "--checkout",
+        type=lambda value: Path(value).resolve(),
+        help="run the suite from another checkout's code (its services and gen/), measured by this bench",
+    )
+    parser.add_argument(
         "--plaintext-internal",
         action="store_true",
         help="run the internal gRPC hops without mutual TLS (GATEWAY_INTERNAL_TLS=off), to see what TLS costs",
@@ -116,10 +124,15 @@ def _wait_for_upstream(url: str, process: subprocess.Popen[bytes], timeout_s: fl
     raise RuntimeError("the fake upstream did not start")
 
 
-def _git_commit() -> str:
+def _git_commit(checkout: Path | None) -> str:
     try:
         out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=checkout,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -148,7 +161,7 @@ async def _measure_mode(
     memory(ctx, tables["memory"], "pss_load", "PSS after the load")
 
 
-def _suite(data: Path, upstream_url: str, key: str, log_level: str, plaintext: bool) -> Suite:
+def _suite(data: Path, upstream_url: str, key: str, log_level: str, args: argparse.Namespace) -> Suite:
     data.mkdir(parents=True)
     config = data / "gateway.yaml"
     config.write_text(
@@ -158,8 +171,12 @@ def _suite(data: Path, upstream_url: str, key: str, log_level: str, plaintext: b
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_TENANT_KEYS": f"bench:{key}"})
-    if plaintext:
+    if args.plaintext_internal:
         env["GATEWAY_INTERNAL_TLS"] = "off"
+    if args.checkout:
+        # The suite's processes import the other checkout's code (PYTHONPATH comes before the
+        # venv's editable install); this process keeps its own bench and launcher.
+        env["PYTHONPATH"] = f"{args.checkout}{os.pathsep}{args.checkout / 'gen'}"
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
     return Suite(data_dir=data, ports=ports, env=env)
 
@@ -170,8 +187,9 @@ def _header(meta: dict[str, Any]) -> str:
         f"  machine: {meta['cores']} cores ({meta['cpu_model']}), Python {meta['python']}",
         f"  load average at start: {meta['loadavg']} (other work on the machine adds noise)",
         f"  pinning: {meta['pinning']}",
-        f"  suite: embedded defaults, internal TLS {meta['internal_tls']}, request log per column "
-        f"(log on = level INFO, the production default; log off = WARNING)",
+        f"  suite: {meta['checkout']}, embedded defaults, internal TLS {meta['internal_tls']}",
+        "  request log per column: log on = level INFO, the production default (the router's JSON line per",
+        "       request, into the suite's log files); log off = WARNING",
         "  CPU: user+system from /proc (10 ms ticks), every suite process and its children, gateway series only;",
         "       the bench client's and the fake upstream's own CPU are shown apart, never counted for the gateway",
     ]
@@ -202,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     tables["memory"] = report.Table(name="memory", title="Memory and idle CPU of the suite")
     meta: dict[str, Any] = {
-        "label": args.label or _git_commit(),
+        "label": args.label or _git_commit(args.checkout),
+        "checkout": str(args.checkout or Path.cwd()),
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "cores": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -224,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _wait_for_upstream(upstream_url, upstream)
         for i, mode in enumerate(modes):
-            suite = _suite(root / mode.replace(" ", "-"), upstream_url, key, LOG_LEVELS[mode], args.plaintext_internal)
+            suite = _suite(root / mode.replace(" ", "-"), upstream_url, key, LOG_LEVELS[mode], args)
             print(f"starting the suite ({mode})…", file=sys.stderr, flush=True)
             suite.start()
             try:
