@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bench import client
+from bench import client, procstat
 from bench.meter import CpuWindow, Meter
 from bench.report import Delta, Row, Table
 from bench.stats import percentile
@@ -149,7 +149,22 @@ async def _measured(
         direct_cpu = ctx.meter.window(before)
     before = ctx.meter.cpu()
     gateway = await client.run(make(ctx.gateway), count, concurrency, ctx.settings.max_seconds)
+    await quiesce(ctx.meter)
     return direct, direct_cpu, gateway, ctx.meter.window(before)
+
+
+async def quiesce(meter: Meter, step_s: float = 0.2, max_s: float = 2.0) -> None:
+    """Wait until the suite stops spending CPU on the series just finished (usage batched to
+    metering, settlements) so the window charges it to the series: until a ``step_s`` passes with
+    at most one clock tick spent, or ``max_s``."""
+    deadline = time.perf_counter() + max_s
+    last = sum(meter.cpu()[0].values())
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(step_s)
+        now = sum(meter.cpu()[0].values())
+        if now - last <= 1.5 / procstat.CLOCK_TICKS:
+            return
+        last = now
 
 
 async def unary_c1(ctx: Context, table: Table) -> None:
