@@ -50,7 +50,7 @@ from typing import Any
 
 from bench import client, report
 from bench.meter import CLIENT, UPSTREAM, Meter
-from bench.scenarios import SCENARIOS, Context, Settings, memory, rest
+from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Context, Settings, memory, rest
 from suite.supervisor import Suite, free_port
 
 LOG_LEVELS = {"log on": "INFO", "log off": "WARNING"}
@@ -65,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = Settings()
     parser.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated subset of {', '.join(SCENARIOS)} (default: all; memory is always reported)",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS)} (default: {','.join(DEFAULT_SCENARIOS)}; memory is "
+        "always reported; soak, 100k requests by default, is opt-in)",
     )
     parser.add_argument(
         "--cpu", default="auto", help="the suite's core: a number, 'auto' (the first, given 2+ cores), 'none'"
@@ -158,7 +159,7 @@ async def _measure_mode(
         for name in args.scenarios.split(","):
             print(f"  {mode}: {SCENARIOS[name][0]}…", file=sys.stderr, flush=True)
             await SCENARIOS[name][1](ctx, tables[name])
-    memory(ctx, tables["memory"], "pss_load", "PSS after the load")
+    memory(ctx, tables["memory"], "pss_load", "PSS after the load", peak=True)
 
 
 def _suite(data: Path, upstream_url: str, key: str, log_level: str, args: argparse.Namespace) -> Suite:

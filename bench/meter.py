@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -14,12 +15,30 @@ UPSTREAM = "fake upstream"
 
 
 @dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds spent so far, per suite service, by this process and by the upstream, and when."""
+
+    services: dict[str, float]
+    client: float
+    upstream: float
+    at: float
+    """``time.perf_counter()`` when sampled."""
+
+    @property
+    def suite(self) -> float:
+        """All suite processes together."""
+        return sum(self.services.values())
+
+
+@dataclass(frozen=True)
 class CpuWindow:
     """CPU seconds spent between two samples, per suite service, and by the client and upstream."""
 
     services: dict[str, float]
     client: float
     upstream: float
+    wall_s: float
+    """How long the window lasted."""
 
     @property
     def suite(self) -> float:
@@ -40,23 +59,25 @@ class Meter:
         trees = {name: procstat.tree(pid, children) for name, pid in self._services.items()}
         return trees, procstat.tree(self._upstream, children)
 
-    def cpu(self) -> tuple[dict[str, float], float, float]:
-        """A raw sample: seconds per service, this process's and the upstream's."""
+    def cpu(self) -> CpuSample:
+        """CPU time so far of every suite tree, of this process and of the upstream's tree."""
         trees, upstream = self._trees()
         usage = resource.getrusage(resource.RUSAGE_SELF)  # microseconds, every thread of this process
-        return (
-            {name: procstat.cpu_seconds(pids) for name, pids in trees.items()},
-            usage.ru_utime + usage.ru_stime,
-            procstat.cpu_seconds(upstream),
+        return CpuSample(
+            services={name: procstat.cpu_seconds(pids) for name, pids in trees.items()},
+            client=usage.ru_utime + usage.ru_stime,
+            upstream=procstat.cpu_seconds(upstream),
+            at=time.perf_counter(),
         )
 
-    def window(self, before: tuple[dict[str, float], float, float]) -> CpuWindow:
-        """What was spent since ``before`` (a sample from :meth:`cpu`)."""
-        services, client, upstream = self.cpu()
+    def window(self, before: CpuSample) -> CpuWindow:
+        """What was spent since ``before``."""
+        now = self.cpu()
         return CpuWindow(
-            services={name: services[name] - before[0].get(name, 0.0) for name in services},
-            client=client - before[1],
-            upstream=upstream - before[2],
+            services={name: now.services[name] - before.services.get(name, 0.0) for name in now.services},
+            client=now.client - before.client,
+            upstream=now.upstream - before.upstream,
+            wall_s=now.at - before.at,
         )
 
     def memory(self) -> dict[str, procstat.Memory]:

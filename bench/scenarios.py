@@ -39,6 +39,9 @@ class Settings:
     paced_events: int = 50
     max_seconds: float = 15.0
     """Every series stops after this long, whatever its count (the figures say how many ran)."""
+    soak_requests: int = 100_000
+    """The opt-in ``soak`` scenario: this many non-streamed requests, PSS before and after."""
+    soak_max_seconds: float = 900.0
 
 
 @dataclass
@@ -158,10 +161,10 @@ async def quiesce(meter: Meter, step_s: float = 0.2, max_s: float = 2.0) -> None
     metering, settlements) so the window charges it to the series: until a ``step_s`` passes with
     at most one clock tick spent, or ``max_s``."""
     deadline = time.perf_counter() + max_s
-    last = sum(meter.cpu()[0].values())
+    last = meter.cpu().suite
     while time.perf_counter() < deadline:
         await asyncio.sleep(step_s)
-        now = sum(meter.cpu()[0].values())
+        now = meter.cpu().suite
         if now - last <= 1.5 / procstat.CLOCK_TICKS:
             return
         last = now
@@ -203,7 +206,7 @@ async def saturated(ctx: Context, table: Table) -> None:
     add.latency("latency_p50", "latency p50 under load", dl, gw.latencies, 0.5)
     add.latency("latency_p99", "latency p99 under load", dl, gw.latencies, 0.99)
     add.cpu_split("cpu_per_request", "suite CPU per request", cpu, done)
-    add("suite_cores", "suite CPU busy", "cores", None, cpu.suite / gw.elapsed_s)
+    add("suite_cores", "suite CPU busy", "cores", None, cpu.suite / cpu.wall_s)
     add.side_cpu("request", "request", dcpu, len(direct.samples) if direct else 0, cpu, done)
     add.outcome(direct, gw, s.saturate_requests)
 
@@ -259,7 +262,7 @@ async def stream_paced(ctx: Context, table: Table) -> None:
     )
     add.cpu_split("cpu_per_event", "suite CPU per relayed event", cpu, gw.events)
     add("cpu_per_stream", "suite CPU per stream", "ms", None, _ms(cpu.suite) / len(gw.samples) if gw.samples else None)
-    add("suite_cores", "suite CPU busy", "cores", None, cpu.suite / gw.elapsed_s)
+    add("suite_cores", "suite CPU busy", "cores", None, cpu.suite / cpu.wall_s)
     add.side_cpu("event", "event", dcpu, direct.events if direct else 0, cpu, gw.events)
     offered = s.paced_concurrency * 1000 / s.pace_ms
     if gw.events / gw.elapsed_s < 0.9 * offered:
@@ -273,15 +276,14 @@ async def stream_paced(ctx: Context, table: Table) -> None:
 async def rest(ctx: Context, table: Table, seconds: float) -> None:
     """The suite at rest (after warm-up, before load): CPU per second idle, then memory."""
     before = ctx.meter.cpu()
-    start = time.perf_counter()
     await asyncio.sleep(seconds)  # measuring idleness is waiting: nothing to poll for
     window = ctx.meter.window(before)
     add = _Adder(table, ctx)
-    add("idle_cpu", "suite CPU at rest", "ms/s", None, _ms(window.suite) / (time.perf_counter() - start))
+    add("idle_cpu", "suite CPU at rest", "ms/s", None, _ms(window.suite) / window.wall_s)
     memory(ctx, table, "pss_rest", "PSS at rest")
 
 
-def memory(ctx: Context, table: Table, key: str, label: str) -> None:
+def memory(ctx: Context, table: Table, key: str, label: str, peak: bool = False) -> None:
     """PSS of each suite process tree, summed, and (after the load) the peak RSS too."""
     add = _Adder(table, ctx)
     figures = ctx.meter.memory()
@@ -289,10 +291,37 @@ def memory(ctx: Context, table: Table, key: str, label: str) -> None:
     add(key, f"{label}, all processes", "MB", None, sum(m.pss_kb for m in figures.values()) / 1024)
     for name in ordered:
         add(f"{key}.{name}", name, "MB", None, figures[name].pss_kb / 1024, indent=1)
-    if key != "pss_rest":
+    if peak:
         add("rss_peak", "peak RSS (VmHWM), summed", "MB", None, sum(m.rss_peak_kb for m in figures.values()) / 1024)
         for name in ordered:
             add(f"rss_peak.{name}", name, "MB", None, figures[name].rss_peak_kb / 1024, indent=1)
+
+
+async def soak(ctx: Context, table: Table) -> None:
+    """Opt-in: many non-streamed requests through the gateway only; PSS before and after, per service."""
+    s = ctx.settings
+    table.params.update(requests=s.soak_requests, concurrency=s.concurrency)
+    memory(ctx, table, "pss_before", "PSS before")
+    before = {name: m.pss_kb for name, m in ctx.meter.memory().items()}
+    call = client.unary(ctx.session, ctx.gateway, "bench")
+    series = await client.run(call, s.soak_requests, s.concurrency, s.soak_max_seconds)
+    await quiesce(ctx.meter)
+    after = ctx.meter.memory()
+    add = _Adder(table, ctx)
+    add("done", "completed", "count", None, len(series.samples))
+    add("throughput", "throughput", "req/s", None, len(series.samples) / series.elapsed_s)
+    add(
+        "pss_growth",
+        "PSS growth, all processes",
+        "MB",
+        None,
+        sum(m.pss_kb - before[n] for n, m in after.items()) / 1024,
+    )
+    for name in sorted(after, key=lambda n: SERVICE_ORDER.index(n) if n in SERVICE_ORDER else 99):
+        add(f"pss_growth.{name}", name, "MB", None, (after[name].pss_kb - before[name]) / 1024, indent=1)
+    add("errors", "failed", "count", None, series.errors)
+    if series.errors:
+        table.notes.append(f"gateway ({ctx.mode}): {series.errors} failed, first: {series.first_error}")
 
 
 SCENARIOS = {
@@ -300,4 +329,6 @@ SCENARIOS = {
     "saturated": ("2. Non-streaming, saturated", saturated),
     "stream": ("3. Streaming, 0 ms pacing", stream_0ms),
     "paced": ("4. Streaming, paced", stream_paced),
+    "soak": ("5. Soak: memory growth over many requests (opt-in)", soak),
 }
+DEFAULT_SCENARIOS = ("unary", "saturated", "stream", "paced")

@@ -79,10 +79,10 @@ def test_the_meter_counts_a_child_process_cpu_to_its_service() -> None:
             meter = Meter({"svc": os.getpid()}, upstream_pid=burner.pid)
             assert burner.stdout is not None
             assert burner.stdout.readline() == b"done\n"
-            services, _, upstream = meter.cpu()
-            assert upstream >= 0.14
+            sample = meter.cpu()
+            assert sample.upstream >= 0.14
             # This process's tree holds the burner too (it is a child of this process).
-            assert services["svc"] >= upstream
+            assert sample.services["svc"] >= sample.upstream
             assert meter.memory()["svc"].pss_kb > 0
         finally:
             burner.kill()
