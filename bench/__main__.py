@@ -15,8 +15,9 @@ at rest (after warm-up, before load) and after the load, and peak RSS (VmHWM).
 
 Pinning: by default, on a machine with two or more cores, every suite process runs on the first
 core and the fake upstream and this client on the others (``--cpu N`` picks the suite's core,
-``--cpu none`` pins nothing). The request log: the suite runs once with it on (log level INFO, the
-production default) and once off (WARNING), so every table shows what it costs (``--request-log``).
+``--cpu none`` pins nothing). The request log: one suite runs with it on (log level INFO, the
+production default), another with it off (WARNING), both started at once and measured in turn,
+scenario by scenario, so every table shows what it costs (``--request-log on|off|both``).
 
 Before/after: the same bench, on two checkouts' code (``--checkout`` runs the suite from another
 checkout, e.g. one whose own bench is older), each with ``--json``, then compare:
@@ -143,23 +144,32 @@ def _git_commit(checkout: Path | None) -> str:
 async def _warm_up(ctx: Context) -> None:
     # Connections, caches, and the first-call paths of every process (and both stream shapes).
     for target in (ctx.gateway, ctx.direct) if ctx.measure_direct else (ctx.gateway,):
-        await client.run(client.unary(ctx.session, target, "bench"), 100, 8, 20)
-        await client.run(client.stream(ctx.session, target, f"bench-e{ctx.settings.stream_events}-p0"), 20, 4, 20)
+        await client.run(client.unary(ctx.session, target, "bench"), 50, 8, 10)
+        await client.run(client.stream(ctx.session, target, f"bench-e{ctx.settings.stream_events}-p0"), 10, 4, 10)
 
 
-async def _measure_mode(
-    args: argparse.Namespace, meter: Meter, direct: client.Target, gateway: client.Target, mode: str, first: bool,
+async def _measure(
+    args: argparse.Namespace, meters: dict[str, Meter], direct: client.Target, gateways: dict[str, client.Target],
     tables: dict[str, report.Table],
 ) -> None:  # fmt: skip
+    """Every scenario on every mode's suite in turn (so drift in the machine's load spreads over
+    the modes alike), the direct baseline once, with the first mode."""
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
     async with client.session() as session:
-        ctx = Context(session, direct, gateway, meter, settings, mode, measure_direct=first)
-        await _warm_up(ctx)
-        await rest(ctx, tables["memory"], 2.0)
+        contexts = [
+            Context(session, direct, gateways[mode], meter, settings, mode, measure_direct=i == 0)
+            for i, (mode, meter) in enumerate(meters.items())
+        ]
+        for ctx in contexts:
+            await _warm_up(ctx)
+        for ctx in contexts:
+            await rest(ctx, tables["memory"], 2.0)
         for name in args.scenarios.split(","):
-            print(f"  {mode}: {SCENARIOS[name][0]}…", file=sys.stderr, flush=True)
-            await SCENARIOS[name][1](ctx, tables[name])
-    memory(ctx, tables["memory"], "pss_load", "PSS after the load", peak=True)
+            for ctx in contexts:
+                print(f"  {ctx.mode}: {SCENARIOS[name][0]}…", file=sys.stderr, flush=True)
+                await SCENARIOS[name][1](ctx, tables[name])
+        for ctx in contexts:
+            memory(ctx, tables["memory"], "pss_load", "PSS after the load", peak=True)
 
 
 def _suite(data: Path, upstream_url: str, key: str, log_level: str, args: argparse.Namespace) -> Suite:
@@ -190,7 +200,8 @@ def _header(meta: dict[str, Any]) -> str:
         f"  pinning: {meta['pinning']}",
         f"  suite: {meta['checkout']}, embedded defaults, internal TLS {meta['internal_tls']}",
         "  request log per column: log on = level INFO, the production default (the router's JSON line per",
-        "       request, into the suite's log files); log off = WARNING",
+        "       request, into the suite's log files); log off = WARNING. One suite per column, all running,",
+        "       measured in turn scenario by scenario (an idle suite spends ~10-25 ms/s of CPU, see 'at rest')",
         "  CPU: user+system from /proc (10 ms ticks), every suite process and its children, gateway series only;",
         "       the bench client's and the fake upstream's own CPU are shown apart, never counted for the gateway",
     ]
@@ -241,24 +252,25 @@ def main(argv: list[str] | None = None) -> None:
     upstream = subprocess.Popen([sys.executable, "-m", "bench.fake_upstream", str(upstream_port)])
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     direct = client.Target("direct", f"{upstream_url}/chat/completions", {}, "")
+    suites: dict[str, Suite] = {}
     try:
         _wait_for_upstream(upstream_url, upstream)
-        for i, mode in enumerate(modes):
-            suite = _suite(root / mode.replace(" ", "-"), upstream_url, key, LOG_LEVELS[mode], args)
+        meters, gateways = {}, {}
+        for mode in modes:
+            suite = suites[mode] = _suite(root / mode.replace(" ", "-"), upstream_url, key, LOG_LEVELS[mode], args)
             print(f"starting the suite ({mode})…", file=sys.stderr, flush=True)
             suite.start()
-            try:
-                meter = Meter({name: p.pid for name, p in suite.processes.items()}, upstream.pid)
-                if cpus is not None:
-                    meter.pin(*cpus)
-                meta.setdefault("affinity", {})[mode] = meter.affinity()
-                gateway = client.Target(
-                    "gateway", f"{suite.edge_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "fake:"
-                )
-                asyncio.run(_measure_mode(args, meter, direct, gateway, mode, i == 0, tables))
-            finally:
-                suite.stop()
+            meters[mode] = Meter({name: p.pid for name, p in suite.processes.items()}, upstream.pid)
+            if cpus is not None:
+                meters[mode].pin(*cpus)
+            meta.setdefault("affinity", {})[mode] = meters[mode].affinity()
+            gateways[mode] = client.Target(
+                "gateway", f"{suite.edge_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "fake:"
+            )
+        asyncio.run(_measure(args, meters, direct, gateways, tables))
     finally:
+        for suite in suites.values():
+            suite.stop()
         upstream.terminate()
         upstream.wait(timeout=10)
     shutil.rmtree(root, ignore_errors=True)  # kept when the run failed: the suite's logs are in it

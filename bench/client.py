@@ -121,16 +121,18 @@ def stream(session: aiohttp.ClientSession, target: Target, model: str) -> Call:
     return call
 
 
-async def run(call: Call, count: int, concurrency: int, max_seconds: float) -> Series:
+async def run(call: Call, count: int, concurrency: int, max_seconds: float, stagger_s: float = 0.0) -> Series:
     """``count`` calls by ``concurrency`` workers, stopping early at ``max_seconds`` (a request then
-    in flight still finishes, and still counts)."""
+    in flight still finishes, and still counts); worker i starts ``i * stagger_s`` after the first."""
     series = Series()
     issued = 0
     start = time.perf_counter()
     deadline = start + max_seconds
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         nonlocal issued
+        if stagger_s:
+            await asyncio.sleep(index * stagger_s)
         while issued < count and time.perf_counter() < deadline:
             issued += 1
             try:
@@ -139,7 +141,7 @@ async def run(call: Call, count: int, concurrency: int, max_seconds: float) -> S
                 series.errors += 1
                 series.first_error = series.first_error or str(exc) or type(exc).__name__
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
+    await asyncio.gather(*(worker(i) for i in range(max(1, min(concurrency, count)))))
     series.elapsed_s = time.perf_counter() - start
     return series
 

@@ -28,7 +28,7 @@ class Settings:
 
     requests: int = 300
     """Non-streamed requests at concurrency 1 (each way)."""
-    saturate_requests: int = 2000
+    saturate_requests: int = 1500
     concurrency: int = 32
     streams: int = 200
     """Unpaced streams at concurrency 1 (each way)."""
@@ -37,7 +37,7 @@ class Settings:
     paced_concurrency: int = 100
     pace_ms: int = 20
     paced_events: int = 50
-    max_seconds: float = 15.0
+    max_seconds: float = 10.0
     """Every series stops after this long, whatever its count (the figures say how many ran)."""
     soak_requests: int = 100_000
     """The opt-in ``soak`` scenario: this many non-streamed requests, PSS before and after."""
@@ -142,16 +142,16 @@ class _Adder:
 
 
 async def _measured(
-    ctx: Context, make: Callable[[client.Target], client.Call], count: int, concurrency: int
+    ctx: Context, make: Callable[[client.Target], client.Call], count: int, concurrency: int, stagger_s: float = 0.0
 ) -> tuple[client.Series | None, CpuWindow | None, client.Series, CpuWindow]:
     """The series directly (when measured) and through the gateway, each in its own CPU window."""
     direct = direct_cpu = None
     if ctx.measure_direct:
         before = ctx.meter.cpu()
-        direct = await client.run(make(ctx.direct), count, concurrency, ctx.settings.max_seconds)
+        direct = await client.run(make(ctx.direct), count, concurrency, ctx.settings.max_seconds, stagger_s)
         direct_cpu = ctx.meter.window(before)
     before = ctx.meter.cpu()
-    gateway = await client.run(make(ctx.gateway), count, concurrency, ctx.settings.max_seconds)
+    gateway = await client.run(make(ctx.gateway), count, concurrency, ctx.settings.max_seconds, stagger_s)
     await quiesce(ctx.meter)
     return direct, direct_cpu, gateway, ctx.meter.window(before)
 
@@ -244,8 +244,10 @@ async def stream_paced(ctx: Context, table: Table) -> None:
     table.params.update(
         streams=s.paced_streams, concurrency=s.paced_concurrency, upstream_events=s.paced_events, pacing_ms=s.pace_ms
     )
+    # The streams start spread over one stream's length, as they would arrive, not all at once.
+    stagger = (s.paced_events - 1) * s.pace_ms / 1000 / s.paced_concurrency
     direct, dcpu, gw, cpu = await _measured(
-        ctx, lambda t: client.stream(ctx.session, t, model), s.paced_streams, s.paced_concurrency
+        ctx, lambda t: client.stream(ctx.session, t, model), s.paced_streams, s.paced_concurrency, stagger
     )
     add = _Adder(table, ctx)
     df = direct.first_events if direct else None
@@ -271,6 +273,7 @@ async def stream_paced(ctx: Context, table: Table) -> None:
             f"gateway ({ctx.mode}): streams took {_ms(took):.0f} ms at p50 for {_ms(paced_s):.0f} ms of pacing: "
             "the suite could not keep up, so its times include queueing"
         )
+    add.outcome(direct, gw, s.paced_streams)
 
 
 async def rest(ctx: Context, table: Table, seconds: float) -> None:

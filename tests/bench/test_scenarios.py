@@ -57,7 +57,10 @@ async def test_each_scenario_fills_its_table(upstream: FakeUpstream) -> None:
     p50 = rows["unary"]["latency_p50"]
     assert p50.direct is not None and 0 < p50.direct < 1000  # milliseconds, not seconds
     assert set(p50.gateway) == {"log on", "log off"}
-    assert rows["unary"]["done"].gateway == {"log on": 5, "log off": 5}
+    counts = {"unary": 5, "saturated": 10, "stream": 3, "paced": 2, "soak": 5}
+    for name, count in counts.items():
+        assert rows[name]["done"].gateway == {"log on": count, "log off": count}, name
+        assert rows[name]["errors"].gateway == {"log on": 0, "log off": 0}, name
     assert "cpu_per_request.edge" in rows["saturated"] and rows["saturated"]["errors"].direct == 0
     assert (
         rows["stream"]["events_per_stream"].direct == 6 and rows["stream"]["events_per_stream"].gateway["log on"] == 6
