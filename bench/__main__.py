@@ -197,7 +197,8 @@ def _header(meta: dict[str, Any]) -> str:
     lines = [
         f"LLM Gateway benchmark — {meta['label']} — {meta['started']}",
         f"  machine: {meta['cores']} cores ({meta['cpu_model']}), Python {meta['python']}",
-        f"  load average at start: {meta['loadavg']} (other work on the machine adds noise)",
+        f"  load average: {meta['loadavg']} at start, {meta['loadavg_end']} at the end (other work on the machine",
+        "       adds noise: compare runs made under similar load)",
         f"  pinning: {meta['pinning']}",
         f"  suite: {meta['checkout']}, embedded defaults, internal TLS {meta['internal_tls']}",
         "  request log per column: log on = level INFO, the production default (the router's JSON line per",
@@ -281,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             suite.stop()
         upstream.terminate()
         upstream.wait(timeout=10)
+    meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     shutil.rmtree(root, ignore_errors=True)  # kept when the run failed: the suite's logs are in it
     print("\n" + _header(meta) + "\n")
     for table in tables.values():
