@@ -66,8 +66,10 @@ check: lint ## Lint, and fail when the committed stubs differ from what `make pr
 test: test-deps lint ## Install what is needed and run every test
 	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP) ## Measure the gateway's added latency and throughput against a direct call
-	$(PY) -m bench
+# e.g. make bench BENCH_ARGS="--cpu 0 --json before.json"; python -m bench --help lists every option.
+BENCH_ARGS ?=
+bench: $(STAMP) ## Measure what the gateway adds and costs against a direct call (BENCH_ARGS passed through)
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean: ## Remove the venv, node_modules and local data
 	rm -rf $(VENV) node_modules .gateway .bench

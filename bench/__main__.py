@@ -1,173 +1,116 @@
-"""``make bench``: the gateway's added latency and its throughput, against a direct call to the same upstream.
+"""``make bench``: what the gateway adds to a call, and what it costs, against a direct call to the same upstream.
 
-It starts a fast fake OpenAI upstream and the whole suite as processes on loopback, then makes
-the same requests directly and through the edge:
-- non-streaming latency at concurrency 1 (p50, p99),
-- non-streaming throughput at concurrency 32,
-- streaming time to first chunk (p50, p99),
-- streaming relay cost per chunk (a long stream, gateway time minus direct time, per chunk),
-- CPU time per non-streamed request during the throughput run, summed over every process of the
-  suite (read from /proc, children included), with the split per service.
-It prints the differences. It is a measurement, not a test: nothing here passes or fails.
+It starts a fast fake OpenAI upstream (its own process) and the whole suite as processes on
+loopback (embedded defaults, internal mutual TLS), then makes the same requests directly and
+through the edge:
+  1. non-streaming at concurrency 1: latency p50/p90/p99 and what the gateway adds;
+  2. non-streaming saturated (concurrency 32): requests/s, CPU per request;
+  3. streaming at 0 ms pacing, 23 events: time to first chunk, CPU per stream and per relayed event;
+  4. streaming paced (an event every 20 ms), 100 concurrent streams: CPU per relayed event, time to
+     first chunk.
+CPU is user + system time from /proc of every suite process and its children (10 ms ticks), sampled
+around each gateway series only, with the split per service; the bench client's and the fake
+upstream's own CPU are shown apart and never counted for the gateway. Memory: PSS of each process
+at rest (after warm-up, before load) and after the load, and peak RSS (VmHWM).
+
+Pinning: by default, on a machine with two or more cores, every suite process runs on the first
+core and the fake upstream and this client on the others (``--cpu N`` picks the suite's core,
+``--cpu none`` pins nothing). The request log: one suite runs with it on (log level INFO, the
+production default), another with it off (WARNING), both started at once and measured in turn,
+scenario by scenario, so every table shows what it costs (``--request-log on|off|both``).
+
+Before/after: the same bench, on two checkouts' code (``--checkout`` runs the suite from another
+checkout, e.g. one whose own bench is older), each with ``--json``, then compare:
+    make bench BENCH_ARGS="--checkout /path/to/before --json /tmp/before.json"
+    make bench BENCH_ARGS="--checkout /path/to/after --json /tmp/after.json"
+    python -m bench.compare /tmp/before.json /tmp/after.json
+(or ``make bench BENCH_ARGS="--json ..."`` in each checkout, once both have this bench).
+Series stop at ``--max-seconds`` each whatever their count; the tables say how many ran.
+It is a measurement, not a test: nothing here passes or fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import datetime
+import json
 import os
+import platform
 import secrets
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import urllib.error
+import urllib.request
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-import httpx
-
+from bench import client, report
+from bench.meter import CLIENT, UPSTREAM, Meter
+from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Context, Settings, memory, rest
 from suite.supervisor import Suite, free_port
 
-BODY = {"messages": [{"role": "user", "content": "Say hello in five words."}]}
+LOG_LEVELS = {"log on": "INFO", "log off": "WARNING"}
+"""Request log on is the production default (INFO: one line per request); off is WARNING."""
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-async def _latencies(call: Callable[[], Awaitable[None]], count: int) -> list[float]:
-    result = []
-    for _ in range(count):
-        start = time.perf_counter()
-        await call()
-        result.append(time.perf_counter() - start)
-    return result
-
-
-async def _throughput(call: Callable[[], Awaitable[None]], total: int, concurrency: int) -> float:
-    remaining = total
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await call()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - start)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its waited-for children, from /proc (Linux only)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # After the command name: utime, stime, cutime, cstime are fields 14-17 of stat(5).
-    ticks = sum(int(v) for v in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _suite_cpu(pids: dict[str, int]) -> dict[str, float]:
-    return {name: _cpu_seconds(pid) for name, pid in pids.items()}
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:8.2f} ms"
-
-
-async def _measure(direct_url: str, gateway_url: str, key: str, args: argparse.Namespace, pids: dict[str, int]) -> None:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        targets = {
-            "direct": (f"{direct_url}/chat/completions", {}, "bench"),
-            "gateway": (f"{gateway_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "fake:bench"),
-        }
-
-        def unary(name: str) -> Callable[[], Awaitable[None]]:
-            url, headers, model = targets[name]
-
-            async def call() -> None:
-                response = await client.post(url, headers=headers, json={**BODY, "model": model})
-                response.raise_for_status()
-
-            return call
-
-        def first_chunk(name: str, model_suffix: str = "") -> Callable[[], Awaitable[None]]:
-            url, headers, model = targets[name]
-
-            async def call() -> None:
-                body = {**BODY, "model": model + model_suffix, "stream": True}
-                async with client.stream("POST", url, headers=headers, json=body) as response:
-                    response.raise_for_status()
-                    async for line in response.aiter_lines():
-                        if line.startswith("data: "):
-                            break
-
-            return call
-
-        def whole_stream(name: str) -> Callable[[], Awaitable[None]]:
-            url, headers, model = targets[name]
-
-            async def call() -> None:
-                body = {**BODY, "model": model, "stream": True}
-                async with client.stream("POST", url, headers=headers, json=body) as response:
-                    response.raise_for_status()
-                    async for _ in response.aiter_bytes():
-                        pass
-
-            return call
-
-        for name in targets:  # warm up connections and caches
-            for _ in range(20):
-                await unary(name)()
-                await first_chunk(name)()
-
-        results: dict[str, dict[str, float]] = {}
-        cpu: dict[str, float] = {}
-        for name in targets:
-            lat = await _latencies(unary(name), args.requests)
-            ttfc = await _latencies(first_chunk(name), args.requests)
-            before = _suite_cpu(pids) if name == "gateway" else {}
-            rps = await _throughput(unary(name), args.throughput_requests, args.concurrency)
-            if name == "gateway":
-                after = _suite_cpu(pids)
-                cpu = {p: (after[p] - before[p]) / args.throughput_requests for p in pids}
-            streams = await _latencies(whole_stream(name), max(20, args.requests // 5))
-            results[name] = {
-                "p50": statistics.median(lat),
-                "p99": _percentile(lat, 0.99),
-                "rps": rps,
-                "ttfc50": statistics.median(ttfc),
-                "ttfc99": _percentile(ttfc, 0.99),
-                "stream50": statistics.median(streams),
-            }
-    d, g = results["direct"], results["gateway"]
-    chunks = args.stream_chunks + 3  # role chunk, content chunks, finish chunk, usage chunk
-    print(f"\nLLM Gateway benchmark (loopback, {os.cpu_count()} cores; the same fake OpenAI upstream both ways)")
-    print(
-        f"  requests per latency series: {args.requests}; throughput: {args.throughput_requests} "
-        f"at concurrency {args.concurrency}; long stream: {chunks} chunks\n"
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (every count has a default that keeps the full run under ~3 minutes)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    print(f"  {'':34}{'direct':>12}{'gateway':>12}{'added':>12}")
-    for label, key in (
-        ("non-stream latency p50", "p50"),
-        ("non-stream latency p99", "p99"),
-        ("stream time to first chunk p50", "ttfc50"),
-        ("stream time to first chunk p99", "ttfc99"),
-        (f"stream of {chunks} chunks, p50", "stream50"),
-    ):
-        print(f"  {label:34}{_ms(d[key]):>12}{_ms(g[key]):>12}{_ms(g[key] - d[key]):>12}")
-    print(
-        f"  {'throughput (req/s), concurrency ' + str(args.concurrency):34}{d['rps']:>12.0f}{g['rps']:>12.0f}"
-        f"{'ratio ' + format(g['rps'] / d['rps'], '.2f'):>12}"
+    defaults = Settings()
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma-separated, of {', '.join(SCENARIOS)} (default: {','.join(DEFAULT_SCENARIOS)}; memory is "
+        "always reported; soak, 100k requests by default, is opt-in)",
     )
-    relay = (g["stream50"] - d["stream50"] - (g["ttfc50"] - d["ttfc50"])) / chunks
-    print(f"  {'stream relay cost per chunk':34}{'':>12}{'':>12}{_ms(relay):>12}")
-    split = ", ".join(f"{name} {seconds * 1000:.2f}" for name, seconds in sorted(cpu.items(), key=lambda i: -i[1]))
-    print(f"  {'CPU per request, all processes':34}{'':>12}{_ms(sum(cpu.values())):>12}")
-    print(f"    per service (ms): {split}\n")
+    parser.add_argument(
+        "--cpu", default="auto", help="the suite's core: a number, 'auto' (the first, given 2+ cores), 'none'"
+    )
+    parser.add_argument(
+        "--request-log",
+        choices=("on", "off", "both"),
+        default="both",
+        help="run the suite with the request log on (INFO), off (WARNING), or both to see its cost (default)",
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file (for bench.compare)")
+    parser.add_argument("--label", help="a name for this run in the JSON (default: the checkout's git commit)")
+    parser.add_argument(
+        "--checkout",
+        type=lambda value: Path(value).resolve(),
+        help="run the suite from another checkout's code (its services and gen/), measured by this bench",
+    )
+    parser.add_argument(
+        "--plaintext-internal",
+        action="store_true",
+        help="run the internal gRPC hops without mutual TLS (GATEWAY_INTERNAL_TLS=off), to see what TLS costs",
+    )
+    for f in fields(Settings):
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name)
+        )
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
+    return args
+
+
+def choose_cpus(arg: str, available: set[int]) -> tuple[set[int], set[int]] | None:
+    """(the suite's cores, everyone else's), or None to pin nothing."""
+    if arg == "none" or (arg == "auto" and len(available) < 2):
+        return None
+    core = min(available) if arg == "auto" else int(arg)
+    if core not in available or len(available) < 2:
+        raise SystemExit(f"bench: --cpu {arg}: needs a core of {sorted(available)} and another one for the client")
+    return {core}, available - {core}
 
 
 def _wait_for_upstream(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
@@ -176,57 +119,180 @@ def _wait_for_upstream(url: str, process: subprocess.Popen[bytes], timeout_s: fl
         if process.poll() is not None:
             raise RuntimeError("the fake upstream exited")
         try:
-            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
+            with urllib.request.urlopen(f"{url}/models", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
             time.sleep(0.05)
     raise RuntimeError("the fake upstream did not start")
 
 
-def main() -> None:
-    """Run the benchmark and print its table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300, help="requests per latency series")
-    parser.add_argument("--throughput-requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--stream-chunks", type=int, default=200)
-    parser.add_argument(
-        "--plaintext-internal",
-        action="store_true",
-        help="run the internal gRPC hops without mutual TLS (GATEWAY_INTERNAL_TLS=off), to see what TLS costs",
-    )
-    args = parser.parse_args()
+def _git_commit(checkout: Path | None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=checkout,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
-    # The upstream gets its own process: in this one it would share the GIL with the client and
-    # make the direct baseline (and so every ratio) look worse than it is.
-    upstream_port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_upstream", str(upstream_port), str(args.stream_chunks)]
-    )
-    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-    _wait_for_upstream(upstream_url, upstream)
-    data = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+
+async def _warm_up(ctx: Context) -> None:
+    # Connections, caches, and the first-call paths of every process (and both stream shapes).
+    for target in (ctx.gateway, ctx.direct) if ctx.measure_direct else (ctx.gateway,):
+        await client.run(client.unary(ctx.session, target, "bench"), 50, 8, 10)
+        await client.run(client.stream(ctx.session, target, f"bench-e{ctx.settings.stream_events}-p0"), 10, 4, 10)
+
+
+async def _measure(
+    args: argparse.Namespace, meters: dict[str, Meter], direct: client.Target, gateways: dict[str, client.Target],
+    tables: dict[str, report.Table],
+) -> None:  # fmt: skip
+    """Every scenario on every mode's suite in turn (so drift in the machine's load spreads over
+    the modes alike), the direct baseline once, with the first mode."""
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    async with client.session() as session:
+        contexts = [
+            Context(session, direct, gateways[mode], meter, settings, mode, measure_direct=i == 0)
+            for i, (mode, meter) in enumerate(meters.items())
+        ]
+        for ctx in contexts:
+            await _warm_up(ctx)
+        for ctx in contexts:
+            await rest(ctx, tables["memory"], 2.0)
+        for name in args.scenarios.split(","):
+            for ctx in contexts:
+                print(f"  {ctx.mode}: {SCENARIOS[name][0]}…", file=sys.stderr, flush=True)
+                await SCENARIOS[name][1](ctx, tables[name])
+        for ctx in contexts:
+            memory(ctx, tables["memory"], "pss_load", "PSS after the load", peak=True)
+
+
+def _suite(data: Path, upstream_url: str, key: str, log_level: str, args: argparse.Namespace) -> Suite:
+    data.mkdir(parents=True)
     config = data / "gateway.yaml"
     config.write_text(
         f"providers:\n  fake:\n    type: openai_compatible\n    base_url: {upstream_url}\n"
-        "log_level: WARNING\nlimits:\n  requests_per_minute: 100000000\n  tokens_per_minute: 100000000000\n"
+        f"log_level: {log_level}\n"
+        "limits:\n  requests_per_minute: 100000000\n  tokens_per_minute: 100000000000\n"
     )
-    key = f"gw-{secrets.token_urlsafe(32)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update({"GATEWAY_CONFIG": str(config), "GATEWAY_TENANT_KEYS": f"bench:{key}"})
     if args.plaintext_internal:
         env["GATEWAY_INTERNAL_TLS"] = "off"
+    if args.checkout:
+        # The suite's processes import the other checkout's code (PYTHONPATH comes before the
+        # venv's editable install); this process keeps its own bench and launcher.
+        env["PYTHONPATH"] = f"{args.checkout}{os.pathsep}{args.checkout / 'gen'}"
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
-    suite = Suite(data_dir=data, ports=ports, env=env)
-    print("starting the suite and a fake upstream on loopback…", flush=True)
-    suite.start()
+    return Suite(data_dir=data, ports=ports, env=env)
+
+
+def _header(meta: dict[str, Any]) -> str:
+    lines = [
+        f"LLM Gateway benchmark — {meta['label']} — {meta['started']}",
+        f"  machine: {meta['cores']} cores ({meta['cpu_model']}), Python {meta['python']}",
+        f"  load average: {meta['loadavg']} at start, {meta['loadavg_end']} at the end (other work on the machine",
+        "       adds noise: compare runs made under similar load)",
+        f"  pinning: {meta['pinning']}",
+        f"  suite: {meta['checkout']}, embedded defaults, internal TLS {meta['internal_tls']}",
+        "  request log per column: log on = level INFO, the production default (the router's JSON line per",
+        "       request, into the suite's log files); log off = WARNING. One suite per column, all running,",
+        "       measured in turn scenario by scenario (an idle suite spends ~10-25 ms/s of CPU, see 'at rest')",
+        "  CPU: user+system from /proc (10 ms ticks), every suite process and its children, gateway series only;",
+        "       the bench client's and the fake upstream's own CPU are shown apart, never counted for the gateway",
+    ]
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
     try:
-        pids = {name: process.pid for name, process in suite.processes.items()}
-        asyncio.run(_measure(upstream_url, suite.edge_url, key, args, pids))
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, print its tables, and write the JSON if asked."""
+    args = parse_args(argv)
+    cpus = choose_cpus(args.cpu, os.sched_getaffinity(0))
+    modes = {"on": ["log on"], "off": ["log off"], "both": ["log on", "log off"]}[args.request_log]
+    root = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    key = f"gw-{secrets.token_urlsafe(32)}"
+    tables = {
+        name: report.Table(name=name, title=title)
+        for name, (title, _) in SCENARIOS.items()
+        if name in args.scenarios.split(",")
+    }
+    tables["memory"] = report.Table(name="memory", title="Memory and idle CPU of the suite")
+    meta: dict[str, Any] = {
+        "label": args.label or _git_commit(args.checkout),
+        "checkout": str(args.checkout or Path.cwd()),
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "internal_tls": "off" if args.plaintext_internal else "on (mutual)",
+        "pinning": (
+            "none" if cpus is None else f"suite on core {sorted(cpus[0])}, upstream and client on {sorted(cpus[1])}"
+        )
+        + f" (--cpu {args.cpu})",
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
+    # The upstream gets its own process: in this one it would share the GIL with the client and
+    # make the direct baseline (and so every ratio) look worse than it is.
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "bench.fake_upstream", str(upstream_port)])
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    direct = client.Target("direct", f"{upstream_url}/chat/completions", {}, "")
+    suites: dict[str, Suite] = {}
+    try:
+        _wait_for_upstream(upstream_url, upstream)
+        meters, gateways = {}, {}
+        for mode in modes:
+            suites[mode] = _suite(root / mode.replace(" ", "-"), upstream_url, key, LOG_LEVELS[mode], args)
+        print(f"starting {len(suites)} suite(s) ({', '.join(modes)})…", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        # Side by side: each start mostly waits for its processes' health, so together they take
+        # the time of one.
+        with concurrent.futures.ThreadPoolExecutor(len(suites)) as pool:
+            for future in [pool.submit(suite.start) for suite in suites.values()]:
+                future.result()
+        print(f"  started in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        for mode, suite in suites.items():
+            meters[mode] = Meter({name: p.pid for name, p in suite.processes.items()}, upstream.pid)
+            if cpus is not None:
+                meters[mode].pin(*cpus)
+            meta.setdefault("affinity", {})[mode] = meters[mode].affinity()
+            gateways[mode] = client.Target(
+                "gateway", f"{suite.edge_url}/v1/chat/completions", {"Authorization": f"Bearer {key}"}, "fake:"
+            )
+        asyncio.run(_measure(args, meters, direct, gateways, tables))
     finally:
-        suite.stop()
+        for suite in suites.values():
+            suite.stop()
         upstream.terminate()
         upstream.wait(timeout=10)
+    meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    shutil.rmtree(root, ignore_errors=True)  # kept when the run failed: the suite's logs are in it
+    print("\n" + _header(meta) + "\n")
+    for table in tables.values():
+        print(report.render(table, modes) + "\n")
+    affinity = meta.get("affinity", {}).get(modes[0], {})
+    print("  allowed CPUs (from /proc): " + ", ".join(f"{n} {c}" for n, c in affinity.items()))
+    print(f"  side processes: '{CLIENT}' and '{UPSTREAM}' rows are not part of any suite figure")
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(meta, modes, list(tables.values())), indent=2) + "\n")
+        print(f"  figures written to {args.json}")
 
 
 if __name__ == "__main__":

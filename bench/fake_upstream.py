@@ -3,12 +3,22 @@
 It answers ``/v1/chat/completions`` (JSON and SSE), ``/v1/embeddings`` and ``/v1/models`` with
 fixed content, and counts what happens: requests, streams finished, and streams whose client went
 away before the end (how the tests see that a cancellation reached the upstream).
+
+A stream's shape comes from the model name, so it works the same directly and through the gateway
+(which forwards the model, not the client's headers). Dash-separated segments of the name:
+- ``e<N>``: the stream has N SSE data events in all (role chunk, N-4 content chunks, finish chunk,
+  usage chunk, ``[DONE]``; at least 4);
+- ``p<MS>``: one event every MS milliseconds after the first (the first event leaves at once);
+e.g. ``bench-e23-p20``. ``slow-<n>`` streams n content chunks 50 ms apart (the cancellation tests);
+any other name streams the server's default chunk count at its default pace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +44,35 @@ class UpstreamStats:
     """The Authorization header of the last chat request (to see which key reached the upstream)."""
 
 
+_EVENTS = re.compile(r"(?:^|-)e(\d+)(?=-|$)")
+_PACE = re.compile(r"(?:^|-)p(\d+)(?=-|$)")
+_FRAMING_EVENTS = 4
+"""Events of every stream besides its content chunks: role, finish, usage, ``[DONE]``."""
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """How many content chunks a stream carries and the pause before each event after the first."""
+
+    content_chunks: int
+    pace_s: float
+
+    @property
+    def events(self) -> int:
+        """SSE data events in all, ``[DONE]`` included."""
+        return self.content_chunks + _FRAMING_EVENTS
+
+
+def stream_shape(model: str, default_chunks: int, default_pace_s: float) -> StreamShape:
+    """The shape a model name asks for (see the module docstring)."""
+    if model.startswith("slow-") and model.removeprefix("slow-").isdigit():
+        return StreamShape(int(model.removeprefix("slow-")), 0.05)
+    events, pace = _EVENTS.search(model), _PACE.search(model)
+    chunks = max(0, int(events.group(1)) - _FRAMING_EVENTS) if events else default_chunks
+    return StreamShape(chunks, int(pace.group(1)) / 1000 if pace else default_pace_s)
+
+
+@functools.lru_cache(maxsize=64)
 def _completion(model: str) -> bytes:
     return json.dumps(
         {
@@ -54,6 +93,18 @@ def _completion(model: str) -> bytes:
     ).encode()
 
 
+@functools.lru_cache(maxsize=64)
+def _stream_events(model: str, content_chunks: int) -> tuple[bytes, ...]:
+    # Built once per shape: the upstream shares the machine with what it measures, so it stays cheap.
+    return (
+        _chunk(model, {"role": "assistant", "content": ""}),
+        *(_chunk(model, {"content": f"tok{i} "}) for i in range(content_chunks)),
+        _chunk(model, {}, finish="stop"),
+        _chunk(model, {}, usage=True),
+        b"data: [DONE]\n\n",
+    )
+
+
 def _chunk(model: str, delta: dict[str, object], finish: str | None = None, usage: bool = False) -> bytes:
     body: dict[str, object] = {
         "id": "chatcmpl-fake",
@@ -68,7 +119,7 @@ def _chunk(model: str, delta: dict[str, object], finish: str | None = None, usag
 
 
 def create_app(stats: UpstreamStats, chunks: int = 8, chunk_delay_s: float = 0.0) -> Starlette:
-    """The fake upstream. Model ``slow-<n>`` streams n chunks 50 ms apart (for cancellation tests)."""
+    """The fake upstream; ``chunks`` content chunks ``chunk_delay_s`` apart unless the model says otherwise."""
 
     async def chat(request: Request) -> Response:
         body = json.loads(await request.body())
@@ -78,22 +129,24 @@ def create_app(stats: UpstreamStats, chunks: int = 8, chunk_delay_s: float = 0.0
         model = str(body.get("model", "fake"))
         if not body.get("stream"):
             return Response(_completion(model), media_type="application/json")
-        count, delay = chunks, chunk_delay_s
-        if model.startswith("slow-"):
-            count, delay = int(model.removeprefix("slow-")), 0.05
+        shape = stream_shape(model, chunks, chunk_delay_s)
+        frames = _stream_events(model, shape.content_chunks)
 
         async def events() -> AsyncIterator[bytes]:
             stats.streams_started += 1
             finished = False
             try:
-                yield _chunk(model, {"role": "assistant", "content": ""})
-                for i in range(count):
-                    if delay:
-                        await asyncio.sleep(delay)
-                    yield _chunk(model, {"content": f"tok{i} "})
-                yield _chunk(model, {}, finish="stop")
-                yield _chunk(model, {}, usage=True)
-                yield b"data: [DONE]\n\n"
+                if not shape.pace_s:
+                    for frame in frames:
+                        yield frame
+                else:
+                    yield frames[0]
+                    # Paced against a deadline, not sleep after sleep, so slow wake-ups do not add up.
+                    due = time.monotonic()
+                    for frame in frames[1:]:
+                        due += shape.pace_s
+                        await asyncio.sleep(max(0.0, due - time.monotonic()))
+                        yield frame
                 finished = True
                 stats.streams_finished += 1
             finally:
@@ -167,7 +220,8 @@ class FakeUpstream:
 
 
 def main() -> None:
-    """``python -m bench.fake_upstream PORT [CHUNKS]``: serve in this process until killed."""
+    """``python -m bench.fake_upstream PORT [CHUNKS]``: serve in this process until killed (uvloop and
+    httptools when installed, as uvicorn picks them)."""
     import sys
 
     port = int(sys.argv[1])
