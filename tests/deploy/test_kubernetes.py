@@ -344,9 +344,9 @@ def test_only_scratch_and_data_volumes_are_writable(folder: str, name: str) -> N
 
 
 @pytest.mark.parametrize(("folder", "name"), every())
-def test_what_a_process_writes_is_on_a_writable_volume(folder: str, name: str) -> None:
+def test_what_a_process_writes_is_on_a_writable_volume(folder: str, name: str, config_dir: Path) -> None:
     workload = gateway_workloads(folder)[name]
-    config = load_config(env=_resolved(folder, workload))
+    config = load_config(env=_resolved(folder, workload, config_dir))
     assert _writable_at(workload, "/tmp") == "emptyDir"
     # The embedded defaults' folder (the image's WORKDIR /app): the demo key, when no key is set.
     assert "WORKDIR /app" in DOCKERFILE
@@ -359,14 +359,14 @@ def test_what_a_process_writes_is_on_a_writable_volume(folder: str, name: str) -
         assert _writable_at(workload, config.router.jobs.path) == "claim"
 
 
-def test_each_router_keeps_its_usage_spool_on_a_volume_of_its_own() -> None:
+def test_each_router_keeps_its_usage_spool_on_a_volume_of_its_own(config_dir: Path) -> None:
     """The spool is what keeps "nothing lost" true: it must outlive the pod, not only the container."""
     for folder in RENDERED:
         router = gateway_workloads(folder)["router"]
         assert router["kind"] == "StatefulSet", "a claim per pod (volumeClaimTemplates) needs a StatefulSet"
         assert router["spec"]["serviceName"] == "router"
         claims = {c["metadata"]["name"]: c for c in router["spec"]["volumeClaimTemplates"]}
-        spool = load_config(env=_resolved(folder, router)).metering.spool_path
+        spool = load_config(env=_resolved(folder, router, config_dir)).metering.spool_path
         assert "{hostname}" not in spool, "a volume per pod: no other router's file to adopt there"
         mount = next(
             m for m in container(router)["volumeMounts"] if PurePosixPath(spool).is_relative_to(m["mountPath"])
@@ -466,7 +466,13 @@ _PLACEHOLDERS = {
 }
 
 
-def _resolved(folder: str, workload: Resource) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the ConfigMaps' configuration files are written out for load_config to read."""
+    return tmp_path_factory.mktemp("kubernetes-config")
+
+
+def _resolved(folder: str, workload: Resource, config_dir: Path) -> dict[str, str]:
     """The environment the process gets, with Secret values replaced by placeholders of their shape
     and the configuration file pointing at the ConfigMap's copy in the repository."""
     resolved = {}
@@ -476,12 +482,11 @@ def _resolved(folder: str, workload: Resource) -> dict[str, str]:
         elif "secretKeyRef" in value:
             key = value["secretKeyRef"]["key"]
             resolved[name] = _PLACEHOLDERS.get(key, f"placeholder-{key}")
-    resolved["GATEWAY_CONFIG"] = str(_config_file(folder, environment(folder, workload)["GATEWAY_CONFIG"]))
+    resolved["GATEWAY_CONFIG"] = str(_config_file(folder, environment(folder, workload)["GATEWAY_CONFIG"], config_dir))
     return resolved
 
 
-@functools.cache
-def _config_file(folder: str, path: str) -> Path:
+def _config_file(folder: str, path: str, config_dir: Path) -> Path:
     """The mounted ConfigMap's file ``path``, written out where load_config can read it."""
     configmaps = objects(folder, "ConfigMap")
     for workload in gateway_workloads(folder).values():
@@ -489,7 +494,7 @@ def _config_file(folder: str, path: str) -> Path:
             if PurePosixPath(path).parent == PurePosixPath(mount["mountPath"]):
                 volume = next(v for v in pod(workload)["volumes"] if v["name"] == mount["name"])
                 data = configmaps[volume["configMap"]["name"]]["data"][PurePosixPath(path).name]
-                out = ROOT / ".pytest_cache" / "kubernetes" / folder.replace("/", "-") / PurePosixPath(path).name
+                out = config_dir / folder.replace("/", "-") / PurePosixPath(path).name
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(data, encoding="utf-8")
                 return out
@@ -497,9 +502,9 @@ def _config_file(folder: str, path: str) -> Path:
 
 
 @pytest.mark.parametrize(("folder", "name"), every())
-def test_every_process_loads_the_configuration_it_is_given(folder: str, name: str) -> None:
+def test_every_process_loads_the_configuration_it_is_given(folder: str, name: str, config_dir: Path) -> None:
     workload = gateway_workloads(folder)[name]
-    config = load_config(env=_resolved(folder, workload))
+    config = load_config(env=_resolved(folder, workload, config_dir))
     assert (config.tls.internal, config.tls.dir) == ("on", "/certs")
     if name in ("auth", "metering"):
         assert getattr(config, name).database_url.startswith("postgresql://")
