@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway.chat.v1 import chat_pb2
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway_common.healthcheck import check
+from tests.providers.harness import chunks_in
 from tests.servers import free_port, wait_until
 
 
@@ -60,9 +61,9 @@ async def test_sigterm_lets_in_flight_streams_finish(
         first = await anext(chunks)
         assert first.chunk.choices[0].delta.role == chat_pb2.ROLE_ASSISTANT
         process.send_signal(signal.SIGTERM)
-        rest = [item.chunk async for item in chunks]
+        rest = [chunk async for item in chunks for chunk in chunks_in(item)]
         # Every word still arrived, then the usage chunk: the stream was drained, not cut.
-        text = "".join(c.choices[0].delta.content for c in [first.chunk, *rest] if c.choices)
+        text = "".join(c.choices[0].delta.content for c in [*chunks_in(first), *rest] if c.choices)
         assert "one two three four five six" in text
         assert rest[-1].HasField("usage")
     assert process.wait(timeout=15) == 0

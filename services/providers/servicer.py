@@ -21,6 +21,7 @@ import grpc
 
 from gateway.chat.v1 import chat_pb2
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
+from gateway_common.coalesce import ready_batches
 from gateway_common.errors import GatewayError, invalid_argument
 from services.providers import byok
 from services.providers.adapters.base import Adapter
@@ -82,7 +83,17 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
     async def StreamChat(
         self, request: providers_pb2.StreamChatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[providers_pb2.StreamChatResponse]:
-        """The target provider's chunks, each passed on as soon as it arrives."""
+        """The target provider's chunks, each passed on as soon as it arrives; chunks that arrived
+        together leave in one message (``more_chunks``)."""
+        async for batch in ready_batches(self._stream_chat(request, context)):
+            message = batch[0]
+            if len(batch) > 1:
+                message.more_chunks.extend(item.chunk for item in batch[1:])
+            yield message
+
+    async def _stream_chat(
+        self, request: providers_pb2.StreamChatRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[providers_pb2.StreamChatResponse]:
         adapter = self._adapter(request.target)
         byok.client_key_var.set(byok.client_key(context.invocation_metadata()))
         walk = None

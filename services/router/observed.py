@@ -22,7 +22,8 @@ def _candidate(target: providers_pb2.Target) -> Candidate:
 
 
 class _ObservedStream:
-    """A StreamChat call that reports its first chunk and its end; everything else is the call's."""
+    """A StreamChat call that reports its first chunk and its end, and yields a message's
+    ``more_chunks`` as messages of their own; everything else is the call's."""
 
     def __init__(self, call: Any, candidate: Candidate, stats: RouteStats, clock: Callable[[], float]) -> None:
         self._call = call
@@ -49,6 +50,9 @@ class _ObservedStream:
                     first = False
                     self._stats.first_token(self._candidate, self._clock() - self._started)
                 yield item
+                # Chunks the providers service sent in the same message: one by one, as if apart.
+                for chunk in item.more_chunks:
+                    yield providers_pb2.StreamChatResponse(chunk=chunk)
         finally:
             self._end()
 

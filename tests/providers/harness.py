@@ -8,7 +8,8 @@ from typing import Any
 
 import grpc
 
-from gateway.providers.v1 import providers_pb2_grpc
+from gateway.chat.v1 import chat_pb2
+from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway_common.config import GatewayConfig
 from services.providers.server import build
 
@@ -27,3 +28,8 @@ async def provider_service(
     finally:
         await channel.close()
         await app.stop(0)
+
+
+def chunks_in(item: providers_pb2.StreamChatResponse) -> list[chat_pb2.ChatCompletionChunk]:
+    """Every chunk a StreamChat message carries: its ``chunk``, then the ``more_chunks`` that were ready with it."""
+    return [item.chunk, *item.more_chunks]

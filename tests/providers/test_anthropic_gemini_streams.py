@@ -14,7 +14,7 @@ from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway_common.errors import GatewayError
 from gateway_common.openai_wire import parse_embedding_request
 from tests.providers.conformance import KEY, KEY_ENV, PROVIDER
-from tests.providers.harness import provider_service
+from tests.providers.harness import chunks_in, provider_service
 from tests.providers.replay import Recording, ReplayServer, Reply, load
 
 ENV = {KEY_ENV: KEY}
@@ -34,7 +34,7 @@ async def _failed_stream(
     target = providers_pb2.Target(provider=PROVIDER, model=model)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         async for item in stub.StreamChat(providers_pb2.StreamChatRequest(target=target, completion=REQUEST)):
-            chunks.append(item.chunk)
+            chunks.extend(chunks_in(item))
     return chunks, GatewayError.from_rpc_error(raised.value)
 
 

@@ -33,7 +33,7 @@ from tests.providers.conformance import (
     from_chunks,
     from_completion,
 )
-from tests.providers.harness import provider_service
+from tests.providers.harness import chunks_in, provider_service
 from tests.providers.replay import ReplayServer, load
 
 _DEFAULT_CHAT = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -84,7 +84,7 @@ async def test_conformance(case: Case, replay: ReplayServer) -> None:
                 request, _ = parse_chat_request(body)
                 chunks: list[chat_pb2.ChatCompletionChunk] = []
                 async for item in stub.StreamChat(providers_pb2.StreamChatRequest(target=target, completion=request)):
-                    chunks.append(item.chunk)
+                    chunks.extend(chunks_in(item))
                 result = from_chunks(chunks)
                 edge_output = [
                     ("CreateChatCompletionStreamResponse", openai_wire.chunk_to_openai(chunk, include_usage))

@@ -36,6 +36,7 @@ from services.ratelimit.limiter import Limiter
 from services.ratelimit.servicer import RateLimitServicer
 from services.ratelimit.storage.cooldown import Backoff, MemoryCooldowns
 from services.ratelimit.storage.memory import MemoryStore
+from tests.providers.harness import chunks_in
 from tests.servers import free_port, wait_until
 
 PROVIDER = "up"
@@ -277,7 +278,7 @@ async def test_a_stream_moves_to_the_next_credential_before_its_first_chunk(worl
     request = providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST, tenant_id="t1")
     replies = [reply async for reply in world.providers.StreamChat(request, timeout=10)]
     assert replies[0].credential_id == "cred_b"
-    assert "".join(r.chunk.choices[0].delta.content for r in replies if r.chunk.choices) == "ok"
+    assert "".join(c.choices[0].delta.content for r in replies for c in chunks_in(r) if c.choices) == "ok"
     assert world.seen.authorizations == ["Bearer key-401-x", "Bearer key-b"]
 
 

@@ -13,7 +13,7 @@ from gateway_common.openai_wire import parse_chat_request
 from gateway_common.tokens import estimate_prompt_tokens
 from services.providers.adapters.mock import MockAdapter, embedding_vector
 from tests.providers.conformance import from_chunks, from_completion
-from tests.providers.harness import provider_service
+from tests.providers.harness import chunks_in, provider_service
 
 REQUEST, _ = parse_chat_request(
     {
@@ -43,7 +43,7 @@ async def _stream(
     stub: providers_pb2_grpc.ProviderServiceStub, model: str, request: chat_pb2.ChatCompletionRequest = REQUEST
 ) -> list[chat_pb2.ChatCompletionChunk]:
     call = stub.StreamChat(providers_pb2.StreamChatRequest(target=_target(model), completion=request))
-    return [item.chunk async for item in call]
+    return [chunk async for item in call for chunk in chunks_in(item)]
 
 
 async def test_the_answer_is_deterministic_and_streams_one_word_per_chunk() -> None:
@@ -132,7 +132,7 @@ async def test_stream_break_sends_three_chunks_then_a_retryable_broken_stream() 
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             call = stub.StreamChat(providers_pb2.StreamChatRequest(target=_target("stream-break"), completion=REQUEST))
             async for item in call:
-                chunks.append(item.chunk)
+                chunks.extend(chunks_in(item))
         with pytest.raises(grpc.aio.AioRpcError) as chat_raised:
             await stub.Chat(providers_pb2.ChatRequest(target=_target("stream-break"), completion=REQUEST))
     assert len(chunks) == 3
@@ -190,7 +190,7 @@ async def test_a_stub_provider_answers_like_the_mock_and_says_so(kind: str) -> N
     async with provider_service(providers, env={}) as stub:
         response = await stub.Chat(providers_pb2.ChatRequest(target=_target("gpt-4o", "fake"), completion=REQUEST))
         call = stub.StreamChat(providers_pb2.StreamChatRequest(target=_target("gpt-4o", "fake"), completion=REQUEST))
-        chunks = [item.chunk async for item in call]
+        chunks = [chunk async for item in call for chunk in chunks_in(item)]
     assert response.completion.provider == "fake (stub)"
     assert response.completion.choices[0].message.text == REPLY
     assert from_chunks(chunks, provider="fake (stub)").choices[0].text == REPLY

@@ -21,7 +21,7 @@ from gateway_common.config import HttpProviderConfig
 from gateway_common.errors import GatewayError
 from services.providers.adapters.openai import OpenAIAdapter
 from tests.providers.conformance import KEY, KEY_ENV, PROVIDER, from_chunks
-from tests.providers.harness import provider_service
+from tests.providers.harness import chunks_in, provider_service
 from tests.providers.replay import Recording, ReplayServer, Reply, load
 from tests.servers import free_port
 
@@ -43,7 +43,7 @@ async def _failed_stream(
     chunks: list[chat_pb2.ChatCompletionChunk] = []
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         async for item in stub.StreamChat(providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST)):
-            chunks.append(item.chunk)
+            chunks.extend(chunks_in(item))
     return chunks, GatewayError.from_rpc_error(raised.value)
 
 
@@ -85,7 +85,7 @@ async def test_a_stream_closing_without_done_after_its_finish_is_complete(replay
     replay.reply(_replace_event(load(TEXT_STREAM), b"data: [DONE]\n\n", b""))
     async with provider_service(_entry(f"{replay.url}/v1"), ENV) as stub:
         stream = stub.StreamChat(providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST))
-        chunks = [item.chunk async for item in stream]
+        chunks = [chunk async for item in stream for chunk in chunks_in(item)]
     assert chunks[-1].usage.total_tokens == 44 and not chunks[-1].usage.estimated
     assert any(c.choices and c.choices[0].finish_reason == chat_pb2.FINISH_REASON_STOP for c in chunks)
 
@@ -143,8 +143,11 @@ async def test_a_caller_leaving_closes_the_upstream_request(replay: ReplayServer
         request = providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST)
         if how == "cancel":
             call = stub.StreamChat(request)
-            received = [await call.read(), await call.read()]
-            assert all(isinstance(r, providers_pb2.StreamChatResponse) for r in received)
+            received: list[chat_pb2.ChatCompletionChunk] = []
+            while len(received) < 2:  # chunks that were ready together share a message
+                item = await call.read()
+                assert isinstance(item, providers_pb2.StreamChatResponse)
+                received.extend(chunks_in(item))
             call.cancel()
         else:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -159,8 +162,9 @@ async def test_streams_reuse_the_upstream_connection(replay: ReplayServer) -> No
     async with provider_service(_entry(f"{replay.url}/v1"), ENV) as stub:
         for _ in range(2):
             chunks = [
-                item.chunk
+                chunk
                 async for item in stub.StreamChat(providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST))
+                for chunk in chunks_in(item)
             ]
             from_chunks(chunks)
         await stub.Chat(providers_pb2.ChatRequest(target=TARGET, completion=REQUEST))
@@ -207,7 +211,7 @@ async def test_usage_sent_with_every_chunk_reaches_the_caller_once_at_the_end(re
     replay.reply(recording.with_body(body))
     async with provider_service(_entry(f"{replay.url}/v1"), ENV) as stub:
         request = providers_pb2.StreamChatRequest(target=TARGET, completion=REQUEST)
-        chunks = [item.chunk async for item in stub.StreamChat(request)]
+        chunks = [chunk async for item in stub.StreamChat(request) for chunk in chunks_in(item)]
     with_usage = [c for c in chunks if c.HasField("usage")]
     assert with_usage == [chunks[-1]] and not chunks[-1].choices
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (14, 30)

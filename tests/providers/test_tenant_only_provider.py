@@ -20,6 +20,7 @@ from services.ratelimit.limiter import Limiter
 from services.ratelimit.servicer import RateLimitServicer
 from services.ratelimit.storage.cooldown import Backoff, MemoryCooldowns
 from services.ratelimit.storage.memory import MemoryStore
+from tests.providers.harness import chunks_in
 from tests.providers.test_credential_selection import (
     PROVIDER,
     REQUEST,
@@ -82,7 +83,7 @@ async def test_a_tenant_credential_serves_a_provider_without_a_global_key(keyles
     assert reply.credential_id == "cred_a"
     assert reply.completion.choices[0].message.text == "ok"
     assert replies[0].credential_id == "cred_a"
-    assert "".join(r.chunk.choices[0].delta.content for r in replies if r.chunk.choices) == "ok"
+    assert "".join(c.choices[0].delta.content for r in replies for c in chunks_in(r) if c.choices) == "ok"
     assert keyless.seen.authorizations == ["Bearer key-a", "Bearer key-a"]
 
 

@@ -24,6 +24,7 @@ from gateway.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from gateway.router.v1 import router_pb2, router_pb2_grpc
 from gateway_cli.main import main as gateway_cli
 from gateway_common.errors import GatewayError, Reason
+from tests.providers.harness import chunks_in
 from tests.security.conftest import Secured
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +98,7 @@ async def test_a_stream_from_the_wrong_identity_is_refused_before_it_starts(secu
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     async with secured.channel("providers", "router") as channel:
         items = [item async for item in providers_pb2_grpc.ProviderServiceStub(channel).StreamChat(request, timeout=5)]
-    assert items and items[-1].chunk.HasField("usage")
+    assert items and chunks_in(items[-1])[-1].HasField("usage")
 
 
 def _nameless_credentials(secured: Secured) -> grpc.ChannelCredentials:

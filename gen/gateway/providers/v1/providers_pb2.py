@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gateway.chat.v1 import chat_pb2 as gateway_dot_chat_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$gateway/providers/v1/providers.proto\x12\x14gateway.providers.v1\x1a\x1agateway/chat/v1/chat.proto\")\n\x06Target\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x8a\x01\n\x0b\x43hatRequest\x12,\n\x06target\x18\x01 \x01(\x0b\x32\x1c.gateway.providers.v1.Target\x12:\n\ncompletion\x18\x02 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"Z\n\x0c\x43hatResponse\x12\x33\n\ncompletion\x18\x01 \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"\x90\x01\n\x11StreamChatRequest\x12,\n\x06target\x18\x01 \x01(\x0b\x32\x1c.gateway.providers.v1.Target\x12:\n\ncompletion\x18\x02 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"`\n\x12StreamChatResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"\x85\x01\n\x0c\x45mbedRequest\x12,\n\x06target\x18\x01 \x01(\x0b\x32\x1c.gateway.providers.v1.Target\x12\x34\n\tembedding\x18\x02 \x01(\x0b\x32!.gateway.chat.v1.EmbeddingRequest\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"]\n\rEmbedResponse\x12\x35\n\tembedding\x18\x01 \x01(\x0b\x32\".gateway.chat.v1.EmbeddingResponse\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"%\n\x11ListModelsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.gateway.chat.v1.Model2\xf6\x02\n\x0fProviderService\x12M\n\x04\x43hat\x12!.gateway.providers.v1.ChatRequest\x1a\".gateway.providers.v1.ChatResponse\x12\x61\n\nStreamChat\x12\'.gateway.providers.v1.StreamChatRequest\x1a(.gateway.providers.v1.StreamChatResponse0\x01\x12P\n\x05\x45mbed\x12\".gateway.providers.v1.EmbedRequest\x1a#.gateway.providers.v1.EmbedResponse\x12_\n\nListModels\x12\'.gateway.providers.v1.ListModelsRequest\x1a(.gateway.providers.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$gateway/providers/v1/providers.proto\x12\x14gateway.providers.v1\x1a\x1agateway/chat/v1/chat.proto\")\n\x06Target\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x8a\x01\n\x0b\x43hatRequest\x12,\n\x06target\x18\x01 \x01(\x0b\x32\x1c.gateway.providers.v1.Target\x12:\n\ncompletion\x18\x02 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"Z\n\x0c\x43hatResponse\x12\x33\n\ncompletion\x18\x01 \x01(\x0b\x32\x1f.gateway.chat.v1.ChatCompletion\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"\x90\x01\n\x11StreamChatRequest\x12,\n\x06target\x18\x01 \x01(\x0b\x32\x1c.gateway.providers.v1.Target\x12:\n\ncompletion\x18\x02 \x01(\x0b\x32&.gateway.chat.v1.ChatCompletionRequest\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"\x9b\x01\n\x12StreamChatResponse\x12\x33\n\x05\x63hunk\x18\x01 \x01(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x39\n\x0bmore_chunks\x18\x03 \x03(\x0b\x32$.gateway.chat.v1.ChatCompletionChunk\"\x85\x01\n\x0c\x45mbedRequest\x12,\n\x06target\x18\x01 \x01(\x0b\x32\x1c.gateway.providers.v1.Target\x12\x34\n\tembedding\x18\x02 \x01(\x0b\x32!.gateway.chat.v1.EmbeddingRequest\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"]\n\rEmbedResponse\x12\x35\n\tembedding\x18\x01 \x01(\x0b\x32\".gateway.chat.v1.EmbeddingResponse\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"%\n\x11ListModelsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.gateway.chat.v1.Model2\xf6\x02\n\x0fProviderService\x12M\n\x04\x43hat\x12!.gateway.providers.v1.ChatRequest\x1a\".gateway.providers.v1.ChatResponse\x12\x61\n\nStreamChat\x12\'.gateway.providers.v1.StreamChatRequest\x1a(.gateway.providers.v1.StreamChatResponse0\x01\x12P\n\x05\x45mbed\x12\".gateway.providers.v1.EmbedRequest\x1a#.gateway.providers.v1.EmbedResponse\x12_\n\nListModels\x12\'.gateway.providers.v1.ListModelsRequest\x1a(.gateway.providers.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,16 +40,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATRESPONSE']._serialized_end=364
   _globals['_STREAMCHATREQUEST']._serialized_start=367
   _globals['_STREAMCHATREQUEST']._serialized_end=511
-  _globals['_STREAMCHATRESPONSE']._serialized_start=513
-  _globals['_STREAMCHATRESPONSE']._serialized_end=609
-  _globals['_EMBEDREQUEST']._serialized_start=612
-  _globals['_EMBEDREQUEST']._serialized_end=745
-  _globals['_EMBEDRESPONSE']._serialized_start=747
-  _globals['_EMBEDRESPONSE']._serialized_end=840
-  _globals['_LISTMODELSREQUEST']._serialized_start=842
-  _globals['_LISTMODELSREQUEST']._serialized_end=879
-  _globals['_LISTMODELSRESPONSE']._serialized_start=881
-  _globals['_LISTMODELSRESPONSE']._serialized_end=941
-  _globals['_PROVIDERSERVICE']._serialized_start=944
-  _globals['_PROVIDERSERVICE']._serialized_end=1318
+  _globals['_STREAMCHATRESPONSE']._serialized_start=514
+  _globals['_STREAMCHATRESPONSE']._serialized_end=669
+  _globals['_EMBEDREQUEST']._serialized_start=672
+  _globals['_EMBEDREQUEST']._serialized_end=805
+  _globals['_EMBEDRESPONSE']._serialized_start=807
+  _globals['_EMBEDRESPONSE']._serialized_end=900
+  _globals['_LISTMODELSREQUEST']._serialized_start=902
+  _globals['_LISTMODELSREQUEST']._serialized_end=939
+  _globals['_LISTMODELSRESPONSE']._serialized_start=941
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1001
+  _globals['_PROVIDERSERVICE']._serialized_start=1004
+  _globals['_PROVIDERSERVICE']._serialized_end=1378
 # @@protoc_insertion_point(module_scope)

@@ -147,12 +147,13 @@ Global___StreamChatRequest: _TypeAlias = StreamChatRequest  # noqa: Y015
 
 @_typing.final
 class StreamChatResponse(_message.Message):
-    """StreamChatResponse is one chunk of the stream."""
+    """StreamChatResponse is one chunk of the stream, and the chunks that were ready right behind it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CHUNK_FIELD_NUMBER: _builtins.int
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    MORE_CHUNKS_FIELD_NUMBER: _builtins.int
     credential_id: _builtins.str
     """On the first chunk only: the tenant's own credential that serves the stream ("cred_…"); empty
     for the provider's own key.
@@ -161,15 +162,22 @@ class StreamChatResponse(_message.Message):
     def chunk(self) -> _chat_pb2.ChatCompletionChunk:
         """The canonical chunk."""
 
+    @_builtins.property
+    def more_chunks(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatCompletionChunk]:
+        """The chunks that had already arrived from the upstream when this message was sent, in order,
+        after ``chunk``: one message for a burst instead of one per chunk. Never delays a chunk.
+        """
+
     def __init__(
         self,
         *,
         chunk: _chat_pb2.ChatCompletionChunk | None = ...,
         credential_id: _builtins.str = ...,
+        more_chunks: _abc.Iterable[_chat_pb2.ChatCompletionChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "credential_id", b"credential_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "credential_id", b"credential_id", "more_chunks", b"more_chunks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
