@@ -21,9 +21,10 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(slots=True)
 class ServerSentEvent:
-    """One dispatched event: its type (empty for a plain message), data, last event id and retry."""
+    """One dispatched event: its type ("message" unless an ``event:`` line named another, as the
+    spec and httpx_sse say), data, last event id and retry."""
 
-    event: str = ""
+    event: str = "message"
     data: str = ""
     id: str = ""
     retry: int | None = None
@@ -32,7 +33,7 @@ class ServerSentEvent:
 class SSEParser:
     """Incremental event-stream parser: :meth:`feed` network chunks, then :meth:`end` once."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_id", "_retry", "_started")
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_pending", "_retry", "_started")
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -41,6 +42,8 @@ class SSEParser:
         self._data: list[bytes] = []
         self._id = ""
         self._retry: int | None = None
+        # Whether a field line came since the last dispatch (what end() may still hand over).
+        self._pending = False
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """The events completed by ``chunk`` (often none or one), in order."""
@@ -71,13 +74,13 @@ class SSEParser:
 
     def end(self) -> list[ServerSentEvent]:
         """At the end of a body that ended cleanly: the last event, if it lacked its blank line."""
-        events: list[ServerSentEvent] = []
         rest, self._buffer = self._buffer.rstrip(b"\r"), b""
-        for line in (rest, b"") if rest else (b"",):
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
-        return events
+        if rest:
+            self._line(rest)
+        if not self._pending:
+            return []
+        event = self._line(b"")
+        return [] if event is None else [event]
 
     def _line(self, line: bytes) -> ServerSentEvent | None:
         if not line:
@@ -85,12 +88,13 @@ class SSEParser:
             if not (self._data or self._event or self._id or self._retry is not None):
                 return None
             event = ServerSentEvent(
-                self._event, b"\n".join(self._data).decode("utf-8", "replace"), self._id, self._retry
+                self._event or "message", b"\n".join(self._data).decode("utf-8", "replace"), self._id, self._retry
             )
-            self._event, self._data, self._retry = "", [], None
+            self._event, self._data, self._retry, self._pending = "", [], None, False
             return event
         if line[0] == 0x3A:  # ":" starts a comment
             return None
+        self._pending = True
         name, _, value = line.partition(b":")
         if value[:1] == b" ":
             value = value[1:]
