@@ -54,7 +54,8 @@ def env_proxy(url: URL) -> URL | None:
     """The proxy the environment names for ``url`` (``HTTPS_PROXY`` etc.), None when bypassed or unset."""
     if url.host is None or urllib.request.proxy_bypass(url.host):
         return None
-    proxy = urllib.request.getproxies_environment().get(url.scheme)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
     return URL(proxy) if proxy else None
 
 
@@ -88,6 +89,7 @@ class UpstreamClient:
             sock_read=config.read_timeout_s,
         )
         self._session: aiohttp.ClientSession | None = None
+        self._traced = False
         self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], URL] = {}
         self.is_closed = False
 
@@ -105,6 +107,8 @@ class UpstreamClient:
             proxy=env_proxy(base),
             raise_for_status=False,
         )
+        # Tracing is switched on at process start, before the first call.
+        self._traced = tracing.enabled()
         return self._session
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> URL:
@@ -156,7 +160,7 @@ class UpstreamClient:
         if json is not None:
             data = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         call_headers = self.headers(headers, json_body=data is not None)
-        if tracing.enabled():
+        if self._traced:
             return _TracedRequest(session, method, self.url(path, params), call_headers, data)
         return session.request(method, self.url(path, params), headers=call_headers, data=data, allow_redirects=False)
 

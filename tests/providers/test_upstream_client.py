@@ -209,3 +209,25 @@ async def test_an_upstreams_cookies_are_not_sent_back(replay: ReplayServer, clie
     await send(client, "GET", "models", provider="up", total_timeout_s=5)
     await send(client, "GET", "models", provider="up", total_timeout_s=5)
     assert [request.header("cookie") for request in replay.requests] == [None, None]
+
+
+async def test_with_tracing_on_the_upstream_sees_the_trace(
+    replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import context, trace
+
+    monkeypatch.setattr("services.providers.client.tracing.enabled", lambda: True)
+    replay.reply(Recording("synthetic/models", 200, JSON, b"{}"))
+    trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0x00F067AA0BA902B7
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    )
+    upstream = _client(replay.url + "/v1")
+    token = context.attach(trace.set_span_in_context(parent))
+    try:
+        await send(upstream, "GET", "models", provider="up", total_timeout_s=5)
+    finally:
+        context.detach(token)
+        await upstream.aclose()
+    [sent] = replay.requests
+    assert (sent.header("traceparent") or "").startswith(f"00-{trace_id:032x}-")
