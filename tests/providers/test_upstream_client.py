@@ -5,8 +5,11 @@ cookie jar and redirects behave as the httpx client before it did."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +18,7 @@ import pytest
 from gateway.auth.v1 import credentials_pb2
 from gateway_common.config import HttpProviderConfig
 from gateway_common.errors import GatewayError
+from gateway_common.tls import write_local_ca
 from services.providers.client import UpstreamClient
 from services.providers.http import build_client, iter_sse, open_stream, send
 from services.providers.tenant_credentials import TenantCredential, current_credential
@@ -231,3 +235,45 @@ async def test_with_tracing_on_the_upstream_sees_the_trace(
         await upstream.aclose()
     [sent] = replay.requests
     assert (sent.header("traceparent") or "").startswith(f"00-{trace_id:032x}-")
+
+
+@pytest.fixture
+async def tls_upstream(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """A loopback HTTPS server (certificate from a throwaway CA) answering every request ``{}``."""
+    write_local_ca(tmp_path, ["upstream"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "upstream.crt", tmp_path / "upstream.key")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    yield f"https://127.0.0.1:{port}/v1", tmp_path / "ca.crt"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_tls_upstreams_are_verified(tls_upstream: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, ca = tls_upstream
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    untrusting = _client(url)
+    try:
+        error = await _fails(send(untrusting, "GET", "models", provider="up", total_timeout_s=5))
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_ERROR")
+        assert "certificate" in error.message.lower()
+    finally:
+        await untrusting.aclose()
+    # SSL_CERT_FILE names the trust store, as it did for httpx.
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    trusting = _client(url)
+    try:
+        response = await send(trusting, "GET", "models", provider="up", total_timeout_s=5)
+        assert response.json() == {}
+    finally:
+        await trusting.aclose()
