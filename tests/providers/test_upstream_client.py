@@ -153,13 +153,14 @@ async def test_a_silent_stream_hits_the_idle_timeout(replay: ReplayServer) -> No
         await upstream.aclose()
 
 
-async def test_the_idle_clock_restarts_at_each_event_not_each_read(replay: ReplayServer) -> None:
-    # Events 0.12 s apart each arrive well within a 0.3 s idle timeout, though the stream is longer.
-    replay.reply(Reply(load(STREAM), delay_s=0.12))
+async def test_the_idle_timeout_is_per_event_not_for_the_whole_stream(replay: ReplayServer) -> None:
+    # Five events 0.12 s apart: the stream outlasts the 0.3 s idle timeout, no gap reaches it.
+    body = b"".join(b'data: {"n": %d}\n\n' % n for n in range(5)) + b"data: [DONE]\n\n"
+    sse = (("content-type", "text/event-stream"),)
+    replay.reply(Reply(Recording("synthetic/paced", 200, sse, body), delay_s=0.12))
     upstream = _client(replay.url + "/v1", read_timeout_s=30)
     try:
-        events = await _events(upstream, idle_timeout_s=0.3)
-        assert events[-1] == "[DONE]"
+        assert await _events(upstream, idle_timeout_s=0.3) == [*(f'{{"n": {n}}}' for n in range(5)), "[DONE]"]
     finally:
         await upstream.aclose()
 
