@@ -46,13 +46,14 @@ from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from gateway_common.config import HttpProviderConfig
 from gateway_common.errors import GatewayError, Reason
-from services.providers.tenant_credentials import TenantCredentialAuth, current_secret
+from services.providers.client import UpstreamClient
+from services.providers.sse import ServerSentEvent, SSEParser
+from services.providers.tenant_credentials import current_secret
 
 _RETRYABLE_STATUS: dict[int, tuple[grpc.StatusCode, bool]] = {
     400: (grpc.StatusCode.INVALID_ARGUMENT, False),
@@ -86,34 +87,37 @@ def build_client(
     *,
     key_header: str = "Authorization",
     key_prefix: str = "Bearer ",
-) -> httpx.AsyncClient:
+) -> UpstreamClient:
     """The one pooled client of a provider: its base URL, auth and extra headers, timeouts and limits.
 
     ``key_header`` and ``key_prefix`` say how this upstream takes an API key: a tenant's own key
-    replaces the provider's there for the calls made with it (:class:`TenantCredentialAuth`).
+    replaces the provider's there for the calls made with it.
 
     ``read_timeout_s`` bounds the wait for each read (for a stream, the response headers; after
-    that the stream idle timeout of :func:`iter_sse` applies); ``total_timeout_s`` is applied per
-    call by :func:`send` and :func:`iter_sse` because httpx has no whole-request timeout.
+    that the stream idle timeout of :func:`iter_sse` applies too); ``total_timeout_s`` is applied
+    per call by :func:`send` and :func:`iter_sse`.
     """
-    timeout = httpx.Timeout(
-        connect=config.connect_timeout_s,
-        read=config.read_timeout_s,
-        write=config.read_timeout_s,
-        pool=config.connect_timeout_s,
-    )
-    limits = httpx.Limits(
-        max_connections=config.max_connections,
-        max_keepalive_connections=config.max_connections,
-    )
-    return httpx.AsyncClient(
-        base_url=base_url.rstrip("/") + "/",
-        headers=dict(headers),
-        auth=TenantCredentialAuth(key_header, key_prefix),
-        timeout=timeout,
-        limits=limits,
-        follow_redirects=False,
-    )
+    return UpstreamClient(config, base_url, headers, key_header=key_header, key_prefix=key_prefix)
+
+
+class UpstreamResponse:
+    """A non-streamed upstream answer: status, headers and the whole body."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    @property
+    def is_success(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        """The body parsed as JSON (ValueError when it is not)."""
+        return json.loads(self.content)
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -351,37 +355,40 @@ def upstream_error(
     return GatewayError(grpc_code, reason, message, metadata, retry_after_s=retry_after_s(headers, parsed))
 
 
-def error_from_response(response: httpx.Response, provider: str, *, secrets: Iterable[str | None] = ()) -> GatewayError:
+def error_from_response(
+    response: UpstreamResponse, provider: str, *, secrets: Iterable[str | None] = ()
+) -> GatewayError:
     """The GatewayError for a response that is not 2xx, its body read (a redirect is not followed:
     it means a wrong base URL, so it is not retryable)."""
     return upstream_error(provider, response.status_code, response.headers, response.content, secrets=secrets)
 
 
 def transport_error(
-    exc: httpx.HTTPError,
+    exc: aiohttp.ClientError,
     provider: str,
     *,
     during_stream: bool = False,
     secrets: Iterable[str | None] = (),
 ) -> GatewayError:
-    """The GatewayError for an httpx failure: no HTTP answer, or a body that broke off.
+    """The GatewayError for a client failure: no HTTP answer, or a body that broke off.
 
-    All are retryable except a base URL httpx cannot use (a configuration mistake).
+    All are retryable except a base URL the client cannot use (a configuration mistake).
     """
     detail = redact(str(exc) or type(exc).__name__, secrets)
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        # Nothing reached the upstream: UNAVAILABLE like a refused connection, but named a timeout.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # Connecting, or waiting for a pooled connection: nothing reached the upstream, so
+        # UNAVAILABLE like a refused connection, but named a timeout.
         return GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             Reason.UPSTREAM_TIMEOUT,
             f"timed out connecting to {provider}: {detail}",
             _metadata(provider, True),
         )
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return upstream_timeout(provider, f"timed out waiting for {provider}: {detail}")
     if during_stream:
         return stream_broken(provider, f"the stream from {provider} broke off: {detail}")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, aiohttp.InvalidURL):
         return GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             Reason.PROVIDER_NOT_CONFIGURED,
@@ -402,32 +409,36 @@ def transport_error(
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: UpstreamClient,
     method: str,
     url: str,
     *,
     provider: str,
     total_timeout_s: float,
     secrets: Iterable[str | None] = (),
-    **kwargs: Any,
-) -> httpx.Response:
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    params: Mapping[str, Any] | None = None,
+) -> UpstreamResponse:
     """One non-streaming call: the whole exchange bounded by ``total_timeout_s``, failures mapped.
 
     Returns a successful response with its body read; raises GatewayError otherwise.
     """
     try:
         async with asyncio.timeout(total_timeout_s):
-            response = await client.request(method, url, **kwargs)
+            async with client.request(method, url, headers=headers, json=json, params=params) as raw:
+                response = UpstreamResponse(raw.status, raw.headers, await raw.read())
+    except aiohttp.ClientError as exc:
+        # Before TimeoutError: aiohttp's own read and connect timeouts are TimeoutErrors too.
+        raise transport_error(exc, provider, secrets=secrets) from exc
     except TimeoutError:
         raise upstream_timeout(provider, f"{provider} did not answer within {total_timeout_s:g}s") from None
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, provider, secrets=secrets) from exc
     if not response.is_success:
         raise error_from_response(response, provider, secrets=secrets)
     return response
 
 
-def read_json(response: httpx.Response, provider: str) -> Any:
+def read_json(response: UpstreamResponse, provider: str) -> Any:
     """The JSON body of a successful response; an unparseable one is a retryable upstream error."""
     try:
         return response.json()
@@ -437,60 +448,80 @@ def read_json(response: httpx.Response, provider: str) -> Any:
         ) from None
 
 
+class UpstreamStream:
+    """A streamed upstream answer: status and headers, the body read as it arrives."""
+
+    __slots__ = ("_response", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers = response.headers
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the body as it arrived (b"" at its clean end); aiohttp errors as they come."""
+        return await self._response.content.readany()
+
+    async def read_all(self, *, provider: str, timeout_s: float, secrets: Iterable[str | None] = ()) -> bytes:
+        """The rest of the body, within ``timeout_s``; a broken or late body raises GatewayError."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._response.read()
+        except aiohttp.ClientError as exc:
+            raise transport_error(exc, provider, during_stream=True, secrets=secrets) from exc
+        except TimeoutError:
+            raise upstream_timeout(
+                provider, f"the stream from {provider} did not finish within {timeout_s:g}s"
+            ) from None
+
+    def close(self) -> None:
+        """Give the connection back to the pool when the body was read to its end, else close it
+        (which is how the upstream learns that the caller went away)."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
 @asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient,
+    client: UpstreamClient,
     method: str,
     url: str,
     *,
     provider: str,
     secrets: Iterable[str | None] = (),
-    **kwargs: Any,
-) -> AsyncIterator[httpx.Response]:
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    params: Mapping[str, Any] | None = None,
+) -> AsyncIterator[UpstreamStream]:
     """A streaming call: yields the successful response with its body unread and closes it on exit.
 
     Leaving the block for any reason (the stream ended, an error, the caller cancelled) closes the
-    upstream response, so a cancelled client never leaves an upstream request running.
+    upstream response, so a cancelled client never leaves an upstream request running. Waiting for
+    the response headers is bounded by the read timeout.
     """
-    request = client.build_request(method, url, **kwargs)
+    request = client.request(method, url, headers=headers, json=json, params=params)
     try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        raw: aiohttp.ClientResponse = await request.__aenter__()
+    except aiohttp.ClientError as exc:
         raise transport_error(exc, provider, secrets=secrets) from exc
+    stream = UpstreamStream(raw)
     try:
-        if not response.is_success:
+        if not 200 <= raw.status < 300:
             try:
-                await response.aread()
-            except httpx.HTTPError as exc:
+                body = await raw.read()
+            except aiohttp.ClientError as exc:
                 raise transport_error(exc, provider, secrets=secrets) from exc
-            raise error_from_response(response, provider, secrets=secrets)
-        yield response
+            raise error_from_response(UpstreamResponse(raw.status, raw.headers, body), provider, secrets=secrets)
+        yield stream
     finally:
-        await response.aclose()
-
-
-class _FlushAtEnd:
-    """The response's text plus a final blank line, handed to httpx_sse's EventSource.
-
-    The SSE spec drops an event not followed by a blank line at end of stream; the official
-    OpenAI and Anthropic SDK decoders dispatch it, and some recordings end that way (Anthropic's
-    SDK fixture ends right after ``message_stop``). Only a body that ended cleanly gets the blank
-    line: a cut-off body raises from httpx before this point, and a half-received final event
-    fails to parse as JSON in the adapter.
-    """
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.headers = response.headers
-
-    async def aiter_text(self) -> AsyncIterator[str]:
-        async for text in self._response.aiter_text():
-            yield text
-        yield "\n\n"
+        stream.close()
+        await request.__aexit__(None, None, None)
 
 
 def provider_events(
-    response: httpx.Response, *, provider: str, config: HttpProviderConfig, secrets: Iterable[str | None] = ()
+    response: UpstreamStream, *, provider: str, config: HttpProviderConfig, secrets: Iterable[str | None] = ()
 ) -> AsyncGenerator[ServerSentEvent, None]:
     """:func:`iter_sse` with the provider's configured idle and total stream timeouts."""
     return iter_sse(
@@ -503,56 +534,65 @@ def provider_events(
 
 
 async def iter_sse(
-    response: httpx.Response,
+    response: UpstreamStream,
     *,
     provider: str,
     idle_timeout_s: float,
     total_timeout_s: float | None = None,
     secrets: Iterable[str | None] = (),
 ) -> AsyncGenerator[ServerSentEvent, None]:
-    """The server-sent events of ``response`` as they arrive.
+    """The server-sent events of ``response`` as they arrive (parsed by :class:`SSEParser`).
 
     Raises GatewayError: DEADLINE_EXCEEDED (UPSTREAM_TIMEOUT) when no event arrives for
     ``idle_timeout_s`` or the stream outlives ``total_timeout_s``; UNAVAILABLE
     (UPSTREAM_STREAM_BROKEN) when the connection breaks or the response is not an event stream.
     Ending without error says nothing about completeness: the adapter checks for its protocol's
-    terminating event.
+    terminating event. A last event not followed by a blank line is dispatched when the body
+    ended cleanly (as the official SDKs do; some recordings end that way); a body cut off raises
+    instead.
     """
-    events = EventSource(_FlushAtEnd(response)).aiter_sse()  # type: ignore[arg-type]
-    deadline = None if total_timeout_s is None else time.monotonic() + total_timeout_s
-    try:
-        while True:
-            wait = idle_timeout_s
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            try:
-                async with asyncio.timeout(wait):
-                    event = await anext(events)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise upstream_timeout(
-                        provider, f"the stream from {provider} did not finish within {total_timeout_s:g}s"
-                    ) from None
+    content_type = response.headers.get("content-type", "").partition(";")[0]
+    if "text/event-stream" not in content_type:
+        raise stream_broken(
+            provider, f"{provider} did not answer with an event stream: its Content-Type is {content_type!r}"
+        )
+    parser = SSEParser()
+    now = time.monotonic()
+    deadline = None if total_timeout_s is None else now + total_timeout_s
+    # The idle clock restarts at each event, not at each read (a read may carry half an event).
+    idle_until = now + idle_timeout_s
+    while True:
+        now = time.monotonic()
+        wait = idle_until - now if deadline is None else min(idle_until, deadline) - now
+        try:
+            async with asyncio.timeout(max(0.0, wait)):
+                chunk = await response.read_chunk()
+        except aiohttp.ClientError as exc:
+            # Before TimeoutError: aiohttp's own read timeout is a TimeoutError too.
+            raise transport_error(exc, provider, during_stream=True, secrets=secrets) from exc
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise upstream_timeout(
-                    provider, f"the stream from {provider} sent nothing for {idle_timeout_s:g}s"
+                    provider, f"the stream from {provider} did not finish within {total_timeout_s:g}s"
                 ) from None
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, provider, during_stream=True, secrets=secrets) from exc
-            except SSEError as exc:
-                raise stream_broken(provider, f"{provider} did not answer with an event stream: {exc}") from exc
-            yield event
-    finally:
-        await events.aclose()
+            raise upstream_timeout(
+                provider, f"the stream from {provider} sent nothing for {idle_timeout_s:g}s"
+            ) from None
+        events = parser.feed(chunk) if chunk else parser.end()
+        if events:
+            for event in events:
+                yield event
+            idle_until = time.monotonic() + idle_timeout_s
+        if not chunk:
+            return
 
 
 async def drain(events: AsyncIterator[ServerSentEvent], timeout_s: float = _DRAIN_TIMEOUT_S) -> None:
     """Read (and ignore) what follows a stream's terminating event, for at most ``timeout_s``.
 
-    A response read to its end lets httpx return the connection to the pool; one closed early
-    costs the next call a new connection (and TLS handshake). Whatever goes wrong here does not
-    matter any more: the answer is complete.
+    A response read to its end returns its connection to the pool; one closed early costs the
+    next call a new connection (and TLS handshake). Whatever goes wrong here does not matter any
+    more: the answer is complete.
     """
     try:
         async with asyncio.timeout(timeout_s):

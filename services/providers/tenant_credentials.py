@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from google.protobuf import timestamp_pb2
 
@@ -65,31 +64,6 @@ def current_secret() -> tuple[str, ...]:
     """The current call's tenant secret, for the redaction of errors; empty when there is none."""
     credential = current_credential.get()
     return (credential.secret,) if credential is not None else ()
-
-
-class TenantCredentialAuth(httpx.Auth):
-    """Puts the current call's tenant credential on the request, in place of the provider's own.
-
-    An API key goes in ``key_header`` (with ``key_prefix``, e.g. "Bearer "), as the upstream
-    expects its keys; an OAuth access token goes in ``Authorization: Bearer``. With no tenant
-    credential the request keeps the provider's own headers.
-    """
-
-    def __init__(self, key_header: str, key_prefix: str = "") -> None:
-        self._header = key_header
-        self._prefix = key_prefix
-
-    def auth_flow(self, request: httpx.Request) -> Any:
-        """The one request, with its credential header replaced when a tenant credential is set."""
-        credential = current_credential.get()
-        if credential is not None:
-            request.headers.pop(self._header, None)
-            request.headers.pop("Authorization", None)
-            if credential.kind == credentials_pb2.CREDENTIAL_KIND_OAUTH:
-                request.headers["Authorization"] = f"Bearer {credential.secret}"
-            else:
-                request.headers[self._header] = f"{self._prefix}{credential.secret}"
-        yield request
 
 
 def _credential(usable: credentials_pb2.UsableCredential) -> TenantCredential | None:

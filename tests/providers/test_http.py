@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
+import aiohttp
 import grpc
-import httpx
 import pytest
 
 from gateway_common.errors import GatewayError
@@ -149,42 +148,46 @@ def test_a_429_carries_retry_after() -> None:
     assert _error(429, {"error": {"message": "slow down"}}).retry_after_s is None
 
 
-def _request() -> httpx.Request:
-    return httpx.Request("POST", "http://upstream.invalid/v1/chat/completions")
-
-
 @pytest.mark.parametrize(
     ("exc", "during_stream", "code", "reason"),
     [
-        (httpx.ConnectError("refused"), False, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_ERROR"),
-        (httpx.ConnectTimeout("slow"), False, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_TIMEOUT"),
-        (httpx.ReadTimeout("slow"), False, grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
-        (httpx.ReadTimeout("slow"), True, grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
-        (httpx.RemoteProtocolError("peer closed"), False, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_ERROR"),
-        (httpx.RemoteProtocolError("peer closed"), True, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN"),
-        (httpx.ReadError("reset"), True, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN"),
+        (aiohttp.ClientConnectionError("refused"), False, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_ERROR"),
+        (aiohttp.ConnectionTimeoutError("slow"), False, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_TIMEOUT"),
+        (aiohttp.SocketTimeoutError("slow"), False, grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+        (aiohttp.SocketTimeoutError("slow"), True, grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+        (aiohttp.ServerDisconnectedError("peer closed"), False, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_ERROR"),
+        (aiohttp.ServerDisconnectedError("peer closed"), True, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN"),
+        (aiohttp.ClientPayloadError("cut"), True, grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_BROKEN"),
     ],
 )
 def test_transport_errors_are_retryable(
-    exc: httpx.HTTPError, during_stream: bool, code: grpc.StatusCode, reason: str
+    exc: aiohttp.ClientError, during_stream: bool, code: grpc.StatusCode, reason: str
 ) -> None:
     error = transport_error(exc, "up", during_stream=during_stream)
     assert (error.code, error.reason, error.retryable) == (code, reason, True)
     assert error.metadata["provider"] == "up"
 
 
-class _Pieces(httpx.AsyncByteStream):
-    def __init__(self, *pieces: bytes) -> None:
-        self._pieces = pieces
+def test_an_unusable_base_url_is_a_configuration_error() -> None:
+    error = transport_error(aiohttp.InvalidUrlClientError("ftp://x"), "up")
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "PROVIDER_NOT_CONFIGURED")
+    assert not error.retryable
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self._pieces:
-            yield piece
+
+class _Pieces:
+    """An UpstreamStream stand-in whose body arrives in the given pieces."""
+
+    def __init__(self, content_type: str, *pieces: bytes) -> None:
+        self.headers = {"content-type": content_type}
+        self._pieces = list(pieces)
+
+    async def read_chunk(self) -> bytes:
+        return self._pieces.pop(0) if self._pieces else b""
 
 
 async def _events(body: bytes, content_type: str = "text/event-stream") -> list[str]:
-    response = httpx.Response(200, headers={"content-type": content_type}, stream=_Pieces(body[:7], body[7:]))
-    return [event.data async for event in iter_sse(response, provider="up", idle_timeout_s=5)]
+    response = _Pieces(content_type, body[:7], body[7:])
+    return [event.data async for event in iter_sse(response, provider="up", idle_timeout_s=5)]  # type: ignore[arg-type]
 
 
 async def test_the_sse_reader_dispatches_a_last_event_without_a_blank_line() -> None:

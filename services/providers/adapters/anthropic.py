@@ -35,7 +35,7 @@ class AnthropicAdapter:
     """One Anthropic upstream (config ``type: anthropic``) and its pooled client."""
 
     accepts_tenant_credentials = True
-    """Its client puts a tenant's own credential on a call (see :class:`TenantCredentialAuth`)."""
+    """Its client puts a tenant's own credential on a call (see :meth:`UpstreamClient.headers`)."""
 
     def __init__(self, name: str, config: HttpProviderConfig, api_key: str | None, base_url: str) -> None:
         self.name = name

@@ -9,19 +9,17 @@ stream with one JSON array of responses (the API's default stream form) is read 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from gateway.chat.v1 import chat_pb2
 from gateway_common.config import HttpProviderConfig
 from gateway_common.errors import GatewayError
 from services.providers.http import (
+    UpstreamStream,
     bad_response,
     build_client,
     open_stream,
@@ -29,8 +27,6 @@ from services.providers.http import (
     read_json,
     send,
     stream_broken,
-    transport_error,
-    upstream_timeout,
 )
 from services.providers.translate.gemini import (
     GeminiStream,
@@ -47,7 +43,7 @@ class GeminiAdapter:
     """One Gemini upstream (config ``type: gemini``) and its pooled client."""
 
     accepts_tenant_credentials = True
-    """Its client puts a tenant's own credential on a call (see :class:`TenantCredentialAuth`)."""
+    """Its client puts a tenant's own credential on a call (see :meth:`UpstreamClient.headers`)."""
 
     def __init__(self, name: str, config: HttpProviderConfig, api_key: str | None, base_url: str) -> None:
         self.name = name
@@ -123,17 +119,9 @@ class GeminiAdapter:
             finally:
                 await events.aclose()
 
-    async def _json_array(self, response: httpx.Response) -> list[dict[str, Any]]:
+    async def _json_array(self, response: UpstreamStream) -> list[dict[str, Any]]:
         """The responses of a stream sent as one JSON array (no ``alt=sse``)."""
-        try:
-            async with asyncio.timeout(self._config.total_timeout_s):
-                raw = await response.aread()
-        except TimeoutError:
-            raise upstream_timeout(
-                self.name, f"the stream from {self.name} did not finish within {self._config.total_timeout_s:g}s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self.name, during_stream=True, secrets=self._secrets) from exc
+        raw = await response.read_all(provider=self.name, timeout_s=self._config.total_timeout_s, secrets=self._secrets)
         try:
             data = json.loads(raw)
         except ValueError:

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
-
 from gateway.chat.v1 import chat_pb2
 from gateway_common.config import MockProviderConfig
 from gateway_common.tokens import estimate_embedding_tokens, estimate_prompt_tokens
-from services.providers.http import error_from_response, stream_broken
+from services.providers.http import stream_broken, upstream_error
 
 _REPLY_WORDS = 20
 _STREAM_BREAK_AFTER = 3
@@ -58,7 +57,7 @@ def injected_error(provider: str, status: int) -> Exception:
     kind, code = _ERROR_BODIES.get(status, ("server_error" if status >= 500 else "invalid_request_error", "mock_error"))
     headers = {"retry-after": "1"} if status == 429 else {}
     body = {"error": {"message": f"mock error injected: HTTP {status}", "type": kind, "param": None, "code": code}}
-    return error_from_response(httpx.Response(status, headers=headers, json=body), provider)
+    return upstream_error(provider, status, headers, json.dumps(body).encode())
 
 
 def _last_user_text(request: chat_pb2.ChatCompletionRequest) -> str:

@@ -60,7 +60,7 @@ class OpenAIAdapter:
     """One OpenAI-protocol upstream (``type`` openai, azure or openai_compatible) and its pooled client."""
 
     accepts_tenant_credentials = True
-    """Its client puts a tenant's own credential on a call (see :class:`TenantCredentialAuth`)."""
+    """Its client puts a tenant's own credential on a call (see :meth:`UpstreamClient.headers`)."""
 
     def __init__(self, name: str, config: HttpProviderConfig, api_key: str | None, base_url: str) -> None:
         self.name = name
