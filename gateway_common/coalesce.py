@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ async def _pump(source: AsyncIterator[T], queue: asyncio.Queue[object]) -> None:
     await queue.put(_END)
 
 
-async def ready_batches(source: AsyncIterator[T], buffer: int = 64) -> AsyncIterator[list[T]]:
+async def ready_batches(source: AsyncIterator[T], buffer: int = 64) -> AsyncGenerator[list[T], None]:
     """``source``'s items, in order, as lists of whatever was ready each time the consumer asked."""
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=buffer)
     pump = asyncio.ensure_future(_pump(source, queue))

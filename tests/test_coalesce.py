@@ -65,7 +65,7 @@ async def test_the_pump_reads_no_further_ahead_than_its_buffer() -> None:
         await asyncio.sleep(0)
     # What the consumer holds, what the queue holds, and one the pump waits to put.
     assert produced <= len(first) + 4 + 1
-    await batches.aclose()  # type: ignore[attr-defined]
+    await batches.aclose()
 
 
 async def test_leaving_closes_the_source() -> None:
@@ -81,7 +81,7 @@ async def test_leaving_closes_the_source() -> None:
 
     batches = ready_batches(source())
     assert await anext(batches) == [1]
-    await batches.aclose()  # type: ignore[attr-defined]
+    await batches.aclose()
     await asyncio.wait_for(closed.wait(), 2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ from gateway.chat.v1 import chat_pb2
 from gateway.metering.v1 import metering_pb2, metering_pb2_grpc
 from gateway.providers.v1 import providers_pb2, providers_pb2_grpc
 from gateway.router.v1 import router_pb2, router_pb2_grpc
+from gateway_common.coalesce import ready_batches
 from gateway_common.errors import GatewayError
 from gateway_common.grpc_server import REQUEST_ID_KEY
 from gateway_common.logging import request_id_var
@@ -117,7 +119,8 @@ class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
     async def StreamChat(
         self, request: router_pb2.StreamChatRequest, context: Context
     ) -> AsyncIterator[router_pb2.StreamChatResponse]:
-        """Streams in the form asked: canonical chunks for canonical, unified chunks for unified."""
+        """Streams in the form asked: canonical chunks for canonical, unified chunks for unified; with
+        ``batch_chunks``, the canonical chunks that are ready together share a message."""
         is_unified = request.HasField("unified")
         unified.one_form(request.HasField("completion"), is_unified)
         canonical = unified.to_canonical(request.unified) if is_unified else request.completion
@@ -125,13 +128,19 @@ class RouterServicer(ReportsServicer, router_pb2_grpc.RouterServiceServicer):
         turn = await self._turn(canonical, call)
         stream = self._orchestrator.stream_chat(turn.run if turn else canonical, call, _header_sink(context))
         try:
-            async for chunk in stream:
-                if turn is not None:
-                    chunk = turn.chunk(chunk)
-                if is_unified:
-                    yield router_pb2.StreamChatResponse(unified=unified.from_chunk(chunk))
-                else:
-                    yield router_pb2.StreamChatResponse(chunk=chunk)
+            if request.batch_chunks and not is_unified:
+                async with contextlib.aclosing(ready_batches(stream)) as batches:
+                    async for batch in batches:
+                        chunks = [turn.chunk(c) for c in batch] if turn is not None else batch
+                        yield router_pb2.StreamChatResponse(chunk=chunks[0], more_chunks=chunks[1:])
+            else:
+                async for chunk in stream:
+                    if turn is not None:
+                        chunk = turn.chunk(chunk)
+                    if is_unified:
+                        yield router_pb2.StreamChatResponse(unified=unified.from_chunk(chunk))
+                    else:
+                        yield router_pb2.StreamChatResponse(chunk=chunk)
         finally:
             await stream.aclose()
         if turn is not None:

@@ -75,3 +75,29 @@ def test_topology_with_redis_and_postgres(tmp_path: Path, redis_url: str, postgr
         assert [path.name for path in tmp_path.rglob("*.db")] == ["router-usage-spool.db"]
     finally:
         suite.stop()
+
+
+async def test_a_batched_stream_carries_the_same_chunks_in_fewer_messages(gateway: Gateway) -> None:
+    # What the edge asks for: chunks that are ready together share a message, none is lost or reordered.
+    async with gateway.suite.channel("router", identity=None) as channel:
+        router = router_pb2_grpc.RouterServiceStub(channel)
+        metadata = (("authorization", f"Bearer {gateway.key}"),)
+        plain = [
+            item.chunk
+            async for item in router.StreamChat(router_pb2.StreamChatRequest(completion=_hello()), metadata=metadata)
+        ]
+        messages = [
+            item
+            async for item in router.StreamChat(
+                router_pb2.StreamChatRequest(completion=_hello(), batch_chunks=True), metadata=metadata
+            )
+        ]
+    batched = [chunk for item in messages for chunk in (item.chunk, *item.more_chunks)]
+
+    def text(chunks: list[chat_pb2.ChatCompletionChunk]) -> str:
+        return "".join(c.choices[0].delta.content for c in chunks if c.choices)
+
+    assert text(batched) == text(plain) and text(plain)
+    assert len(batched) == len(plain)
+    assert batched[-1].usage.total_tokens == plain[-1].usage.total_tokens > 0
+    assert len(messages) <= len(batched)

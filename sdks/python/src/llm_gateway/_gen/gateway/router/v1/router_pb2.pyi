@@ -115,6 +115,11 @@ class StreamChatRequest(_message.Message):
 
     COMPLETION_FIELD_NUMBER: _builtins.int
     UNIFIED_FIELD_NUMBER: _builtins.int
+    BATCH_CHUNKS_FIELD_NUMBER: _builtins.int
+    batch_chunks: _builtins.bool
+    """With a canonical request: the caller reads `more_chunks` too, so chunks that are ready
+    together may share a message (fewer messages, the same chunks, no chunk delayed).
+    """
     @_builtins.property
     def completion(self) -> _chat_pb2.ChatCompletionRequest:
         """The canonical request. The chunks are `chunk`."""
@@ -128,10 +133,11 @@ class StreamChatRequest(_message.Message):
         *,
         completion: _chat_pb2.ChatCompletionRequest | None = ...,
         unified: Global___UnifiedChatRequest | None = ...,
+        batch_chunks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "unified", b"unified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_chunks", b"batch_chunks", "completion", b"completion", "unified", b"unified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,6 +151,7 @@ class StreamChatResponse(_message.Message):
 
     CHUNK_FIELD_NUMBER: _builtins.int
     UNIFIED_FIELD_NUMBER: _builtins.int
+    MORE_CHUNKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunk(self) -> _chat_pb2.ChatCompletionChunk:
         """The canonical chunk, answering a canonical request."""
@@ -153,15 +160,20 @@ class StreamChatResponse(_message.Message):
     def unified(self) -> Global___UnifiedChatChunk:
         """The unified chunk, answering a unified request (one line of POST /v1/chat:stream)."""
 
+    @_builtins.property
+    def more_chunks(self) -> _containers.RepeatedCompositeFieldContainer[_chat_pb2.ChatCompletionChunk]:
+        """Only when the request set `batch_chunks`: the chunks that were ready right after `chunk`, in order."""
+
     def __init__(
         self,
         *,
         chunk: _chat_pb2.ChatCompletionChunk | None = ...,
         unified: Global___UnifiedChatChunk | None = ...,
+        more_chunks: _abc.Iterable[_chat_pb2.ChatCompletionChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "unified", b"unified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "unified", b"unified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "more_chunks", b"more_chunks", "unified", b"unified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
