@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from google.protobuf import timestamp_pb2
 
 from gateway.auth.v1 import credentials_pb2
 
 if TYPE_CHECKING:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
     from gateway.auth.v1.credentials_pb2_grpc import CredentialServiceAsyncStub as CredentialSource
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ class OAuthRefresher:
     def _client(self, provider: str, config: OAuthClientConfig) -> AsyncOAuth2Client:
         client = self._clients.get(provider)
         if client is None:
+            # Imported on the first refresh: authlib (and the httpx and cryptography it pulls in)
+            # weighs ~25 MB resident, and most providers services never refresh a token.
+            from authlib.integrations.httpx_client import AsyncOAuth2Client
+
             client = AsyncOAuth2Client(
                 client_id=config.client_id,
                 client_secret=config.client_secret or None,

@@ -16,13 +16,16 @@ import ipaddress
 import logging
 import socket
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import grpc
-import httpx
 
 from gateway_common.config import JobsConfig
 from gateway_common.errors import GatewayError, Reason
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,16 @@ class Webhooks:
 
     def __init__(self, settings: JobsConfig) -> None:
         self._settings = settings
-        self._client = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
+        self._client: httpx.AsyncClient | None = None
         self._pending: set[asyncio.Task[None]] = set()
+
+    def _http(self) -> httpx.AsyncClient:
+        # Made on the first delivery: most routers never deliver one, and httpx weighs ~15 MB resident.
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(timeout=self._settings.webhook_timeout_s, follow_redirects=False)
+        return self._client
 
     def deliver(self, url: str, body: bytes) -> None:
         """Post ``body`` to ``url`` in the background."""
@@ -85,6 +96,8 @@ class Webhooks:
         return any(_private(str(info[4][0])) for info in infos)
 
     async def _deliver(self, url: str, body: bytes) -> None:
+        import httpx  # loaded by _http() already; named here for its errors
+
         delay = 1.0
         for attempt in range(1, self._settings.webhook_attempts + 1):
             try:
@@ -92,7 +105,7 @@ class Webhooks:
                     log.warning("webhook %s refused: it resolves to a private address", url)
                     return
                 stamp = int(time.time())
-                response = await self._client.post(
+                response = await self._http().post(
                     url,
                     content=body,
                     headers={
@@ -118,4 +131,5 @@ class Webhooks:
             _, late = await asyncio.wait(set(self._pending), timeout=grace_s)
             for task in late:
                 task.cancel()
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
