@@ -7,8 +7,9 @@ its concurrency slot all live on. :func:`unless_disconnected` races the awaited 
 the ``http.disconnect`` message and cancels the gRPC call the moment the client leaves; the
 cancellation then travels router -> providers -> the upstream HTTP connection.
 
-Once a streamed response has started, sse-starlette and Starlette's ``StreamingResponse`` watch for
-the disconnect themselves and close the response generator, which cancels the call.
+Once a streamed response has started, ``edge.sse.EventStream`` (and Starlette's ``StreamingResponse``
+for the native stream) watch for the disconnect themselves and close the response generator, which
+cancels the call.
 """
 
 from __future__ import annotations
