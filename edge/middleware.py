@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
@@ -87,7 +87,8 @@ class EdgeMiddleware:
                 if _SAFE_ID.match(candidate):
                     request_id = candidate
                 break
-        request_id = request_id or f"req_{uuid.uuid4().hex}"
+        # 128 random bits in the format uuid4().hex had, without building a UUID object.
+        request_id = request_id or f"req_{os.urandom(16).hex()}"
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         started = time.perf_counter()

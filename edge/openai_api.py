@@ -169,12 +169,19 @@ async def _stream_chat(
         # a gateway extension) arrives in the router's trailers, after the last chunk.
         usage_chunk: chat_pb2.ChatCompletionChunk | None = None
         try:
-            pending = [first] if first is not None else []
-            async for item in _chain(pending, chunks):
-                if include_usage and item.chunk.HasField("usage") and not item.chunk.choices:
-                    usage_chunk = item.chunk
+            if first is not None:
+                if include_usage and first.chunk.HasField("usage") and not first.chunk.choices:
+                    usage_chunk = first.chunk
+                else:
+                    data = _chunk_json(first.chunk, include_usage)
+                    if data is not None:
+                        yield data_frame(data)
+            async for item in chunks:
+                chunk = item.chunk
+                if include_usage and chunk.HasField("usage") and not chunk.choices:
+                    usage_chunk = chunk
                     continue
-                data = _chunk_json(item.chunk, include_usage)
+                data = _chunk_json(chunk, include_usage)
                 if data is not None:
                     yield data_frame(data)
             if usage_chunk is not None:
@@ -203,15 +210,6 @@ async def _stream_chat(
 
 
 _DONE = data_frame(b"[DONE]")
-
-
-async def _chain(
-    head: list[router_pb2.StreamChatResponse], rest: AsyncIterator[router_pb2.StreamChatResponse]
-) -> AsyncIterator[router_pb2.StreamChatResponse]:
-    for item in head:
-        yield item
-    async for item in rest:
-        yield item
 
 
 def _chunk_json(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) -> bytes | None:
