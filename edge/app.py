@@ -114,14 +114,16 @@ FAST_ROUTES = (
 
 
 def _fast_routes() -> dict[str, Endpoint]:
-    # From the routers the app includes as they are (no prefix, no dependencies), so the fast path
-    # calls exactly the handler FastAPI would route to.
-    routes = {
-        route.path: route.endpoint
-        for router in (openai_api.router, anthropic_api.router, responses_api.router)
-        for route in router.routes
-        if isinstance(route, APIRoute) and route.path in FAST_ROUTES and "POST" in (route.methods or ())
-    }
+    # From the routers the app includes as they are (no prefix), so the fast path calls exactly the
+    # handler FastAPI would route to.
+    routes: dict[str, Endpoint] = {}
+    for router in (openai_api.router, anthropic_api.router, responses_api.router):
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.path in FAST_ROUTES and "POST" in (route.methods or ()):
+                if router.dependencies or route.dependencies or route.dependant.dependencies:
+                    # The fast path calls the handler alone: a dependency would silently not run.
+                    raise RuntimeError(f"the fast route {route.path} has dependencies; take it out of FAST_ROUTES")
+                routes[route.path] = route.endpoint
     missing = set(FAST_ROUTES) - set(routes)
     if missing:
         raise RuntimeError(f"fast routes without a handler: {sorted(missing)}")

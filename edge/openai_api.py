@@ -123,11 +123,12 @@ async def create_chat_completion(request: Request) -> Response:
         headers[PROVIDER_HEADER] = response.completion.provider
         if response.completion.route:
             headers[ROUTE_HEADER] = response.completion.route
-        attempts = dict(await call.trailing_metadata() or ()).get(ATTEMPTS_HEADER)
+        trailers = await call.trailing_metadata()
+        attempts = dict(trailers or ()).get(ATTEMPTS_HEADER)
         if isinstance(attempts, str):
             # The router lists the attempts of an answer that needed more than one.
             headers[ATTEMPTS_HEADER] = attempts
-        cost = cost_usd(await call.trailing_metadata())
+        cost = cost_usd(trailers)
         if cost is not None:
             headers[COST_HEADER] = format_usd(cost)
         return Response(
