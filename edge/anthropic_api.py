@@ -10,18 +10,20 @@ the ``message`` object, its event stream and its error bodies. The key is read f
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from edge.anthropic_errors import anthropic_error_body, anthropic_error_headers, anthropic_status
 from edge.body import BodyTooLarge, read_json
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
+from edge.jsonio import dumps
 from edge.observability import COST_HEADER, cost_usd, format_usd
 from edge.openai_api import ATTEMPTS_HEADER, PROVIDER_HEADER, ROUTE_HEADER, call_metadata, ratelimit_headers
+from edge.sse import EventStream, event_frame
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
 from gateway.router.v1 import router_pb2
@@ -48,8 +50,12 @@ def anthropic_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     return (*((k, v) for k, v in metadata if k != "authorization"), ("authorization", f"Bearer {api_key}"))
 
 
-def _dumps(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+_dumps = dumps
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    # Anthropic's layout (anthropic_wire.sse_event): the event name is the payload's type.
+    return event_frame(data["type"], dumps(data))
 
 
 def _request_id(request: Request) -> dict[str, str]:
@@ -145,29 +151,25 @@ async def _stream_message(
         try:
             start = first.chunk if first is not None else chat_pb2.ChatCompletionChunk()
             for event in renderer.start(start):
-                yield anthropic_wire.sse_event(event)
+                yield _event(event)
             if first is not None:
                 for event in renderer.chunk(first.chunk):
-                    yield anthropic_wire.sse_event(event)
+                    yield _event(event)
             async for item in chunks:
                 for event in renderer.chunk(item.chunk):
-                    yield anthropic_wire.sse_event(event)
+                    yield _event(event)
             for event in renderer.finish():
-                yield anthropic_wire.sse_event(event)
+                yield _event(event)
         except grpc.aio.AioRpcError as exc:
             # Headers are sent: the failure goes in-band as an `error` event, and no message_stop
             # follows, so no client mistakes the partial answer for a complete one.
             error = GatewayError.from_rpc_error(exc)
-            yield anthropic_wire.sse_event(anthropic_error_body(error, anthropic_status(error)))
+            yield _event(anthropic_error_body(error, anthropic_status(error)))
         finally:
             # The client went away (or the stream ended): cancelling travels down to the upstream.
             call.cancel()
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={**headers, "cache-control": "no-cache"},
-    )
+    return EventStream(events(), {**headers, "cache-control": "no-cache"})
 
 
 @router.post("/v1/messages/count_tokens")

@@ -11,6 +11,7 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,8 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge import anthropic_api, api_reports, jobs_api, openai_api, responses_api, ui_gemini
 from edge.cors import AllowedOriginsCORS
 from edge.errors import error_json
-from edge.headers import HeaderLimitsMiddleware
-from edge.middleware import RequestContextMiddleware
+from edge.middleware import EdgeMiddleware, Endpoint
 from edge.state import EdgeState
 from edge.transcoding import add_native_routes
 from edge.ui.routes import install as install_ui
@@ -89,15 +89,45 @@ def create_app(config: GatewayConfig) -> FastAPI:
         param = ".".join(location) or None
         return _plain_error(400, f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param, None)
 
-    # Order matters: the request id is set first (outermost), so that every refusal carries it.
-    app.add_middleware(HeaderLimitsMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    # One layer sets the request id (so every refusal carries it), checks headers, counts, and calls
+    # the hot routes directly; with tracing on they take FastAPI's stack, whose routing the
+    # instrumentation reads.
+    app.add_middleware(EdgeMiddleware, fast_routes={} if tracing.enabled() else _fast_routes())
     tracing.instrument_app(app)
     if config.edge.cors_origins:
         # Outermost: a preflight is answered before limits or routing, and every answer (a 431, a
         # 500) carries the CORS headers a browser needs to let the page read it.
         app.add_middleware(AllowedOriginsCORS, origins=config.edge.cors_origins)
     return app
+
+
+FAST_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/chat.completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/responses/stream",
+)
+"""The ``POST`` routes ``EdgeMiddleware`` dispatches itself: the API's hot path."""
+
+
+def _fast_routes() -> dict[str, Endpoint]:
+    # From the routers the app includes as they are (no prefix), so the fast path calls exactly the
+    # handler FastAPI would route to.
+    routes: dict[str, Endpoint] = {}
+    for router in (openai_api.router, anthropic_api.router, responses_api.router):
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.path in FAST_ROUTES and "POST" in (route.methods or ()):
+                if router.dependencies or route.dependencies or route.dependant.dependencies:
+                    # The fast path calls the handler alone: a dependency would silently not run.
+                    raise RuntimeError(f"the fast route {route.path} has dependencies; take it out of FAST_ROUTES")
+                routes[route.path] = route.endpoint
+    missing = set(FAST_ROUTES) - set(routes)
+    if missing:
+        raise RuntimeError(f"fast routes without a handler: {sorted(missing)}")
+    return routes
 
 
 def _http_error_message(request: Request, exc: StarletteHTTPException) -> str:

@@ -7,8 +7,9 @@ its concurrency slot all live on. :func:`unless_disconnected` races the awaited 
 the ``http.disconnect`` message and cancels the gRPC call the moment the client leaves; the
 cancellation then travels router -> providers -> the upstream HTTP connection.
 
-Once a streamed response has started, sse-starlette and Starlette's ``StreamingResponse`` watch for
-the disconnect themselves and close the response generator, which cancels the call.
+Once a streamed response has started, ``edge.sse.EventStream`` (and Starlette's ``StreamingResponse``
+for the native stream) watch for the disconnect themselves and close the response generator, which
+cancels the call.
 """
 
 from __future__ import annotations
@@ -44,29 +45,36 @@ async def unless_disconnected(request: Request, call: Any, awaitable: Awaitable[
 
     ``call`` is the gRPC call behind it. When the client disconnects first, the call is cancelled and
     :class:`ClientDisconnected` raised; when this coroutine itself is cancelled, the call is cancelled too.
+
+    The awaitable runs in this task, raced by one watcher task that cancels this task when the
+    disconnect arrives (the way ``asyncio.timeout`` cancels, and takes back, its own cancellation):
+    no future wraps the call and no ``asyncio.wait`` runs per request.
     """
-    work: asyncio.Future[_T] = asyncio.ensure_future(awaitable)
-    watcher = asyncio.ensure_future(_disconnected(request.receive))
-    try:
-        await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if not work.done() and watcher.exception() is not None:
-            # Not a disconnect but a broken receive channel: nothing to race any more.
-            await asyncio.wait((work,))
-    except BaseException:
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _disconnected(request.receive)
+        left = True
         call.cancel()
-        work.cancel()
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        call.cancel()
+        # Ours (the client left) unless someone else cancelled this task as well.
+        if left and task.uncancel() == 0:
+            raise ClientDisconnected from None
         raise
     finally:
         watcher.cancel()
-    if work.done():
-        return work.result()
-    call.cancel()
-    work.cancel()
-    # Let the cancelled await unwind (grpc raises CancelledError from it), so nothing is left pending.
-    await asyncio.wait((work,))
-    if not work.cancelled():
-        work.exception()  # retrieved, so asyncio does not log it as forgotten
-    raise ClientDisconnected
+        if watcher.done() and not watcher.cancelled():
+            # A broken receive channel ends the watcher, not the call: retrieved, so it is not logged.
+            watcher.exception()
 
 
 def abandoned_response() -> Response:

@@ -6,11 +6,11 @@ OpenAI clients expect: ``{"error": {"message", "type", "param", "code"}}`` plus 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import grpc
 
+from edge.jsonio import dumps
 from gateway_common.errors import GatewayError, Reason, retry_after_seconds
 
 _HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -100,4 +100,4 @@ def error_headers(error: GatewayError) -> dict[str, str]:
 
 def error_json(error: GatewayError) -> bytes:
     """The error body as JSON bytes."""
-    return json.dumps(error_body(error), ensure_ascii=False).encode()
+    return dumps(error_body(error))

@@ -1,4 +1,4 @@
-"""Bounds on request headers, checked before a route runs or a body is read.
+"""Bounds on request headers, checked (by ``edge.middleware``) before a route runs or a body is read.
 
 uvicorn's default HTTP parser (httptools) sets no limit on header size, so a 1 MB header reaches
 the app; the headers the edge forwards to the router become gRPC metadata, which must be printable
@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import re
 
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from edge.errors import error_json
 from gateway_common.errors import GatewayError, invalid_argument
 
 # All request headers together, like h11's and nginx's usual bound (uvicorn's h11 mode: 16 KiB).
@@ -29,24 +25,6 @@ FORWARDED_HEADER_LIMITS: dict[bytes, int] = {
     b"traceparent": 512,
     b"tracestate": 512,
 }
-
-
-class HeaderLimitsMiddleware:
-    """431 for headers too large, 400 for a forwarded header that gRPC metadata cannot carry."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            refusal = check_headers(scope["headers"])
-            if refusal is not None:
-                status, error = refusal
-                await Response(error_json(error), status_code=status, media_type="application/json")(
-                    scope, receive, send
-                )
-                return
-        await self.app(scope, receive, send)
 
 
 def check_headers(headers: list[tuple[bytes, bytes]]) -> tuple[int, GatewayError] | None:

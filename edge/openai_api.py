@@ -8,24 +8,24 @@ that is a normal JSON error response; an error after it is an in-band SSE error 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse
 
 from edge.body import BodyTooLarge, read_json
 from edge.client_ip import CLIENT_IP_KEY, client_ip
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_body, error_headers, http_status
+from edge.jsonio import dumps
 from edge.observability import COST_HEADER, cost_usd, format_usd, window_headers
+from edge.sse import EventStream, data_frame
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
 from gateway.router.v1 import router_pb2
-from gateway_common import openai_wire, tracing
+from gateway_common import openai_wire
 from gateway_common.errors import GatewayError, Reason
 
 router = APIRouter()
@@ -33,8 +33,9 @@ router = APIRouter()
 # Credentials always; trace context only when the instrumentation does not inject its own.
 # X-Upstream-Authorization is the client's own upstream key (bring-your-own-key); the gateway key
 # stays in Authorization.
-_CREDENTIAL_HEADERS = ("authorization", "x-upstream-authorization")
-_TRACE_HEADERS = ("traceparent", "tracestate")
+_CREDENTIAL_HEADERS = (b"authorization", b"x-upstream-authorization")
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_FORWARDED = frozenset(_CREDENTIAL_HEADERS + _TRACE_HEADERS)
 
 # Which provider served the answer ("<name> (stub)" for a provider in stub mode).
 PROVIDER_HEADER = "x-gateway-provider"
@@ -45,22 +46,26 @@ ATTEMPTS_HEADER = "x-gateway-attempts"
 """The router's attempts (``<deployment>: <result>``, "; "-separated) when there was more than one."""
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+_dumps = dumps
 
 
 def call_metadata(request: Request) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for the router: the caller's credentials, request id, address and trace context."""
     metadata = [("x-request-id", request.state.request_id)]
     state: EdgeState = request.app.state.edge
-    address = client_ip(request, tuple(state.config.edge.trusted_proxies))
+    address = client_ip(request, state.trusted_proxies)
     if address:
         metadata.append((CLIENT_IP_KEY, address))
+    # One pass over the raw headers; the first of a repeated header wins, as Headers.get would pick.
+    found: dict[bytes, bytes] = {}
+    for name, value in request.scope["headers"]:
+        if name in _FORWARDED and name not in found:
+            found[name] = value
     # With tracing on, the instrumentation continues the client's trace and injects its own context.
-    for name in _CREDENTIAL_HEADERS + (() if tracing.enabled() else _TRACE_HEADERS):
-        value = request.headers.get(name)
-        if value is not None:
-            metadata.append((name, value))
+    for name in _CREDENTIAL_HEADERS if state.tracing else _CREDENTIAL_HEADERS + _TRACE_HEADERS:
+        raw = found.get(name)
+        if raw is not None:
+            metadata.append((name.decode(), raw.decode("latin-1")))
     return tuple(metadata)
 
 
@@ -118,11 +123,12 @@ async def create_chat_completion(request: Request) -> Response:
         headers[PROVIDER_HEADER] = response.completion.provider
         if response.completion.route:
             headers[ROUTE_HEADER] = response.completion.route
-        attempts = dict(await call.trailing_metadata() or ()).get(ATTEMPTS_HEADER)
+        trailers = await call.trailing_metadata()
+        attempts = dict(trailers or ()).get(ATTEMPTS_HEADER)
         if isinstance(attempts, str):
             # The router lists the attempts of an answer that needed more than one.
             headers[ATTEMPTS_HEADER] = attempts
-        cost = cost_usd(await call.trailing_metadata())
+        cost = cost_usd(trailers)
         if cost is not None:
             headers[COST_HEADER] = format_usd(cost)
         return Response(
@@ -159,19 +165,26 @@ async def _stream_chat(
         if first.chunk.route:
             headers[ROUTE_HEADER] = first.chunk.route
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[bytes]:
         # The usage chunk is held back until the call ends: the cost it carries (usage.cost_usd,
         # a gateway extension) arrives in the router's trailers, after the last chunk.
         usage_chunk: chat_pb2.ChatCompletionChunk | None = None
         try:
-            pending = [first] if first is not None else []
-            async for item in _chain(pending, chunks):
-                if include_usage and item.chunk.HasField("usage") and not item.chunk.choices:
-                    usage_chunk = item.chunk
+            if first is not None:
+                if include_usage and first.chunk.HasField("usage") and not first.chunk.choices:
+                    usage_chunk = first.chunk
+                else:
+                    data = _chunk_json(first.chunk, include_usage)
+                    if data is not None:
+                        yield data_frame(data)
+            async for item in chunks:
+                chunk = item.chunk
+                if include_usage and chunk.HasField("usage") and not chunk.choices:
+                    usage_chunk = chunk
                     continue
-                data = _chunk_json(item.chunk, include_usage)
+                data = _chunk_json(chunk, include_usage)
                 if data is not None:
-                    yield data
+                    yield data_frame(data)
             if usage_chunk is not None:
                 payload = openai_wire.chunk_to_openai(usage_chunk, include_usage)
                 trailers = await call.trailing_metadata()
@@ -183,37 +196,31 @@ async def _stream_chat(
                     # A gateway extension, like cost_usd: the stream's headers left before the
                     # router knew it would take more than one attempt.
                     payload["usage"]["gateway_attempts"] = attempts.split("; ")
-                yield json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-            yield "[DONE]"
+                yield data_frame(dumps(payload))
+            yield _DONE
         except grpc.aio.AioRpcError as exc:
             # Headers are sent: the failure goes in-band, and the stream ends without [DONE] so
             # no client mistakes it for a complete answer.
-            yield json.dumps(error_body(GatewayError.from_rpc_error(exc)), ensure_ascii=False)
+            yield data_frame(dumps(error_body(GatewayError.from_rpc_error(exc))))
         finally:
             # The client went away (or the stream ended): cancelling the call travels down to the
             # provider, which closes the upstream request.
             call.cancel()
 
-    return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
+    return EventStream(events(), headers)
 
 
-async def _chain(
-    head: list[router_pb2.StreamChatResponse], rest: AsyncIterator[router_pb2.StreamChatResponse]
-) -> AsyncIterator[router_pb2.StreamChatResponse]:
-    for item in head:
-        yield item
-    async for item in rest:
-        yield item
+_DONE = data_frame(b"[DONE]")
 
 
-def _chunk_json(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) -> str | None:
+def _chunk_json(chunk: chat_pb2.ChatCompletionChunk, include_usage: bool) -> bytes | None:
     if not include_usage and chunk.HasField("usage"):
         # The providers always ask upstreams for usage (metering needs it); a client that did
         # not ask gets the stream without it, as OpenAI would send it.
         chunk.ClearField("usage")
         if not chunk.choices:
             return None
-    return json.dumps(openai_wire.chunk_to_openai(chunk, include_usage), ensure_ascii=False, separators=(",", ":"))
+    return dumps(openai_wire.chunk_to_openai(chunk, include_usage))
 
 
 @router.post("/v1/embeddings")

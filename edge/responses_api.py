@@ -9,18 +9,17 @@ The router keeps the state (ids, stored conversations, per tenant); this module 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sse_starlette import EventSourceResponse
 
 from edge.body import read_json
 from edge.disconnect import ClientDisconnected, abandoned_response, unless_disconnected
 from edge.errors import error_body
+from edge.jsonio import dumps
 from edge.observability import COST_HEADER, cost_usd, format_usd
 from edge.openai_api import (
     ATTEMPTS_HEADER,
@@ -31,6 +30,7 @@ from edge.openai_api import (
     ratelimit_headers,
     rpc_error_response,
 )
+from edge.sse import EventStream, event_frame
 from edge.state import EdgeState
 from gateway.chat.v1 import chat_pb2
 from gateway.router.v1 import router_pb2
@@ -43,8 +43,7 @@ router = APIRouter()
 _MAX_PAGE = 100
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+_dumps = dumps
 
 
 @router.post("/v1/responses")
@@ -118,7 +117,7 @@ async def _stream(
             headers[ROUTE_HEADER] = first.chunk.route
     renderer = responses_render.StreamRenderer(canonical)
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def events() -> AsyncIterator[bytes]:
         try:
             for kind, event in renderer.start(first.chunk if first is not None else None):
                 yield _sse(kind, event)
@@ -140,11 +139,11 @@ async def _stream(
             # The client went away (or the stream ended): cancelling travels down to the provider.
             call.cancel()
 
-    return EventSourceResponse(events(), headers=headers, sep="\n", ping=15)
+    return EventStream(events(), headers)
 
 
-def _sse(kind: str, event: dict[str, Any]) -> dict[str, str]:
-    return {"event": kind, "data": json.dumps(event, ensure_ascii=False, separators=(",", ":"))}
+def _sse(kind: str, event: dict[str, Any]) -> bytes:
+    return event_frame(kind, dumps(event))
 
 
 @router.get("/v1/responses/{response_id}")

@@ -8,6 +8,7 @@ import grpc
 
 from gateway.auth.v1 import auth_pb2_grpc
 from gateway.router.v1 import router_pb2_grpc
+from gateway_common import tracing
 from gateway_common.config import GatewayConfig
 from gateway_common.grpc_client import open_channel
 from gateway_common.tls import client_credentials
@@ -28,6 +29,9 @@ class EdgeState:
             self.channels[name] = open_channel(getattr(self.config.services, name).address, credentials=credentials)
         self.router = router_pb2_grpc.RouterServiceStub(self.channels["router"])
         self.auth = auth_pb2_grpc.AuthServiceStub(self.channels["auth"])
+        # Read per request; fixed once the process has started (tracing is configured before the app).
+        self.trusted_proxies = tuple(self.config.edge.trusted_proxies)
+        self.tracing = tracing.enabled()
 
     async def close(self) -> None:
         """Close every channel."""

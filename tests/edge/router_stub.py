@@ -6,6 +6,7 @@ leave every count at zero, which is how the tests prove it used no quota and rea
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
@@ -30,6 +31,8 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
         self.usage_requests: list[router_pb2.GetUsageRequest] = []
+        # Set when a StreamChat for the model "hang" (one chunk, then silence) has been cancelled.
+        self.hung_stream_cancelled = threading.Event()
 
     def _seen(self, name: str, context: Any) -> None:
         self.calls[name] += 1
@@ -71,6 +74,13 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
         chunk = chat_pb2.ChatCompletionChunk(id="c1", model=request.completion.model, provider="stub")
         chunk.choices.add(index=0, delta=chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, content="ok"))
         yield router_pb2.StreamChatResponse(chunk=chunk)
+        if request.completion.model == "hang":
+            # An upstream gone silent after its first chunk: only the caller's cancellation ends it.
+            ended = threading.Event()
+            context.add_callback(ended.set)
+            ended.wait(30)
+            if not context.is_active():
+                self.hung_stream_cancelled.set()
 
     def Embed(self, request: router_pb2.EmbedRequest, context: Any) -> router_pb2.EmbedResponse:
         self._seen("Embed", context)
