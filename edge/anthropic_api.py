@@ -125,7 +125,9 @@ async def _stream_message(
     completion_request: chat_pb2.ChatCompletionRequest,
     metadata: tuple[tuple[str, str], ...],
 ) -> Response:
-    call = state.router.StreamChat(router_pb2.StreamChatRequest(completion=completion_request), metadata=metadata)
+    call = state.router.StreamChat(
+        router_pb2.StreamChatRequest(completion=completion_request, batch_chunks=True), metadata=metadata
+    )
     chunks = aiter(call)
     # The status is committed with the first chunk: a refusal before it (auth, limits, every
     # candidate failed) is an ordinary Anthropic error response the SDK raises as its typed error.
@@ -153,11 +155,14 @@ async def _stream_message(
             for event in renderer.start(start):
                 yield _event(event)
             if first is not None:
-                for event in renderer.chunk(first.chunk):
-                    yield _event(event)
+                # A message may carry the chunks that were ready with its own (more_chunks).
+                for chunk in (first.chunk, *first.more_chunks):
+                    for event in renderer.chunk(chunk):
+                        yield _event(event)
             async for item in chunks:
-                for event in renderer.chunk(item.chunk):
-                    yield _event(event)
+                for chunk in (item.chunk, *item.more_chunks):
+                    for event in renderer.chunk(chunk):
+                        yield _event(event)
             for event in renderer.finish():
                 yield _event(event)
         except grpc.aio.AioRpcError as exc:

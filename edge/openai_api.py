@@ -146,7 +146,9 @@ async def _stream_chat(
     metadata: tuple[tuple[str, str], ...],
 ) -> Response:
     include_usage = completion_request.stream_options.include_usage
-    call = state.router.StreamChat(router_pb2.StreamChatRequest(completion=completion_request), metadata=metadata)
+    call = state.router.StreamChat(
+        router_pb2.StreamChatRequest(completion=completion_request, batch_chunks=True), metadata=metadata
+    )
     chunks = aiter(call)
     try:
         first: router_pb2.StreamChatResponse | None = await unless_disconnected(request, call, anext(chunks))
@@ -169,22 +171,29 @@ async def _stream_chat(
         # The usage chunk is held back until the call ends: the cost it carries (usage.cost_usd,
         # a gateway extension) arrives in the router's trailers, after the last chunk.
         usage_chunk: chat_pb2.ChatCompletionChunk | None = None
-        try:
-            if first is not None:
-                if include_usage and first.chunk.HasField("usage") and not first.chunk.choices:
-                    usage_chunk = first.chunk
-                else:
-                    data = _chunk_json(first.chunk, include_usage)
-                    if data is not None:
-                        yield data_frame(data)
-            async for item in chunks:
-                chunk = item.chunk
+
+        def frames(item: router_pb2.StreamChatResponse) -> bytes:
+            # The chunks of one message (more_chunks: those that were ready together) leave in one write.
+            nonlocal usage_chunk
+            out = []
+            for chunk in (item.chunk, *item.more_chunks):
                 if include_usage and chunk.HasField("usage") and not chunk.choices:
                     usage_chunk = chunk
                     continue
                 data = _chunk_json(chunk, include_usage)
                 if data is not None:
-                    yield data_frame(data)
+                    out.append(data_frame(data))
+            return b"".join(out)
+
+        try:
+            if first is not None:
+                data = frames(first)
+                if data:
+                    yield data
+            async for item in chunks:
+                data = frames(item)
+                if data:
+                    yield data
             if usage_chunk is not None:
                 payload = openai_wire.chunk_to_openai(usage_chunk, include_usage)
                 trailers = await call.trailing_metadata()

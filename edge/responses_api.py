@@ -97,7 +97,9 @@ async def _stream(
     canonical: chat_pb2.ChatCompletionRequest,
     metadata: tuple[tuple[str, str], ...],
 ) -> Response:
-    call = state.router.StreamChat(router_pb2.StreamChatRequest(completion=canonical), metadata=metadata)
+    call = state.router.StreamChat(
+        router_pb2.StreamChatRequest(completion=canonical, batch_chunks=True), metadata=metadata
+    )
     chunks = aiter(call)
     try:
         first: router_pb2.StreamChatResponse | None = await unless_disconnected(request, call, anext(chunks))
@@ -122,11 +124,14 @@ async def _stream(
             for kind, event in renderer.start(first.chunk if first is not None else None):
                 yield _sse(kind, event)
             if first is not None:
-                for kind, event in renderer.feed(first.chunk):
-                    yield _sse(kind, event)
+                # A message may carry the chunks that were ready with its own (more_chunks).
+                for chunk in (first.chunk, *first.more_chunks):
+                    for kind, event in renderer.feed(chunk):
+                        yield _sse(kind, event)
             async for item in chunks:
-                for kind, event in renderer.feed(item.chunk):
-                    yield _sse(kind, event)
+                for chunk in (item.chunk, *item.more_chunks):
+                    for kind, event in renderer.feed(chunk):
+                        yield _sse(kind, event)
             for kind, event in renderer.finish():
                 yield _sse(kind, event)
         except grpc.aio.AioRpcError as exc:

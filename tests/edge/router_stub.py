@@ -71,6 +71,14 @@ class CountingRouter(router_pb2_grpc.RouterServiceServicer):
             last.finish_reason = "stop"
             yield router_pb2.StreamChatResponse(unified=last)
             return
+        if request.completion.model == "batched" and request.batch_chunks:
+            # Chunks that were ready together, in one message, as the router sends them when asked.
+            words = ["one ", "two ", "three"]
+            parts = [chat_pb2.ChatCompletionChunk(id="c1", model="batched", provider="stub") for _ in words]
+            for part, word in zip(parts, words, strict=True):
+                part.choices.add(index=0, delta=chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, content=word))
+            yield router_pb2.StreamChatResponse(chunk=parts[0], more_chunks=parts[1:])
+            return
         chunk = chat_pb2.ChatCompletionChunk(id="c1", model=request.completion.model, provider="stub")
         chunk.choices.add(index=0, delta=chat_pb2.Delta(role=chat_pb2.ROLE_ASSISTANT, content="ok"))
         yield router_pb2.StreamChatResponse(chunk=chunk)

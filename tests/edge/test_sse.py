@@ -16,7 +16,7 @@ import uvicorn
 from edge.app import create_app
 from edge.sse import PING, EventStream, data_frame, event_frame
 from gateway_common.config import GatewayConfig
-from tests.edge.router_stub import CountingRouter, router_stub
+from tests.edge.router_stub import CountingRouter, edge_with_router_stub, router_stub
 from tests.servers import free_port, wait_until
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/", "headers": []}
@@ -158,3 +158,18 @@ def test_leaving_mid_stream_cancels_the_router_call(served: tuple[int, CountingR
         assert received.startswith(b"HTTP/1.1 200"), received
     # The stream's first frame is out and the upstream is silent; the client has gone.
     wait_until(router.hung_stream_cancelled.is_set, "the router call cancelled", timeout_s=10)
+
+
+def test_chunks_the_router_sent_in_one_message_reach_the_client_in_order() -> None:
+    # The edge asks for batch_chunks; the stub answers three chunks in one message (more_chunks).
+    with edge_with_router_stub() as (client, _):
+        response = client.post(
+            "/v1/chat/completions",
+            json={"model": "batched", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": "Bearer gw-test"},
+        )
+    assert response.status_code == 200
+    frames = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    text = "".join(c["delta"].get("content", "") for f in frames[:-1] for c in json.loads(f)["choices"])
+    assert text == "one two three"
