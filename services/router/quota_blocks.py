@@ -24,6 +24,9 @@ by the same atomic Acquire as a request, so the counters never show less than wh
   under the old (its reservation is gone with the counters). A block is also dropped when its
   lease is reported lost, and none is used while the channel to the service is not READY. A block
   admits for at most ``max_age_s`` (1 s) after its Acquire without contact with the service.
+- an answer over its estimate (an upstream that ignores max_tokens, a stream that grew) retires its
+  block at once: the block settles as soon as its requests in flight are done, so the excess
+  reaches the counters about when a single reservation's settlement would have brought it;
 - not leased: descriptors with a concurrency cap (slots are per request), check-only admission,
   stream extensions, and requests whose estimate is over four times the block's per-request one.
 
@@ -251,12 +254,18 @@ class QuotaBlocks:
         (a stream's added reservations) are settled at zero after the block is."""
         block = ticket.block
         used, spent = block.used, block.actual
+        over = False
         for index, value in enumerate(_units(actual)):
             used[index] += value - ticket.estimate[index]
             spent[index] += value
+            over = over or value > ticket.estimate[index]
         block.outstanding -= 1
         block.extensions.extend(extensions)
-        if not block.open and block.outstanding == 0:
+        if over and block.open:
+            # More than reserved (an upstream past max_tokens, a long stream): the service must
+            # see it as soon as a single reservation's settlement would show it, not in max_age.
+            self._retire(block)
+        elif not block.open and block.outstanding == 0:
             self._settle(block)
 
     def clear(self) -> None:
