@@ -318,3 +318,56 @@ async def test_headers_start_from_what_the_service_said_and_only_go_down(
     remaining = [dict((await admitter.admit(limits))[1])["x-ratelimit-remaining-requests"] for _ in range(3)]  # type: ignore[arg-type]
     # As if each had reserved alone: 999 after the first, then 998, 997, 996.
     assert remaining == ["998", "997", "996"]
+
+
+async def test_an_answer_over_its_estimate_retires_its_block_so_the_excess_is_settled_soon(
+    stub: Stub, clock: Clock, background: BackgroundTasks
+) -> None:
+    blocks = _blocks(stub, clock, background, max_requests=10, refill_below=0.0)
+    admitter = Admitter(blocks, stub, clock)
+    limits = _limits(1000, tokens=10**6)
+    await admitter.admit(limits)
+    ticket, _ = await admitter.admit(limits)
+    assert isinstance(ticket, Ticket)
+    blocks.release(ticket, ratelimit_pb2.Amounts(requests=1, tokens=700))  # an upstream past max_tokens
+    assert not ticket.block.open
+    await background.drain()
+    # The single reservation's 100 plus the block settled at its one request's 700.
+    assert await stub.used(limits) == [2, 800]
+
+
+async def test_a_block_whose_lease_was_lost_stops_serving(
+    stub: Stub, clock: Clock, background: BackgroundTasks
+) -> None:
+    class FakeLeases:
+        lease = ratelimit_pb2.AcquireRequest().reservation_ttl
+
+        def __init__(self) -> None:
+            self.held: set[str] = set()
+            self.lost: list[Any] = []
+
+        def on_lost(self, callback: Any) -> None:
+            self.lost.append(callback)
+
+        def hold(self, reservation_id: str) -> None:
+            self.held.add(reservation_id)
+
+        def release(self, reservation_id: str) -> None:
+            self.held.discard(reservation_id)
+
+    leases = FakeLeases()
+    leases.lease.FromMilliseconds(30_000)
+    blocks = QuotaBlocks(stub, QuotaBlocksConfig(max_requests=10), background, leases, clock=clock)  # type: ignore[arg-type]
+    admitter = Admitter(blocks, stub, clock)
+    limits = _limits(1000)
+    await admitter.admit(limits)
+    ticket, _ = await admitter.admit(limits)
+    assert isinstance(ticket, Ticket) and leases.held == {ticket.block.reservation_id}
+    [callback] = leases.lost
+    callback([ticket.block.reservation_id])
+    assert not ticket.block.open
+    blocks.release(ticket, ratelimit_pb2.Amounts(requests=1, tokens=1))
+    assert leases.held == set()
+    settles = stub.calls["Settle"]
+    await background.drain()
+    assert stub.calls["Settle"] == settles, "nothing to settle: the service no longer holds it"
