@@ -358,7 +358,12 @@ class QuotaBlocks:
             BLOCK_RPCS.labels("acquire").inc()
             try:
                 response = await self._stub.Acquire(request, timeout=5.0, metadata=(("x-request-id", request_id),))
-            except grpc.aio.AioRpcError as exc:
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+                # It may have been reserved all the same (a deadline, shutdown): give it back, or its
+                # whole size would stay counted once its lease ran out.
+                self._background.spawn(self._give_back(reservation_id))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 # The requests reserve on their own and meet the same failure there, as without blocks.
                 log.debug("block acquire failed: %s", exc.code().name)
                 return
@@ -479,6 +484,14 @@ class QuotaBlocks:
                 )
             except grpc.aio.AioRpcError as exc:
                 log.warning("settle failed: %s %s", exc.code().name, exc.details())
+
+    async def _give_back(self, reservation_id: str) -> None:
+        try:
+            await self._stub.Settle(
+                ratelimit_pb2.SettleRequest(reservation_id=reservation_id, actual=ratelimit_pb2.Amounts()), timeout=5.0
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("giving back a quota block failed: %s %s", exc.code().name, exc.details())
 
     def _forget_idle(self) -> None:
         idle = [k for k, s in self._slots.items() if s.active is None and s.standby is None and s.pending is None]

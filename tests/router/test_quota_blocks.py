@@ -371,3 +371,28 @@ async def test_a_block_whose_lease_was_lost_stops_serving(
     settles = stub.calls["Settle"]
     await background.drain()
     assert stub.calls["Settle"] == settles, "nothing to settle: the service no longer holds it"
+
+
+async def test_a_block_acquire_cut_short_is_given_back(stub: Stub, clock: Clock, background: BackgroundTasks) -> None:
+    blocks = _blocks(stub, clock, background, max_requests=10, refill_below=0.0)
+    admitter = Admitter(blocks, stub, clock)
+    limits = _limits(1000)
+    await admitter.admit(limits)
+    answered = asyncio.Event()
+    acquire = stub.Acquire
+
+    async def reserved_then_stuck(request: ratelimit_pb2.AcquireRequest, **kwargs: Any) -> Any:
+        response = await acquire(request, **kwargs)  # the service reserved it...
+        answered.set()
+        await asyncio.Event().wait()  # ...but the answer never arrives (shutdown cancels the wait)
+        return response
+
+    stub.Acquire = reserved_then_stuck  # type: ignore[method-assign]
+    waiting = asyncio.create_task(blocks.take(limits, ESTIMATE, "r"))
+    await answered.wait()
+    assert (await stub.used(limits))[0] == 11
+    blocks.clear()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await background.drain()
+    assert (await stub.used(limits))[0] == 1, "the block's reservation was given back"
