@@ -13,6 +13,8 @@ reservation by the upstream's count, which is below it, with two exceptions, eac
 - a unary answer longer than the max_tokens the upstream was sent (an upstream that ignores it) is
   settled at its actual usage: it overshoots by its own excess, and the next request is refused.
 A request that could never fit (larger than a whole window) is refused with INVALID_ARGUMENT.
+Requests served from a quota block (``quota_blocks.py``) reserve the same estimate, locally, out of
+a block the service counts in full until it is settled; the bounds above hold for them too.
 """
 
 from __future__ import annotations
