@@ -386,6 +386,25 @@ class JobsConfig(_Strict):
     """Per delivery."""
 
 
+class QuotaBlocksConfig(_Strict):
+    """Quota blocks: a router reserves a small block of several requests' worth of quota in one
+    Acquire and admits the requests it serves from it locally (``services.router.quota_blocks``)."""
+
+    enabled: bool = True
+    """Off: every request makes its own Acquire and Settle, as before blocks."""
+    max_requests: Annotated[int, Field(ge=2, le=10_000)] = 64
+    """The most requests one block holds."""
+    min_requests: Annotated[int, Field(ge=2, le=10_000)] = 4
+    """A block smaller than this is not worth it: requests then reserve one at a time (near a limit)."""
+    headroom_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """The share of a quota's remaining headroom one block may take, so that several routers
+    sharing a limit cannot starve each other and requests near the limit reserve one at a time."""
+    max_age_s: Annotated[float, Field(gt=0, le=10)] = 1.0
+    """How long a block admits requests after it was reserved (without contact with the service)."""
+    refill_below: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    """When a block's unused share falls below this, the next one is reserved in the background."""
+
+
 class RouterConfig(_Strict):
     """The router's request handling."""
 
@@ -421,6 +440,8 @@ class RouterConfig(_Strict):
     """Half-life of the moving averages the latency and reliability strategies rank by."""
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     """Async jobs: queue and workers."""
+    quota_blocks: QuotaBlocksConfig = Field(default_factory=QuotaBlocksConfig)
+    """Quota reserved in blocks of requests rather than one Acquire and Settle per request."""
 
 
 DEFAULT_MODEL_PREFIXES: dict[str, str] = {

@@ -172,6 +172,8 @@ class Decision:
     refused_slots: tuple[SlotStatus, ...] = ()
     retry_after_ms: int | None = None
     degraded: bool = False
+    epoch: str = ""
+    """The generation of the counters that decided (see :attr:`LimitStore.epoch`); empty when unknown."""
 
 
 # Characters that quote(..., safe="") leaves alone; most keys and values have nothing else.

@@ -245,7 +245,7 @@ def _set_duration(target: duration_pb2.Duration, ms: int) -> None:
 
 
 def _acquire_response(decision: Decision) -> ratelimit_pb2.AcquireResponse:
-    response = ratelimit_pb2.AcquireResponse(allowed=decision.allowed, degraded=decision.degraded)
+    response = ratelimit_pb2.AcquireResponse(allowed=decision.allowed, degraded=decision.degraded, epoch=decision.epoch)
     # Statuses of one descriptor share its message; build each once (this is the hot path).
     descriptors: dict[Descriptor, ratelimit_pb2.Descriptor] = {}
     for status in decision.statuses:

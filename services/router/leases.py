@@ -15,6 +15,7 @@ nothing, so its estimate stands).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf import duration_pb2
@@ -51,6 +52,7 @@ class Leases:
         self._interval_s = lease_s / 3
         self._held: set[str] = set()
         self._loop = Periodic("lease-renewal", self._interval_s, self.renew)
+        self._lost_callbacks: list[Callable[[Sequence[str]], None]] = []
 
     @property
     def lease(self) -> duration_pb2.Duration:
@@ -66,6 +68,10 @@ class Leases:
     def release(self, reservation_id: str) -> None:
         """Stop renewing ``reservation_id`` (the request finished; its settlement frees the slot)."""
         self._held.discard(reservation_id)
+
+    def on_lost(self, callback: Callable[[Sequence[str]], None]) -> None:
+        """Call ``callback`` with the ids found lost at a renewal (quota blocks stop serving then)."""
+        self._lost_callbacks.append(callback)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -110,3 +116,5 @@ class Leases:
                 )
                 # A lapsed lease cannot be renewed; asking again every tick would only repeat this line.
                 self._held.difference_update(lost)
+                for callback in self._lost_callbacks:
+                    callback(lost)

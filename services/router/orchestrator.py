@@ -46,6 +46,7 @@ from services.router.leases import Leases
 from services.router.observed import ObservedProviders
 from services.router.planner import Candidate, Planner
 from services.router.pricing import cost_micro_usd
+from services.router.quota_blocks import QuotaBlocks, Ticket
 from services.router.route_health import RouteHealth
 from services.router.strategies import RouteStats, Strategy, allow_only, rank, route
 from services.router.usage_intent import intent_event
@@ -109,6 +110,8 @@ class _Admission:
     """The usage event's identity in the ledger: the gateway's own, never the client's request id."""
     strategy: str = "ordered"
     """The routing strategy that ordered the candidates (for ``x-gateway-route``)."""
+    ticket: Ticket | None = None
+    """Set when the quota came from a block (no reservation of its own: ``reservation_id`` unused)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class Orchestrator:
         leases: Leases | None = None,
         planner: Planner | None = None,
         breakers: Breakers | None = None,
+        quota_blocks: QuotaBlocks | None = None,
     ) -> None:
         self._config = config
         self._auth = auth
@@ -196,6 +200,8 @@ class Orchestrator:
         self._background = background
         # None: reservations get the service's default lease and nothing renews them.
         self._leases = leases
+        # None: every request makes its own Acquire and Settle.
+        self._blocks = quota_blocks
         # None: the config alone (no route overrides); the server passes one reading auth's table.
         self.planner = planner or Planner(config)
         self._anonymous = AnonymousAccess(config.anonymous)
@@ -329,11 +335,22 @@ class Orchestrator:
             tokens=prompt_tokens, cost_micro_usd=max(cost_micro_usd(c, prompt_tokens, 0) for c in candidates)
         )
         quotas.check_fits(limits, estimate, prompt_only, prompt_param, completion_param)
-        if limits:
+        ticket: Ticket | None = None
+        if limits and self._blocks is not None and not check_only and self._blocks.applies(limits):
+            # From a block this router holds: no round trip (see quota_blocks.py); None: as before.
+            ticket = await self._blocks.take(limits, estimate, call.request_id)
+        if ticket is not None:
+            try:
+                await on_headers(response_headers + ticket.headers)
+            except asyncio.CancelledError:
+                self._blocks_release(ticket, ratelimit_pb2.Amounts())
+                raise
+        elif limits:
             try:
                 acquire = ratelimit_pb2.AcquireRequest(reservation_id=reservation_id, limits=limits, amounts=estimate)
                 if self._leases is not None:
                     acquire.reservation_ttl.CopyFrom(self._leases.lease)
+                sent = time.monotonic()
                 decision = await self._ratelimit.Acquire(
                     acquire,
                     timeout=5.0,
@@ -345,6 +362,8 @@ class Orchestrator:
                 # The client left with Acquire in flight: whatever it reserved is given back.
                 self._release_unused(reservation_id, call)
                 raise
+            if self._blocks is not None:
+                self._blocks.observe(limits, decision, sent)
             try:
                 await on_headers(response_headers + quotas.headers(list(decision.statuses)))
             except asyncio.CancelledError:
@@ -378,6 +397,7 @@ class Orchestrator:
             received,
             limits,
             strategy=plan.strategy,
+            ticket=ticket,
         )
         # On disk before any provider is called: a router killed from here on still meters the request.
         intent = intent_event(
@@ -407,6 +427,12 @@ class Orchestrator:
                 {"retryable": "true"},
             ) from exc
         return admission
+
+    def _blocks_release(
+        self, ticket: Ticket, actual: ratelimit_pb2.Amounts, extensions: tuple[str, ...] | list[str] = ()
+    ) -> None:
+        if self._blocks is not None:
+            self._blocks.release(ticket, actual, extensions)
 
     def _release_unused(self, reservation_id: str, call: CallContext) -> None:
         """Settle a reservation the request never used at zero (a no-op if it was never made)."""
@@ -858,15 +884,20 @@ class Orchestrator:
         cost = _attempts_cost(outcome)
         call.cost_micro_usd = cost
         if admission.reserved.requests:
-            if self._leases is not None:
-                for reservation_id in (admission.reservation_id, *admission.extensions):
-                    self._leases.release(reservation_id)
             actual = ratelimit_pb2.Amounts(
                 requests=1,
                 tokens=outcome.prompt_tokens + outcome.completion_tokens,
                 cost_micro_usd=cost,
             )
-            self._background.spawn(self._settle(admission, actual, call.request_id))
+            if admission.ticket is not None:
+                # Back into its block, locally; the block settles once for all its requests, and
+                # the stream's extensions after it (they stay leased until then).
+                self._blocks_release(admission.ticket, actual, admission.extensions)
+            else:
+                if self._leases is not None:
+                    for reservation_id in (admission.reservation_id, *admission.extensions):
+                        self._leases.release(reservation_id)
+                self._background.spawn(self._settle(admission, actual, call.request_id))
         latency = time.monotonic() - admission.started
         event = metering_pb2.UsageEvent(
             event_id=admission.event_id,

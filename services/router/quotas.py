@@ -13,6 +13,8 @@ reservation by the upstream's count, which is below it, with two exceptions, eac
 - a unary answer longer than the max_tokens the upstream was sent (an upstream that ignores it) is
   settled at its actual usage: it overshoots by its own excess, and the next request is refused.
 A request that could never fit (larger than a whole window) is refused with INVALID_ARGUMENT.
+Requests served from a quota block (``quota_blocks.py``) reserve the same estimate, locally, out of
+a block the service counts in full until it is settled; the bounds above hold for them too.
 """
 
 from __future__ import annotations
@@ -182,17 +184,28 @@ class _Tightest:
     reset_s: float
 
 
+_HEADER_UNITS = {quota_pb2.UNIT_REQUESTS: "requests", quota_pb2.UNIT_TOKENS: "tokens"}
+
+
 def headers(statuses: list[ratelimit_pb2.QuotaStatus]) -> list[tuple[str, str]]:
     """``x-ratelimit-*`` metadata for requests and tokens: the tightest quota of each unit."""
-    tightest: dict[str, _Tightest] = {}
+    items: list[tuple[str, int, int, float]] = []
     for status in statuses:
-        unit = {quota_pb2.UNIT_REQUESTS: "requests", quota_pb2.UNIT_TOKENS: "tokens"}.get(status.quota.unit)
-        if unit is None:
-            continue
-        reset = status.reset_after.seconds + status.reset_after.nanos / 1e9
+        unit = _HEADER_UNITS.get(status.quota.unit)
+        if unit is not None:
+            reset = status.reset_after.seconds + status.reset_after.nanos / 1e9
+            items.append((unit, status.quota.limit, status.remaining, reset))
+    return tightest_headers(items)
+
+
+def tightest_headers(items: list[tuple[str, int, int, float]]) -> list[tuple[str, str]]:
+    """``x-ratelimit-*`` metadata from (unit name, limit, remaining, reset seconds) per quota: the
+    tightest quota of each unit (least remaining, then soonest reset)."""
+    tightest: dict[str, _Tightest] = {}
+    for unit, limit, remaining, reset in items:
         current = tightest.get(unit)
-        if current is None or (status.remaining, reset) < (current.remaining, current.reset_s):
-            tightest[unit] = _Tightest(status.quota.limit, max(0, status.remaining), reset)
+        if current is None or (remaining, reset) < (current.remaining, current.reset_s):
+            tightest[unit] = _Tightest(limit, max(0, remaining), reset)
     result: list[tuple[str, str]] = []
     for unit, t in sorted(tightest.items()):
         result += [

@@ -5,13 +5,15 @@ recovered) and its shipper started before the router reports SERVING, so what th
 is shipped first.
 
 Shutdown order (ServiceApp): health NOT_SERVING, stop accepting and let in-flight calls finish,
-then stop the job workers (a running job is cancelled, metered, and queued again), stop renewing
-leases, drain settlements, then ship what the spool holds within the grace time (the rest stays
-on disk for the next start), close the spool, then close the channels.
+then stop the job workers (a running job is cancelled, metered, and queued again), retire the
+quota blocks, stop renewing leases, drain settlements (the blocks' among them), then ship what the
+spool holds within the grace time (the rest stays on disk for the next start), close the spool,
+then close the channels.
 """
 
 from __future__ import annotations
 
+import grpc
 from redis.asyncio import Redis
 
 from gateway.auth.v1 import auth_pb2_grpc
@@ -32,6 +34,7 @@ from services.router.jobs.role import JobsRole
 from services.router.leases import Leases
 from services.router.orchestrator import Orchestrator
 from services.router.planner import Planner
+from services.router.quota_blocks import QuotaBlocks
 from services.router.routes import RouteTable
 from services.router.servicer import RouterServicer
 from services.router.spool_adoption import PLACEHOLDER, adopt_orphans, spool_path
@@ -73,6 +76,18 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
     background = BackgroundTasks()
     ratelimit = ratelimit_pb2_grpc.RateLimitServiceStub(ratelimit_channel)
     leases = Leases(ratelimit, config.ratelimit.lease_s)
+    # A block admits locally only while the channel to the limiter is up (a dead limiter: none).
+    quota_blocks = (
+        QuotaBlocks(
+            ratelimit,
+            config.router.quota_blocks,
+            background,
+            leases,
+            connected=lambda: ratelimit_channel.get_state() == grpc.ChannelConnectivity.READY,
+        )
+        if config.router.quota_blocks.enabled
+        else None
+    )
     auth_stub = auth_pb2_grpc.AuthServiceStub(auth_channel)
     routes = RouteTable(auth_stub, config.routing.override_refresh_s)
     router_config = config.router
@@ -102,6 +117,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         leases,
         planner=Planner(config, overrides=routes.current),
         breakers=breakers,
+        quota_blocks=quota_blocks,
     )
     # Stored Responses API responses live in metering, beside the ledger (same channel).
     conversations = Conversations(response_store_pb2_grpc.ResponseStoreServiceStub(metering_channel))
@@ -137,6 +153,9 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         await jobs.stop()
         # In-flight calls have ended: nothing is left to renew, and settlements free the slots.
         await routes.stop()
+        if quota_blocks is not None:
+            # Every block is settled with what its requests used (drained below).
+            quota_blocks.clear()
         await leases.stop()
         if breakers is not None:
             await breakers.stop()

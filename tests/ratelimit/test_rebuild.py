@@ -200,3 +200,39 @@ async def test_a_second_rebuild_never_lowers_counters_another_replica_restored(r
     assert not await store.restore([RestoredCounter(ident, Unit.TOKENS, Window.DAY, DAY_START, 4_000_000_000, 3)])
     assert int(await redis.get(f"{prefix}c:{ident}:2:2:{DAY_START}")) == 10
     await redis.aclose()
+
+
+async def test_the_epoch_names_the_counters_generation_and_changes_when_they_are_rebuilt(redis: Redis) -> None:
+    tenant = uuid.uuid4().hex
+    ledger = FakeLedger({"day": [], "month": []})
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = RedisStore(redis, prefix=prefix, require_marker=True)
+    limiter = Limiter(
+        store, outage_policy="fail_closed", default_ttl_s=60, rebuilder=Rebuilder(store, ledger, grace_s=0.05)
+    )
+    await limiter.wait_ready()
+    first, second = await _spend(limiter, tenant, 1, 10**6), await _spend(limiter, tenant, 1, 10**6)
+    assert first.epoch and first.epoch == second.epoch, "one generation answers with one epoch"
+    # A second replica on the same Redis shares the counters, so it names the same epoch.
+    replica = Limiter(
+        RedisStore(redis, prefix=prefix, require_marker=True), outage_policy="fail_closed", default_ttl_s=60
+    )
+    assert (await _spend(replica, tenant, 1, 10**6)).epoch == first.epoch
+
+    async for key in redis.scan_iter(match=f"{prefix}*"):
+        await redis.delete(key)
+    assert (await _spend(limiter, tenant, 1, 10**6)).epoch == "", "no epoch while the counters are lost"
+    for _ in range(250):
+        if not await store.counters_lost():
+            break
+        await asyncio.sleep(0.02)
+    rebuilt = await _spend(limiter, tenant, 1, 10**6)
+    assert rebuilt.allowed and rebuilt.epoch and rebuilt.epoch != first.epoch
+    await limiter.close()
+
+    # A memory store is its own generation: a new process, a new epoch.
+    one, two = MemoryStore(), MemoryStore()
+    memory = [Limiter(s, outage_policy="fail_closed", default_ttl_s=60) for s in (one, two)]
+    epochs = [(await _spend(m, tenant, 1, 10**6)).epoch for m in memory]
+    assert all(epochs) and epochs[0] != epochs[1]
+    assert (await _spend(memory[0], tenant, 1, 10**6)).epoch == epochs[0]

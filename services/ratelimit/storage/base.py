@@ -39,6 +39,10 @@ class LimitStore(Protocol):
     async def acquire(self, plan: Plan) -> Decision:
         """Reserve the plan's amounts on every counter and slot, or on none.
 
+        The decision carries the store's epoch: an id of the counters' generation that changes
+        whenever they are lost and start again (empty or rebuilt), so that a router holding blocks
+        reserved on the old counters can tell they are gone (empty when the store cannot tell).
+
         A reservation id that is still pending is not counted again (the answer is allowed, with
         the current statuses). Raises :class:`BackendUnavailable`, and :class:`CountersLost` when
         the store requires rebuilt counters and has none.

@@ -7,6 +7,7 @@ Expired windows, reservations and slots are dropped lazily and by a periodic swe
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -62,6 +63,8 @@ class MemoryStore:
         self._in_flight: dict[str, dict[str, int]] = {}
         # A new process starts empty: its day and month counters come back from the ledger.
         self._restored = False
+        # Counters live and die with this object: a new store is a new generation.
+        self.epoch = uuid.uuid4().hex
 
     async def acquire(self, plan: Plan) -> Decision:
         """See :meth:`LimitStore.acquire`."""
@@ -85,7 +88,8 @@ class MemoryStore:
             self._reserve(plan, touched, now_ms)
         else:
             outcome = Outcome.REFUSED
-        return decide(plan, outcome=outcome, now_ms=now_ms, used=used, in_flight=in_flight)
+        decision = decide(plan, outcome=outcome, now_ms=now_ms, used=used, in_flight=in_flight)
+        return replace(decision, epoch=self.epoch)
 
     async def settle(self, reservation_id: str, actual: Amounts) -> bool:
         """See :meth:`LimitStore.settle`."""

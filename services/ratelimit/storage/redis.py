@@ -23,7 +23,9 @@ Requires Redis >= 6.2 (SET ... KEEPTTL / PXAT).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -72,7 +74,8 @@ end
 # KEYS[1] the reservation, KEYS[2..] the slot set of each capped descriptor.
 # ARGV: reservation id, ttl ms, #counters, #quotas, amounts (requests, tokens, cost), then per counter
 # (key prefix, window, unit), per quota (counter index, limit), per slot its cap.
-# Returns {outcome, now ms, used per counter..., in flight per slot...}, values before the decision.
+# Returns {outcome, now ms, used per counter..., in flight per slot..., epoch}, values before the
+# decision; the epoch is the marker's value (EPOCH, set by the prefix: the guard or _NO_GUARD_LUA).
 _ACQUIRE_LUA = (
     WINDOW_LUA
     + """
@@ -106,6 +109,7 @@ for z = 1, nz do
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   out[1] = 2
+  out[#out + 1] = EPOCH
   return out
 end
 local ok = true
@@ -118,7 +122,10 @@ for z = 1, nz do
   if held[z] >= tonumber(ARGV[p]) then ok = false end
   p = p + 1
 end
-if not ok then return out end
+if not ok then
+  out[#out + 1] = EPOCH
+  return out
+end
 local ttl = tonumber(ARGV[2])
 for i = 1, nc do
   local u = units[i]
@@ -136,6 +143,7 @@ for z = 1, nz do
 end
 redis.call('SET', KEYS[1], cmsgpack.pack(amount, keys, units, ends, zkeys), 'PX', ttl)
 out[1] = 1
+out[#out + 1] = EPOCH
 return out
 """.replace("GRACE", str(COUNTER_GRACE_S))
 )
@@ -207,8 +215,16 @@ return missing
 
 # Prepended to the Acquire script when the store requires rebuilt counters: without the marker,
 # answer LOST before reading or writing anything. MARKER is replaced by the key as a Lua string.
+# The marker's value (unique per rebuild) is the counters' epoch: a Redis restarted empty and
+# rebuilt has a new one.
 _GUARD_LUA = """
-if redis.call('EXISTS', MARKER) == 0 then return {LOST, 0} end
+local EPOCH = redis.call('GET', MARKER)
+if not EPOCH then return {LOST, 0} end
+"""
+
+# Prepended instead when no marker is required: the store cannot tell a generation of counters.
+_NO_GUARD_LUA = """
+local EPOCH = ''
 """
 
 _LOST = 3
@@ -247,7 +263,7 @@ class RedisStore:
         self._marker = f"{prefix}restored"
         guard = _GUARD_LUA.replace("LOST", str(_LOST)).replace("MARKER", _lua_string(self._marker))
         # redis-py sends EVALSHA and loads the script on NOSCRIPT (e.g. after a Redis restart).
-        self._acquire = client.register_script((guard if require_marker else "") + _ACQUIRE_LUA)
+        self._acquire = client.register_script((guard if require_marker else _NO_GUARD_LUA) + _ACQUIRE_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._restore = client.register_script(_RESTORE_LUA)
@@ -274,19 +290,21 @@ class RedisStore:
             args += [ref.counter + 1, ref.quota.limit]
         args += [slot.cap for slot in plan.slots]
         try:
-            reply = cast(list[int], await self._acquire(keys=keys, args=args))
+            reply = cast(list[Any], await self._acquire(keys=keys, args=args))
         except _UNREACHABLE as exc:
             raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
         if reply[0] == _LOST:
             raise CountersLost("the rate limit counters in Redis are lost (no marker); rebuilding")
         nc = len(plan.counters)
-        return decide(
+        decision = decide(
             plan,
             outcome=Outcome(reply[0]),
             now_ms=reply[1],
             used=reply[2 : 2 + nc],
-            in_flight=reply[2 + nc :],
+            in_flight=reply[2 + nc : -1],
         )
+        epoch = reply[-1]
+        return replace(decision, epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch))
 
     async def settle(self, reservation_id: str, actual: Amounts) -> bool:
         """See :meth:`LimitStore.settle`."""
@@ -319,7 +337,8 @@ class RedisStore:
 
     async def restore(self, counters: Sequence[RestoredCounter]) -> bool:
         """See :meth:`LimitStore.restore`."""
-        args: list[str | int] = [str(int(time.time()))]
+        # Unique per rebuild: the marker's value is the epoch of the counters it vouches for.
+        args: list[str | int] = [f"{int(time.time())}-{uuid.uuid4().hex}"]
         for c in counters:
             key = f"{self._prefix}c:{c.descriptor_id}:{c.unit.value}:{c.window.value}:{c.window_start_s}"
             args += [key, c.value, (c.window_end_s + COUNTER_GRACE_S) * 1000]

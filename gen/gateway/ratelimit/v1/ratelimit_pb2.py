@@ -26,7 +26,7 @@ from gateway.quota.v1 import quota_pb2 as gateway_dot_quota_dot_v1_dot_quota__pb
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$gateway/ratelimit/v1/ratelimit.proto\x12\x14gateway.ratelimit.v1\x1a\x1cgateway/quota/v1/quota.proto\x1a\x1egoogle/protobuf/duration.proto\"D\n\nDescriptor\x12\x36\n\x07\x65ntries\x18\x01 \x03(\x0b\x32%.gateway.ratelimit.v1.DescriptorEntry\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xa1\x01\n\x10\x44\x65scriptorLimits\x12\x34\n\ndescriptor\x18\x01 \x01(\x0b\x32 .gateway.ratelimit.v1.Descriptor\x12\'\n\x06quotas\x18\x02 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x1b\n\x0emax_concurrent\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x11\n\x0f_max_concurrent\"C\n\x07\x41mounts\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\"\xc0\x01\n\x0bQuotaStatus\x12\x34\n\ndescriptor\x18\x01 \x01(\x0b\x32 .gateway.ratelimit.v1.Descriptor\x12&\n\x05quota\x18\x02 \x01(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x11\n\tremaining\x18\x03 \x01(\x03\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x65xceeded\x18\x05 \x01(\x08\"\xc4\x01\n\x0e\x41\x63quireRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x36\n\x06limits\x18\x02 \x03(\x0b\x32&.gateway.ratelimit.v1.DescriptorLimits\x12.\n\x07\x61mounts\x18\x03 \x01(\x0b\x32\x1d.gateway.ratelimit.v1.Amounts\x12\x32\n\x0freservation_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x99\x01\n\x0f\x41\x63quireResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x33\n\x08statuses\x18\x02 \x03(\x0b\x32!.gateway.ratelimit.v1.QuotaStatus\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\"V\n\rSettleRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12-\n\x06\x61\x63tual\x18\x02 \x01(\x0b\x32\x1d.gateway.ratelimit.v1.Amounts\"\x1f\n\x0eSettleResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"W\n\x12RenewLeasesRequest\x12\x17\n\x0freservation_ids\x18\x01 \x03(\t\x12(\n\x05lease\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\x13RenewLeasesResponse\x12\x1f\n\x17missing_reservation_ids\x18\x01 \x03(\t\"g\n\x13\x43redentialCandidate\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\'\n\x06limits\x18\x02 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x10\n\x08priority\x18\x03 \x01(\x05\"\xbf\x01\n\x18\x41\x63quireCredentialRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12=\n\ncandidates\x18\x02 \x03(\x0b\x32).gateway.ratelimit.v1.CredentialCandidate\x12\x18\n\x10\x65stimated_tokens\x18\x03 \x01(\x03\x12\x32\n\x0freservation_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb6\x01\n\x19\x41\x63quireCredentialResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x63ooling_down_ids\x18\x04 \x03(\t\x12\x15\n\rexhausted_ids\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\"\x81\x01\n\x17SettleCredentialRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12-\n\x06\x61\x63tual\x18\x02 \x01(\x0b\x32\x1d.gateway.ratelimit.v1.Amounts\x12\x1f\n\x17succeeded_credential_id\x18\x03 \x01(\t\")\n\x18SettleCredentialResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x80\x01\n\x1eReportCredentialFailureRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x17\n\x0fupstream_status\x18\x02 \x01(\x05\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x1fReportCredentialFailureResponse\x12\x19\n\x11\x63ooldown_until_ms\x18\x01 \x01(\x03\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\"\\\n\x1aGetCredentialStatesRequest\x12>\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32).gateway.ratelimit.v1.CredentialCandidate\"\x9c\x01\n\x16\x43redentialRuntimeState\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ooldown_until_ms\x18\x02 \x01(\x03\x12\x1c\n\x14\x63onsecutive_failures\x18\x03 \x01(\x05\x12\x32\n\x07windows\x18\x04 \x03(\x0b\x32!.gateway.ratelimit.v1.QuotaStatus\"[\n\x1bGetCredentialStatesResponse\x12<\n\x06states\x18\x01 \x03(\x0b\x32,.gateway.ratelimit.v1.CredentialRuntimeState2\x91\x06\n\x10RateLimitService\x12V\n\x07\x41\x63quire\x12$.gateway.ratelimit.v1.AcquireRequest\x1a%.gateway.ratelimit.v1.AcquireResponse\x12S\n\x06Settle\x12#.gateway.ratelimit.v1.SettleRequest\x1a$.gateway.ratelimit.v1.SettleResponse\x12\x62\n\x0bRenewLeases\x12(.gateway.ratelimit.v1.RenewLeasesRequest\x1a).gateway.ratelimit.v1.RenewLeasesResponse\x12t\n\x11\x41\x63quireCredential\x12..gateway.ratelimit.v1.AcquireCredentialRequest\x1a/.gateway.ratelimit.v1.AcquireCredentialResponse\x12q\n\x10SettleCredential\x12-.gateway.ratelimit.v1.SettleCredentialRequest\x1a..gateway.ratelimit.v1.SettleCredentialResponse\x12\x86\x01\n\x17ReportCredentialFailure\x12\x34.gateway.ratelimit.v1.ReportCredentialFailureRequest\x1a\x35.gateway.ratelimit.v1.ReportCredentialFailureResponse\x12z\n\x13GetCredentialStates\x12\x30.gateway.ratelimit.v1.GetCredentialStatesRequest\x1a\x31.gateway.ratelimit.v1.GetCredentialStatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$gateway/ratelimit/v1/ratelimit.proto\x12\x14gateway.ratelimit.v1\x1a\x1cgateway/quota/v1/quota.proto\x1a\x1egoogle/protobuf/duration.proto\"D\n\nDescriptor\x12\x36\n\x07\x65ntries\x18\x01 \x03(\x0b\x32%.gateway.ratelimit.v1.DescriptorEntry\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xa1\x01\n\x10\x44\x65scriptorLimits\x12\x34\n\ndescriptor\x18\x01 \x01(\x0b\x32 .gateway.ratelimit.v1.Descriptor\x12\'\n\x06quotas\x18\x02 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x1b\n\x0emax_concurrent\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x11\n\x0f_max_concurrent\"C\n\x07\x41mounts\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x03 \x01(\x03\"\xc0\x01\n\x0bQuotaStatus\x12\x34\n\ndescriptor\x18\x01 \x01(\x0b\x32 .gateway.ratelimit.v1.Descriptor\x12&\n\x05quota\x18\x02 \x01(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x11\n\tremaining\x18\x03 \x01(\x03\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x65xceeded\x18\x05 \x01(\x08\"\xc4\x01\n\x0e\x41\x63quireRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x36\n\x06limits\x18\x02 \x03(\x0b\x32&.gateway.ratelimit.v1.DescriptorLimits\x12.\n\x07\x61mounts\x18\x03 \x01(\x0b\x32\x1d.gateway.ratelimit.v1.Amounts\x12\x32\n\x0freservation_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa8\x01\n\x0f\x41\x63quireResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x33\n\x08statuses\x18\x02 \x03(\x0b\x32!.gateway.ratelimit.v1.QuotaStatus\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\t\"V\n\rSettleRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12-\n\x06\x61\x63tual\x18\x02 \x01(\x0b\x32\x1d.gateway.ratelimit.v1.Amounts\"\x1f\n\x0eSettleResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"W\n\x12RenewLeasesRequest\x12\x17\n\x0freservation_ids\x18\x01 \x03(\t\x12(\n\x05lease\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\x13RenewLeasesResponse\x12\x1f\n\x17missing_reservation_ids\x18\x01 \x03(\t\"g\n\x13\x43redentialCandidate\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\'\n\x06limits\x18\x02 \x03(\x0b\x32\x17.gateway.quota.v1.Quota\x12\x10\n\x08priority\x18\x03 \x01(\x05\"\xbf\x01\n\x18\x41\x63quireCredentialRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12=\n\ncandidates\x18\x02 \x03(\x0b\x32).gateway.ratelimit.v1.CredentialCandidate\x12\x18\n\x10\x65stimated_tokens\x18\x03 \x01(\x03\x12\x32\n\x0freservation_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb6\x01\n\x19\x41\x63quireCredentialResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x63ooling_down_ids\x18\x04 \x03(\t\x12\x15\n\rexhausted_ids\x18\x05 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\"\x81\x01\n\x17SettleCredentialRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12-\n\x06\x61\x63tual\x18\x02 \x01(\x0b\x32\x1d.gateway.ratelimit.v1.Amounts\x12\x1f\n\x17succeeded_credential_id\x18\x03 \x01(\t\")\n\x18SettleCredentialResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x80\x01\n\x1eReportCredentialFailureRequest\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x17\n\x0fupstream_status\x18\x02 \x01(\x05\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"Z\n\x1fReportCredentialFailureResponse\x12\x19\n\x11\x63ooldown_until_ms\x18\x01 \x01(\x03\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\"\\\n\x1aGetCredentialStatesRequest\x12>\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32).gateway.ratelimit.v1.CredentialCandidate\"\x9c\x01\n\x16\x43redentialRuntimeState\x12\x15\n\rcredential_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ooldown_until_ms\x18\x02 \x01(\x03\x12\x1c\n\x14\x63onsecutive_failures\x18\x03 \x01(\x05\x12\x32\n\x07windows\x18\x04 \x03(\x0b\x32!.gateway.ratelimit.v1.QuotaStatus\"[\n\x1bGetCredentialStatesResponse\x12<\n\x06states\x18\x01 \x03(\x0b\x32,.gateway.ratelimit.v1.CredentialRuntimeState2\x91\x06\n\x10RateLimitService\x12V\n\x07\x41\x63quire\x12$.gateway.ratelimit.v1.AcquireRequest\x1a%.gateway.ratelimit.v1.AcquireResponse\x12S\n\x06Settle\x12#.gateway.ratelimit.v1.SettleRequest\x1a$.gateway.ratelimit.v1.SettleResponse\x12\x62\n\x0bRenewLeases\x12(.gateway.ratelimit.v1.RenewLeasesRequest\x1a).gateway.ratelimit.v1.RenewLeasesResponse\x12t\n\x11\x41\x63quireCredential\x12..gateway.ratelimit.v1.AcquireCredentialRequest\x1a/.gateway.ratelimit.v1.AcquireCredentialResponse\x12q\n\x10SettleCredential\x12-.gateway.ratelimit.v1.SettleCredentialRequest\x1a..gateway.ratelimit.v1.SettleCredentialResponse\x12\x86\x01\n\x17ReportCredentialFailure\x12\x34.gateway.ratelimit.v1.ReportCredentialFailureRequest\x1a\x35.gateway.ratelimit.v1.ReportCredentialFailureResponse\x12z\n\x13GetCredentialStates\x12\x30.gateway.ratelimit.v1.GetCredentialStatesRequest\x1a\x31.gateway.ratelimit.v1.GetCredentialStatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,35 +46,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACQUIREREQUEST']._serialized_start=670
   _globals['_ACQUIREREQUEST']._serialized_end=866
   _globals['_ACQUIRERESPONSE']._serialized_start=869
-  _globals['_ACQUIRERESPONSE']._serialized_end=1022
-  _globals['_SETTLEREQUEST']._serialized_start=1024
-  _globals['_SETTLEREQUEST']._serialized_end=1110
-  _globals['_SETTLERESPONSE']._serialized_start=1112
-  _globals['_SETTLERESPONSE']._serialized_end=1143
-  _globals['_RENEWLEASESREQUEST']._serialized_start=1145
-  _globals['_RENEWLEASESREQUEST']._serialized_end=1232
-  _globals['_RENEWLEASESRESPONSE']._serialized_start=1234
-  _globals['_RENEWLEASESRESPONSE']._serialized_end=1288
-  _globals['_CREDENTIALCANDIDATE']._serialized_start=1290
-  _globals['_CREDENTIALCANDIDATE']._serialized_end=1393
-  _globals['_ACQUIRECREDENTIALREQUEST']._serialized_start=1396
-  _globals['_ACQUIRECREDENTIALREQUEST']._serialized_end=1587
-  _globals['_ACQUIRECREDENTIALRESPONSE']._serialized_start=1590
-  _globals['_ACQUIRECREDENTIALRESPONSE']._serialized_end=1772
-  _globals['_SETTLECREDENTIALREQUEST']._serialized_start=1775
-  _globals['_SETTLECREDENTIALREQUEST']._serialized_end=1904
-  _globals['_SETTLECREDENTIALRESPONSE']._serialized_start=1906
-  _globals['_SETTLECREDENTIALRESPONSE']._serialized_end=1947
-  _globals['_REPORTCREDENTIALFAILUREREQUEST']._serialized_start=1950
-  _globals['_REPORTCREDENTIALFAILUREREQUEST']._serialized_end=2078
-  _globals['_REPORTCREDENTIALFAILURERESPONSE']._serialized_start=2080
-  _globals['_REPORTCREDENTIALFAILURERESPONSE']._serialized_end=2170
-  _globals['_GETCREDENTIALSTATESREQUEST']._serialized_start=2172
-  _globals['_GETCREDENTIALSTATESREQUEST']._serialized_end=2264
-  _globals['_CREDENTIALRUNTIMESTATE']._serialized_start=2267
-  _globals['_CREDENTIALRUNTIMESTATE']._serialized_end=2423
-  _globals['_GETCREDENTIALSTATESRESPONSE']._serialized_start=2425
-  _globals['_GETCREDENTIALSTATESRESPONSE']._serialized_end=2516
-  _globals['_RATELIMITSERVICE']._serialized_start=2519
-  _globals['_RATELIMITSERVICE']._serialized_end=3304
+  _globals['_ACQUIRERESPONSE']._serialized_end=1037
+  _globals['_SETTLEREQUEST']._serialized_start=1039
+  _globals['_SETTLEREQUEST']._serialized_end=1125
+  _globals['_SETTLERESPONSE']._serialized_start=1127
+  _globals['_SETTLERESPONSE']._serialized_end=1158
+  _globals['_RENEWLEASESREQUEST']._serialized_start=1160
+  _globals['_RENEWLEASESREQUEST']._serialized_end=1247
+  _globals['_RENEWLEASESRESPONSE']._serialized_start=1249
+  _globals['_RENEWLEASESRESPONSE']._serialized_end=1303
+  _globals['_CREDENTIALCANDIDATE']._serialized_start=1305
+  _globals['_CREDENTIALCANDIDATE']._serialized_end=1408
+  _globals['_ACQUIRECREDENTIALREQUEST']._serialized_start=1411
+  _globals['_ACQUIRECREDENTIALREQUEST']._serialized_end=1602
+  _globals['_ACQUIRECREDENTIALRESPONSE']._serialized_start=1605
+  _globals['_ACQUIRECREDENTIALRESPONSE']._serialized_end=1787
+  _globals['_SETTLECREDENTIALREQUEST']._serialized_start=1790
+  _globals['_SETTLECREDENTIALREQUEST']._serialized_end=1919
+  _globals['_SETTLECREDENTIALRESPONSE']._serialized_start=1921
+  _globals['_SETTLECREDENTIALRESPONSE']._serialized_end=1962
+  _globals['_REPORTCREDENTIALFAILUREREQUEST']._serialized_start=1965
+  _globals['_REPORTCREDENTIALFAILUREREQUEST']._serialized_end=2093
+  _globals['_REPORTCREDENTIALFAILURERESPONSE']._serialized_start=2095
+  _globals['_REPORTCREDENTIALFAILURERESPONSE']._serialized_end=2185
+  _globals['_GETCREDENTIALSTATESREQUEST']._serialized_start=2187
+  _globals['_GETCREDENTIALSTATESREQUEST']._serialized_end=2279
+  _globals['_CREDENTIALRUNTIMESTATE']._serialized_start=2282
+  _globals['_CREDENTIALRUNTIMESTATE']._serialized_end=2438
+  _globals['_GETCREDENTIALSTATESRESPONSE']._serialized_start=2440
+  _globals['_GETCREDENTIALSTATESRESPONSE']._serialized_end=2531
+  _globals['_RATELIMITSERVICE']._serialized_start=2534
+  _globals['_RATELIMITSERVICE']._serialized_end=3319
 # @@protoc_insertion_point(module_scope)

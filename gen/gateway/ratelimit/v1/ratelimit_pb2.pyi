@@ -233,10 +233,17 @@ class AcquireResponse(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether everything was reserved; when false, nothing was."""
     degraded: _builtins.bool
     """Whether the decision was made without the backend, under the configured outage policy."""
+    epoch: _builtins.str
+    """The generation of the counters that decided: it changes when they are lost and rebuilt (a
+    memory store's process restarted, Redis restarted empty); empty when unknown (degraded). A
+    caller holding reservations made under another epoch must stop counting on them: the counters
+    that held them are gone.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuotaStatus]:
         """The state of every quota involved."""
@@ -252,10 +259,11 @@ class AcquireResponse(_message.Message):
         statuses: _abc.Iterable[Global___QuotaStatus] | None = ...,
         retry_after: _duration_pb2.Duration | None = ...,
         degraded: _builtins.bool = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "degraded", b"degraded", "retry_after", b"retry_after", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "degraded", b"degraded", "epoch", b"epoch", "retry_after", b"retry_after", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
