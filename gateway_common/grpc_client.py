@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from gateway_common import tracing
+from gateway_common.targets import parse_target
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message a service sends or accepts (servers use the same ceiling)."""
@@ -24,6 +25,8 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """A channel to ``address`` for the life of the process (round-robin over resolved replicas).
 
+    ``address`` is any form :func:`gateway_common.targets.parse_target` accepts: ``host:port``, a
+    comma-separated list of replicas, or a gRPC target URI such as ``dns:///router.ns.svc:50051``.
     With ``credentials`` (``tls.client_credentials``) the channel speaks TLS, verifies the server
     against the CA and shows this process's certificate; without, it is plaintext.
     """
@@ -40,6 +43,12 @@ def open_channel(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,
     ]
+    target = parse_target(address)
+    if target.authority is not None:
+        # A list of addresses names no host: the TLS check (and :authority) use the first one's,
+        # which every replica's certificate carries.
+        options.append(("grpc.default_authority", target.authority))
+    interceptors = tracing.client_interceptors()
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=tracing.client_interceptors())
-    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=tracing.client_interceptors())
+        return grpc.aio.insecure_channel(target.target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target.target, credentials, options=options, interceptors=interceptors)
