@@ -270,12 +270,17 @@ class Suite:
         services = ["router", *[s for s in SERVICES if s != "router"]]
         order = ["edge", *[name for service in services for name in self.names(service)]]
         for name in order:
-            process = self.processes.get(name)
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            self.stop_process(name, grace_s)
         self.processes.clear()
+
+    def stop_process(self, name: str, grace_s: float = 15.0) -> None:
+        """SIGTERM one process (``router-2``: one replica), SIGKILL it after ``grace_s``; the others
+        keep running, and their channels drop the stopped address from their round-robin."""
+        process = self.processes.get(name)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
