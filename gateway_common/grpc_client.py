@@ -37,8 +37,13 @@ def open_channel(
         # call fast for up to two minutes after it came back. Internal peers are on the same
         # network, so retry the connection within a second.
         ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1_000),
+        # Despite its name, gRPC core reads this as the minimum *connect timeout* (subchannel.cc,
+        # ParseArgsForBackoffValues): at 100 ms a TLS handshake with a busy replica timed out
+        # ("connection attempt timed out before receiving SETTINGS frame") and, with every
+        # replica's subchannel failing at once, calls failed UNAVAILABLE. A refused connection
+        # (a restarting peer) still fails at once and is retried within the backoff above.
+        ("grpc.min_reconnect_backoff_ms", 5_000),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,

@@ -78,6 +78,8 @@ class Suite:
     """Give every gRPC service process a Prometheus endpoint (``metrics_url(name)``)."""
     cpus: Mapping[str, Collection[int]] = field(default_factory=dict)
     """CPU affinity by process name (``router-2``: {1}), set before the process runs its first line."""
+    process_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Environment by process name, over everything else (``router-3`` dialling other replicas)."""
     replica_ports: dict[str, int] = field(init=False, default_factory=dict)
     """The gRPC port of every service process, by process name (``router`` or ``router-1``, …)."""
     metrics_ports: dict[str, int] = field(init=False, default_factory=dict)
@@ -192,6 +194,7 @@ class Suite:
         if service == "router" and name != service:
             env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / f"{name}-usage-spool.db")
             env["GATEWAY_JOBS_PATH"] = str(self.data_dir / f"{name}-jobs.db")
+        env.update(self.process_overrides.get(name, {}))
         return env
 
     def _spawn(self, name: str, module: str, env: Mapping[str, str] | None = None) -> None:
@@ -255,7 +258,7 @@ class Suite:
                 for service in stage:
                     for name in self.names(service):
                         self._wait(name, self._serving(name), timeout_s)
-            self._spawn("edge", "edge")
+            self._spawn("edge", "edge", {**self.process_env(), **self.process_overrides.get("edge", {})})
             self._wait("edge", self._edge_ready, timeout_s)
         except BaseException:
             self.stop()
@@ -266,21 +269,24 @@ class Suite:
         return [name for name, p in self.processes.items() if p.poll() is not None]
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM every process, the edge first; SIGKILL what has not exited after ``grace_s``."""
+        """SIGTERM every process, the edge first, then the routers, then the rest (the replicas of a
+        service together); SIGKILL what has not exited after ``grace_s``."""
         services = ["router", *[s for s in SERVICES if s != "router"]]
-        order = ["edge", *[name for service in services for name in self.names(service)]]
-        for name in order:
-            self.stop_process(name, grace_s)
+        for names in (["edge"], *(self.names(service) for service in services)):
+            self.stop_processes(names, grace_s)
         self.processes.clear()
 
-    def stop_process(self, name: str, grace_s: float = 15.0) -> None:
-        """SIGTERM one process (``router-2``: one replica), SIGKILL it after ``grace_s``; the others
-        keep running, and their channels drop the stopped address from their round-robin."""
-        process = self.processes.get(name)
-        if process is not None and process.poll() is None:
+    def stop_processes(self, names: Collection[str], grace_s: float = 15.0) -> None:
+        """SIGTERM the processes ``names`` at once (``["router-2"]``: one replica), SIGKILL those that
+        have not exited after ``grace_s``. The others keep running, and their channels drop the
+        stopped addresses from their round-robin."""
+        running = [p for p in (self.processes.get(name) for name in names) if p is not None and p.poll() is None]
+        for process in running:
             process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in running:
             try:
-                process.wait(timeout=grace_s)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
