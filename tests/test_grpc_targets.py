@@ -55,7 +55,7 @@ def test_a_bad_replica_list_stops_the_config() -> None:
         load_config(env={"GATEWAY_RATELIMIT_ADDR": "ratelimit-a:1,ratelimit-b:2"})
 
 
-class _Counting(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _Counting(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Counts the calls one server received."""
 
     def __init__(self) -> None:
