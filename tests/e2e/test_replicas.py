@@ -330,6 +330,6 @@ async def test_replicas_share_the_load_keep_the_limits_and_scale(
         f"(seconds: {', '.join(f'{phase} {took:.1f}' for phase, took in phases.items())})"
     )
     # Measured on a 2-core machine shared with other test runs (load average 13-20): ratios of
-    # 1.14 to 2.2, most near 1.6. Whatever else runs competes for the second core, so only growth
+    # 1.14, 1.52, 1.63, 1.81. Whatever else runs competes for the second core, so only growth
     # is asserted; the printed ratio is the measurement.
     assert ratio > 1.0
