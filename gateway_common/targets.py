@@ -81,8 +81,7 @@ def parse_target(address: str) -> GrpcTarget:
         return _address_list([a.strip() for a in address[len(scheme) :].split(",")], scheme)
     if "://" in address or address.startswith(("unix:", "dns:")):
         return GrpcTarget(address)
-    parts = [a.strip() for a in address.split(",")]
-    if len(parts) == 1:
-        _split_host_port(address)
+    if "," not in address:
+        # One address goes to gRPC as given (a bare name gets gRPC's default port).
         return GrpcTarget(address)
-    return _address_list(parts, None)
+    return _address_list([a.strip() for a in address.split(",")], None)

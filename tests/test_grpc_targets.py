@@ -40,7 +40,7 @@ def test_accepted_forms(address: str, expected: GrpcTarget) -> None:
         ("router-1:50051,router-2:50051", "IP literals"),
         ("127.0.0.1:5001,[::1]:5002", "mixes IPv4 and IPv6"),
         ("ipv6:127.0.0.1:5001", "lists IPv4"),
-        ("127.0.0.1", "not host:port"),
+        ("127.0.0.1,127.0.0.2", "not host:port"),
         ("127.0.0.1:5001,", "not host:port"),
         ("", "empty"),
     ],
