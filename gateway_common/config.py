@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway_common.targets import parse_target
+
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names the source, the field and why."""
@@ -30,9 +32,19 @@ class ServiceAddress(_Strict):
     """Where a gRPC service listens and where its clients reach it."""
 
     listen: str = Field(description="host:port the service binds.")
-    address: str = Field(description="host:port clients dial (differs from listen behind a proxy).")
+    address: str = Field(
+        description="What clients dial: host:port, replicas as host:port,host:port (IP literals), "
+        "or a gRPC target such as dns:///router.ns.svc:50051 (see gateway_common.targets)."
+    )
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Port of the service's Prometheus /metrics endpoint, on the listen host; 0 for none."""
+
+    @field_validator("address")
+    @classmethod
+    def _dialable(cls, value: str) -> str:
+        # A typo in a replica list would otherwise surface only as every call failing UNAVAILABLE.
+        parse_target(value)
+        return value
 
 
 def _local(port: int) -> ServiceAddress:

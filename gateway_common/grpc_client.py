@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from gateway_common import tracing
+from gateway_common.targets import parse_target
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message a service sends or accepts (servers use the same ceiling)."""
@@ -24,6 +25,8 @@ def open_channel(
 ) -> grpc.aio.Channel:
     """A channel to ``address`` for the life of the process (round-robin over resolved replicas).
 
+    ``address`` is any form :func:`gateway_common.targets.parse_target` accepts: ``host:port``, a
+    comma-separated list of replicas, or a gRPC target URI such as ``dns:///router.ns.svc:50051``.
     With ``credentials`` (``tls.client_credentials``) the channel speaks TLS, verifies the server
     against the CA and shows this process's certificate; without, it is plaintext.
     """
@@ -34,12 +37,23 @@ def open_channel(
         # call fast for up to two minutes after it came back. Internal peers are on the same
         # network, so retry the connection within a second.
         ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1_000),
+        # Despite its name, gRPC core reads this as the minimum *connect timeout* (subchannel.cc,
+        # ParseArgsForBackoffValues): at 100 ms a TLS handshake with a busy replica timed out
+        # ("connection attempt timed out before receiving SETTINGS frame") and, with every
+        # replica's subchannel failing at once, calls failed UNAVAILABLE. A refused connection
+        # (a restarting peer) still fails at once and is retried within the backoff above.
+        ("grpc.min_reconnect_backoff_ms", 5_000),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,
     ]
+    target = parse_target(address)
+    if target.authority is not None:
+        # A list of addresses names no host: the TLS check (and :authority) use the first one's,
+        # which every replica's certificate carries.
+        options.append(("grpc.default_authority", target.authority))
+    interceptors = tracing.client_interceptors()
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=tracing.client_interceptors())
-    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=tracing.client_interceptors())
+        return grpc.aio.insecure_channel(target.target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target.target, credentials, options=options, interceptors=interceptors)

@@ -8,6 +8,14 @@ Service identity: every start mints a throwaway CA and one certificate per proce
 the ``gateway`` CLI, identity ``cli``) into ``<data_dir>/tls`` and points the processes at it with
 ``GATEWAY_TLS_DIR``, so internal gRPC is mutual TLS. A caller's own ``GATEWAY_TLS_DIR`` /
 ``GATEWAY_TLS_CA`` is used as given, and ``GATEWAY_INTERNAL_TLS=off`` runs plaintext.
+
+Replicas: ``Suite(..., replicas={"router": 2, "providers": 2, "ratelimit": 2})`` runs each of those
+services as that many processes (``router-1``, ``router-2``, …), each on its own port with its own
+log and, for routers, its own usage spool and job queue; every process dials the service at the
+list of all its replicas (``GATEWAY_ROUTER_ADDR=127.0.0.1:5001,127.0.0.1:5002``) and balances
+over them. State the replicas must share has to live outside them: ratelimit replicas need
+``REDIS_URL``, auth and metering replicas ``DATABASE_URL``. One replica (the default) is exactly
+the single process named after its service.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from gateway_common.config import TlsConfig
+from gateway_common.grpc_client import open_channel
 from gateway_common.healthcheck import check
 from gateway_common.tls import client_credentials, load_ca_only, write_local_ca
 
@@ -62,6 +71,44 @@ class Suite:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     host: str = "127.0.0.1"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    """Processes per service (default 1); ``ports[service]`` is the first replica's port, the
+    others get ``ports["<service>-<n>"]`` or a free port."""
+    metrics: bool = False
+    """Give every gRPC service process a Prometheus endpoint (``metrics_url(name)``)."""
+    cpus: Mapping[str, Collection[int]] = field(default_factory=dict)
+    """CPU affinity by process name (``router-2``: {1}), set before the process runs its first line."""
+    process_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Environment by process name, over everything else (``router-3`` dialling other replicas)."""
+    replica_ports: dict[str, int] = field(init=False, default_factory=dict)
+    """The gRPC port of every service process, by process name (``router`` or ``router-1``, …)."""
+    metrics_ports: dict[str, int] = field(init=False, default_factory=dict)
+    """The Prometheus port of every service process, by process name, when ``metrics`` is on."""
+
+    def __post_init__(self) -> None:
+        for service, count in self.replicas.items():
+            if service not in SERVICES or count < 1:
+                raise ValueError(f"replicas: {service!r}: {count} (services: {', '.join(SERVICES)}; at least 1)")
+        for service in SERVICES:
+            names = self.names(service)
+            for index, name in enumerate(names):
+                first = index == 0
+                self.replica_ports[name] = self.ports[service] if first else self.ports.get(name) or free_port()
+                if self.metrics:
+                    self.metrics_ports[name] = free_port()
+
+    def names(self, service: str) -> list[str]:
+        """The process names of ``service``: itself alone, or ``<service>-1`` … ``<service>-<n>``."""
+        count = self.replicas.get(service, 1)
+        return [service] if count == 1 else [f"{service}-{n}" for n in range(1, count + 1)]
+
+    def address(self, service: str) -> str:
+        """What dependents dial: ``host:port``, or the comma-separated list of every replica."""
+        return ",".join(f"{self.host}:{self.replica_ports[name]}" for name in self.names(service))
+
+    def metrics_url(self, name: str) -> str:
+        """The Prometheus endpoint of service process ``name`` (needs ``metrics=True``)."""
+        return f"http://{self.host}:{self.metrics_ports[name]}/metrics"
 
     @property
     def edge_url(self) -> str:
@@ -98,9 +145,12 @@ class Suite:
         return client_credentials(tls, identity)
 
     def channel(self, service: str, identity: str | None = "cli") -> grpc.aio.Channel:
-        """A channel to ``service`` as ``identity`` would open it (close it after use)."""
-        target = f"{self.host}:{self.ports[service]}"
+        """A channel to ``service`` as ``identity`` would open it (close it after use); over several
+        replicas it balances round-robin, as the services' own channels do."""
         credentials = self.credentials(identity)
+        if len(self.names(service)) > 1:
+            return open_channel(self.address(service), credentials=credentials)
+        target = f"{self.host}:{self.ports[service]}"
         if credentials is None:
             return grpc.aio.insecure_channel(target)
         return grpc.aio.secure_channel(target, credentials)
@@ -127,20 +177,36 @@ class Suite:
         env["GATEWAY_JOBS_PATH"] = str(self.data_dir / "router-jobs.db")
         env.update(self.env)
         for name in SERVICES:
-            address = f"{self.host}:{self.ports[name]}"
-            env[f"GATEWAY_{name.upper()}_LISTEN"] = address
-            env[f"GATEWAY_{name.upper()}_ADDR"] = address
+            env[f"GATEWAY_{name.upper()}_LISTEN"] = f"{self.host}:{self.ports[name]}"
+            env[f"GATEWAY_{name.upper()}_ADDR"] = self.address(name)
         env["GATEWAY_EDGE_HOST"] = self.host
         env["GATEWAY_EDGE_PORT"] = str(self.ports["edge"])
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def _spawn(self, name: str, module: str) -> None:
+    def _replica_env(self, service: str, name: str) -> dict[str, str]:
+        """``process_env`` for process ``name`` of ``service``: its own listen port and metrics port,
+        and, for one router of several, its own spool and job queue (each is locked by one process)."""
+        env = self.process_env()
+        env[f"GATEWAY_{service.upper()}_LISTEN"] = f"{self.host}:{self.replica_ports[name]}"
+        if name in self.metrics_ports:
+            env[f"GATEWAY_{service.upper()}_METRICS_PORT"] = str(self.metrics_ports[name])
+        if service == "router" and name != service:
+            env["GATEWAY_METERING_SPOOL_PATH"] = str(self.data_dir / f"{name}-usage-spool.db")
+            env["GATEWAY_JOBS_PATH"] = str(self.data_dir / f"{name}-jobs.db")
+        env.update(self.process_overrides.get(name, {}))
+        return env
+
+    def _spawn(self, name: str, module: str, env: Mapping[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
+        command = [sys.executable, "-m", module]
+        if name in self.cpus:
+            # taskset sets the affinity and execs Python, so every thread it ever starts inherits it.
+            command = ["taskset", "--cpu-list", ",".join(str(cpu) for cpu in sorted(self.cpus[name])), *command]
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=self.process_env(),
+            command,
+            env=dict(env) if env is not None else self.process_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops the children in order
@@ -166,7 +232,7 @@ class Suite:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def _serving(self, name: str) -> Callable[[], bool]:
-        target = f"{self.host}:{self.ports[name]}"
+        target = f"{self.host}:{self.replica_ports[name]}"
         credentials = self.credentials()
         return lambda: check(target, 0.5, credentials)
 
@@ -184,14 +250,15 @@ class Suite:
         if self._mints_tls() and not any(p.poll() is None for p in self.processes.values()):
             write_local_ca(self.tls_dir, IDENTITIES)
         try:
-            leaves = [s for s in SERVICES if s != "router"]
-            for name in leaves:
-                self._spawn(name, f"services.{name}")
-            for name in leaves:
-                self._wait(name, self._serving(name), timeout_s)
-            self._spawn("router", "services.router")
-            self._wait("router", self._serving("router"), timeout_s)
-            self._spawn("edge", "edge")
+            # Every process of a stage starts at once, then each is awaited: replicas start in parallel.
+            for stage in ([s for s in SERVICES if s != "router"], ["router"]):
+                for service in stage:
+                    for name in self.names(service):
+                        self._spawn(name, f"services.{service}", self._replica_env(service, name))
+                for service in stage:
+                    for name in self.names(service):
+                        self._wait(name, self._serving(name), timeout_s)
+            self._spawn("edge", "edge", {**self.process_env(), **self.process_overrides.get("edge", {})})
             self._wait("edge", self._edge_ready, timeout_s)
         except BaseException:
             self.stop()
@@ -202,15 +269,24 @@ class Suite:
         return [name for name, p in self.processes.items() if p.poll() is not None]
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM every process, the edge first; SIGKILL what has not exited after ``grace_s``."""
-        order = ["edge", "router", *[s for s in SERVICES if s != "router"]]
-        for name in order:
-            process = self.processes.get(name)
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        """SIGTERM every process, the edge first, then the routers, then the rest (the replicas of a
+        service together); SIGKILL what has not exited after ``grace_s``."""
+        services = ["router", *[s for s in SERVICES if s != "router"]]
+        for names in (["edge"], *(self.names(service) for service in services)):
+            self.stop_processes(names, grace_s)
         self.processes.clear()
+
+    def stop_processes(self, names: Collection[str], grace_s: float = 15.0) -> None:
+        """SIGTERM the processes ``names`` at once (``["router-2"]``: one replica), SIGKILL those that
+        have not exited after ``grace_s``. The others keep running, and their channels drop the
+        stopped addresses from their round-robin."""
+        running = [p for p in (self.processes.get(name) for name in names) if p is not None and p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
