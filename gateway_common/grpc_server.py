@@ -336,8 +336,14 @@ class ServiceApp:
         log.info("%s stopped", self.name)
 
 
-def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
-    """Entry point of a service process: load config, log JSON, serve until SIGTERM/SIGINT."""
+def main(
+    name: str,
+    build: Callable[[GatewayConfig], ServiceApp],
+    use_uvloop: Callable[[GatewayConfig], bool] = lambda config: True,
+) -> None:
+    """Entry point of a service process: load config, log JSON, serve until SIGTERM/SIGINT.
+
+    The loop is uvloop unless ``use_uvloop(config)`` says otherwise (asyncio's own loop then)."""
     try:
         config = load_config()
     except ConfigError as exc:
@@ -379,7 +385,8 @@ def main(name: str, build: Callable[[GatewayConfig], ServiceApp]) -> None:
 
     try:
         # uvloop: measured to cut the CPU of each gRPC call (client and server side) by a fifth or more.
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        factory = uvloop.new_event_loop if use_uvloop(config) else None
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(run())
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)

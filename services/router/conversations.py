@@ -217,6 +217,9 @@ class Conversations:
     async def finish(self, turn: Turn, completion: chat_pb2.ChatCompletion, request_id: str) -> None:
         """Stores a completed answer when the request asked to; a failure is logged and counted only."""
         completion.id = turn.response_id
+        # The answer and its stored copy name one creation time: the turn's, not the provider's
+        # (which can fall in the next second), so a retrieved response equals the one returned.
+        completion.created = turn.stored.conversation.created_at
         if not turn.stored.conversation.store:
             return
         conversation = router_pb2.StoredConversation(
