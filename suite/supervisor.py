@@ -4,6 +4,11 @@
 own ports and data folder. Services start in dependency order and each is awaited by polling
 its health (gRPC health for services, ``/health`` for the edge), never by sleeping blindly.
 
+Processes are forked from the suite's fork server (``suite/forkserver.py``), which imports the
+libraries they all use once, so that the six processes share those pages rather than each holding
+its own copy (``fork_server=False``: each its own ``python -m``, as before). A process still
+imports its own service's code itself, after the fork.
+
 Service identity: every start mints a throwaway CA and one certificate per process (and one for
 the ``gateway`` CLI, identity ``cli``) into ``<data_dir>/tls`` and points the processes at it with
 ``GATEWAY_TLS_DIR``, so internal gRPC is mutual TLS. A caller's own ``GATEWAY_TLS_DIR`` /
@@ -37,6 +42,7 @@ from gateway_common.config import TlsConfig
 from gateway_common.grpc_client import open_channel
 from gateway_common.healthcheck import check
 from gateway_common.tls import client_credentials, load_ca_only, write_local_ca
+from suite.forked import ForkServer, ForkServerError, Process
 
 SERVICES = ("auth", "ratelimit", "metering", "providers", "router")
 DEFAULT_PORTS = {
@@ -70,7 +76,7 @@ class Suite:
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     host: str = "127.0.0.1"
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
     replicas: Mapping[str, int] = field(default_factory=dict)
     """Processes per service (default 1); ``ports[service]`` is the first replica's port, the
     others get ``ports["<service>-<n>"]`` or a free port."""
@@ -80,10 +86,15 @@ class Suite:
     """CPU affinity by process name (``router-2``: {1}), set before the process runs its first line."""
     process_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Environment by process name, over everything else (``router-3`` dialling other replicas)."""
+    fork_server: bool = True
+    """Fork every process from one that has imported the libraries they share (``suite/forkserver.py``),
+    so that they share those pages; False starts each with its own ``python -m``."""
     replica_ports: dict[str, int] = field(init=False, default_factory=dict)
     """The gRPC port of every service process, by process name (``router`` or ``router-1``, …)."""
     metrics_ports: dict[str, int] = field(init=False, default_factory=dict)
     """The Prometheus port of every service process, by process name, when ``metrics`` is on."""
+    forks: ForkServer | None = field(init=False, default=None)
+    """The fork server while the suite runs on one."""
 
     def __post_init__(self) -> None:
         for service, count in self.replicas.items():
@@ -199,6 +210,19 @@ class Suite:
 
     def _spawn(self, name: str, module: str, env: Mapping[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.fork_server:
+            if self.forks is None or self.forks.gone:
+                self.forks = ForkServer(self.process_env(), self.log_dir / "forkserver.log")
+            try:
+                self.processes[name] = self.forks.spawn(
+                    module,
+                    env if env is not None else self.process_env(),
+                    self.log_dir / f"{name}.log",
+                    self.cpus.get(name),
+                )
+            except ForkServerError as exc:
+                raise SuiteError(str(exc)) from None
+            return
         log = (self.log_dir / f"{name}.log").open("ab")
         command = [sys.executable, "-m", module]
         if name in self.cpus:
@@ -275,6 +299,9 @@ class Suite:
         for names in (["edge"], *(self.names(service) for service in services)):
             self.stop_processes(names, grace_s)
         self.processes.clear()
+        if self.forks is not None:
+            self.forks.close()
+            self.forks = None
 
     def stop_processes(self, names: Collection[str], grace_s: float = 15.0) -> None:
         """SIGTERM the processes ``names`` at once (``["router-2"]``: one replica), SIGKILL those that
