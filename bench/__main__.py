@@ -11,7 +11,8 @@ through the edge:
 CPU is user + system time from /proc of every suite process and its children (10 ms ticks), sampled
 around each gateway series only, with the split per service; the bench client's and the fake
 upstream's own CPU are shown apart and never counted for the gateway. Memory: PSS of each process
-at rest (after warm-up, before load) and after the load, and peak RSS (VmHWM).
+at rest (after warm-up, before load) and after the load, and peak RSS (VmHWM; it counts the pages the
+processes share, forked from the fork server, in full in each).
 
 Pinning: by default, on a machine with two or more cores, every suite process runs on the first
 core and the fake upstream and this client on the others (``--cpu N`` picks the suite's core,
@@ -56,6 +57,7 @@ from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Context, Settings, mem
 from suite.supervisor import Suite, free_port
 
 LOG_LEVELS = {"log on": "INFO", "log off": "WARNING"}
+FORK_SERVER = "fork server"
 """Request log on is the production default (INFO: one line per request); off is WARNING."""
 
 
@@ -91,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--plaintext-internal",
         action="store_true",
         help="run the internal gRPC hops without mutual TLS (GATEWAY_INTERNAL_TLS=off), to see what TLS costs",
+    )
+    parser.add_argument(
+        "--no-fork-server",
+        action="store_true",
+        help="start each process with its own `python -m` instead of forking it from the suite's fork server"
+        " (which shares the libraries' memory), to see what sharing saves",
     )
     for f in fields(Settings):
         parser.add_argument(
@@ -190,7 +198,7 @@ def _suite(data: Path, upstream_url: str, key: str, log_level: str, args: argpar
         # venv's editable install); this process keeps its own bench and launcher.
         env["PYTHONPATH"] = f"{args.checkout}{os.pathsep}{args.checkout / 'gen'}"
     ports = {name: free_port() for name in ("router", "auth", "ratelimit", "providers", "metering", "edge")}
-    return Suite(data_dir=data, ports=ports, env=env)
+    return Suite(data_dir=data, ports=ports, env=env, fork_server=not args.no_fork_server)
 
 
 def _header(meta: dict[str, Any]) -> str:
@@ -200,7 +208,7 @@ def _header(meta: dict[str, Any]) -> str:
         f"  load average: {meta['loadavg']} at start, {meta['loadavg_end']} at the end (other work on the machine",
         "       adds noise: compare runs made under similar load)",
         f"  pinning: {meta['pinning']}",
-        f"  suite: {meta['checkout']}, embedded defaults, internal TLS {meta['internal_tls']}",
+        f"  suite: {meta['checkout']}, embedded defaults, internal TLS {meta['internal_tls']}, {meta['launch']}",
         "  request log per column: log on = level INFO, the production default (the router's JSON line per",
         "       request, into the suite's log files); log off = WARNING. One suite per column, all running,",
         "       measured in turn scenario by scenario (an idle suite spends ~10-25 ms/s of CPU, see 'at rest')",
@@ -242,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "internal_tls": "off" if args.plaintext_internal else "on (mutual)",
+        "launch": "each process its own python -m" if args.no_fork_server else "forked from the fork server",
         "pinning": (
             "none" if cpus is None else f"suite on core {sorted(cpus[0])}, upstream and client on {sorted(cpus[1])}"
         )
@@ -269,7 +278,10 @@ def main(argv: list[str] | None = None) -> None:
                 future.result()
         print(f"  started in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         for mode, suite in suites.items():
-            meters[mode] = Meter({name: p.pid for name, p in suite.processes.items()}, upstream.pid)
+            processes = {name: p.pid for name, p in suite.processes.items()}
+            if suite.forks is not None:
+                processes[FORK_SERVER] = suite.forks.pid
+            meters[mode] = Meter(processes, upstream.pid)
             if cpus is not None:
                 meters[mode].pin(*cpus)
             meta.setdefault("affinity", {})[mode] = meters[mode].affinity()

@@ -56,7 +56,8 @@ class Meter:
 
     def _trees(self) -> tuple[dict[str, list[int]], list[int]]:
         children = procstat.children_map()
-        trees = {name: procstat.tree(pid, children) for name, pid in self._services.items()}
+        roots = set(self._services.values())
+        trees = {name: procstat.tree(pid, children, roots - {pid}) for name, pid in self._services.items()}
         return trees, procstat.tree(self._upstream, children)
 
     def cpu(self) -> CpuSample:

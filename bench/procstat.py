@@ -8,7 +8,7 @@ any more, and its CPU time moves into its parent's ``cutime``/``cstime`` once re
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,13 +74,14 @@ def children_map(proc: Path = PROC) -> dict[int, list[int]]:
     return children
 
 
-def tree(pid: int, children: Mapping[int, list[int]]) -> list[int]:
-    """``pid`` and its live descendants."""
+def tree(pid: int, children: Mapping[int, list[int]], apart: Collection[int] = ()) -> list[int]:
+    """``pid`` and its live descendants, but for those in ``apart`` and theirs (measured apart:
+    the fork server's children are the suite's other processes)."""
     result, pending = [], [pid]
     while pending:
         current = pending.pop()
         result.append(current)
-        pending.extend(children.get(current, ()))
+        pending.extend(child for child in children.get(current, ()) if child not in apart)
     return result
 
 

@@ -295,6 +295,8 @@ def memory(ctx: Context, table: Table, key: str, label: str, peak: bool = False)
     for name in ordered:
         add(f"{key}.{name}", name, "MB", None, figures[name].pss_kb / 1024, indent=1)
     if peak:
+        # RSS counts a page each process shares in full in each: forked from the fork server, the
+        # sum overstates what the suite holds (PSS splits them), so read it per process.
         add("rss_peak", "peak RSS (VmHWM), summed", "MB", None, sum(m.rss_peak_kb for m in figures.values()) / 1024)
         for name in ordered:
             add(f"rss_peak.{name}", name, "MB", None, figures[name].rss_peak_kb / 1024, indent=1)
