@@ -33,8 +33,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+setproctitle: Callable[[str], None] | None
+try:
+    from setproctitle import setproctitle
+except ImportError:  # an older environment: the processes show the fork server's command line
+    setproctitle = None
 
 OWN_PACKAGES = ("services", "edge")
 """Whose code each process imports for itself, after the fork."""
@@ -115,7 +121,9 @@ def _child(request: dict[str, object], inherited: tuple[int, ...]) -> None:
     code = 1
     try:
         signal.set_wakeup_fd(-1)
+        # What a new interpreter would have: the server ignores Ctrl-C and catches SIGCHLD.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in inherited:  # the server's own: its signal pipe and selector
             os.close(fd)
         os.setsid()  # as Popen(start_new_session=True): Ctrl-C reaches the supervisor alone
@@ -130,6 +138,9 @@ def _child(request: dict[str, object], inherited: tuple[int, ...]) -> None:
         if isinstance(cpus, list):
             # Before the first thread starts, so that every thread it ever starts inherits it.
             os.sched_setaffinity(0, {int(cpu) for cpu in cpus})
+        if setproctitle is not None:
+            # What `ps` and `pkill -f services.router` would have seen of a `python -m` start.
+            setproctitle(f"{sys.executable} -m {request['module']}")
         env = request["env"]
         assert isinstance(env, dict)
         os.environ.clear()

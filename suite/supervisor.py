@@ -211,9 +211,9 @@ class Suite:
     def _spawn(self, name: str, module: str, env: Mapping[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.fork_server:
-            if self.forks is None or self.forks.gone:
-                self.forks = ForkServer(self.process_env(), self.log_dir / "forkserver.log")
             try:
+                if self.forks is None or self.forks.gone:
+                    self.forks = ForkServer(self.process_env(), self.log_dir / "forkserver.log")
                 self.processes[name] = self.forks.spawn(
                     module,
                     env if env is not None else self.process_env(),
