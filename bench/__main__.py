@@ -173,6 +173,11 @@ async def _measure(
             await _warm_up(ctx)
         for ctx in contexts:
             await rest(ctx, tables["memory"], 2.0)
+        if len(contexts) > 1:
+            tables["memory"].notes.append(
+                "PSS splits a page among every process that maps it, the other suite's too: with both suites"
+                " running, each one's PSS is lower than alone (run --request-log on or off for one suite's own)"
+            )
         for name in args.scenarios.split(","):
             for ctx in contexts:
                 print(f"  {ctx.mode}: {SCENARIOS[name][0]}…", file=sys.stderr, flush=True)
