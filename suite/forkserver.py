@@ -8,7 +8,7 @@ module-level state (its Prometheus metrics, its tables) is only ever in that ser
 
 What is preloaded is read off the services' own sources: every module that ``services/`` and
 ``edge/`` import, except their own. Nothing here may start a thread or open a gRPC channel before
-forking; the server checks that no thread runs before each fork.
+forking; the server checks that it runs no thread, native ones included, before each fork.
 
 The protocol, one JSON object per line: the supervisor writes
 ``{"name", "module", "env", "log", "cpus"}`` on stdin and reads ``{"pid": N}`` (or
@@ -162,9 +162,19 @@ def _child(request: dict[str, object], inherited: tuple[int, ...]) -> None:
         os._exit(code)
 
 
+def _threads() -> int:
+    """Threads of this process, the native ones too (a library's C threads are invisible to
+    ``threading``, and a fork would copy their locks held)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
 def _fork(request: dict[str, object], inherited: tuple[int, ...]) -> None:
-    if threading.active_count() != 1:
-        error = f"the fork server runs {threading.active_count()} threads; forking is unsafe"
+    threads = _threads()
+    if threads != 1:
+        error = f"the fork server runs {threads} threads; forking is unsafe"
         _log(error, "ERROR")
         _write({"error": error})
         return

@@ -4,14 +4,17 @@ libraries they share, and shares those pages; and what the supervisor is told of
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from suite import forkserver
 from suite.forkserver import shared_modules
 from tests.e2e.conftest import Gateway
 
@@ -82,3 +85,16 @@ def test_a_forked_process_is_signalled_and_waited_for_like_a_popen(gateway: Gate
     probe.send_signal(signal.SIGKILL)
     assert probe.wait(20) == -signal.SIGKILL
     probe.kill()  # exited: a no-op, never a signal to whatever reuses the pid
+
+
+def test_the_fork_server_refuses_to_fork_while_a_thread_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        forkserver._fork({"module": "tests.e2e.fork_probe", "env": {}, "log": os.devnull}, ())
+    finally:
+        stop.set()
+        thread.join()
+    reply = json.loads(capsys.readouterr().out)
+    assert list(reply) == ["error"] and reply["error"].endswith("threads; forking is unsafe"), reply
