@@ -86,9 +86,10 @@ class Suite:
     """CPU affinity by process name (``router-2``: {1}), set before the process runs its first line."""
     process_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Environment by process name, over everything else (``router-3`` dialling other replicas)."""
-    fork_server: bool = True
+    fork_server: bool = sys.platform == "linux"
     """Fork every process from one that has imported the libraries they share (``suite/forkserver.py``),
-    so that they share those pages; False starts each with its own ``python -m``."""
+    so that they share those pages; False starts each with its own ``python -m``. Linux only: on
+    macOS, forking after some system libraries are loaded is unsafe."""
     replica_ports: dict[str, int] = field(init=False, default_factory=dict)
     """The gRPC port of every service process, by process name (``router`` or ``router-1``, …)."""
     metrics_ports: dict[str, int] = field(init=False, default_factory=dict)
