@@ -37,10 +37,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 setproctitle: Callable[[str], None] | None
+setthreadtitle: Callable[[str], None] | None
 try:
-    from setproctitle import setproctitle
+    from setproctitle import setproctitle, setthreadtitle
 except ImportError:  # an older environment: the processes show the fork server's command line
-    setproctitle = None
+    setproctitle = setthreadtitle = None
 
 OWN_PACKAGES = ("services", "edge")
 """Whose code each process imports for itself, after the fork."""
@@ -141,6 +142,10 @@ def _child(request: dict[str, object], inherited: tuple[int, ...]) -> None:
         if setproctitle is not None:
             # What `ps` and `pkill -f services.router` would have seen of a `python -m` start.
             setproctitle(f"{sys.executable} -m {request['module']}")
+        if setthreadtitle is not None:
+            # setproctitle also renames the thread to the title's first 15 bytes (the venv's path):
+            # `top` shows what a `python -m` start showed there.
+            setthreadtitle(Path(sys.executable).name)
         env = request["env"]
         assert isinstance(env, dict)
         os.environ.clear()

@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def test_a_forked_process_is_signalled_and_waited_for_like_a_popen(gateway: Gate
     assert os.getsid(probe.pid) == probe.pid  # its own session, as start_new_session gives
     # `ps` shows what it runs, not the fork server's command line.
     assert b"-m tests.e2e.fork_probe" in Path(f"/proc/{probe.pid}/cmdline").read_bytes()
+    assert Path(f"/proc/{probe.pid}/comm").read_text().strip() == Path(sys.executable).name[:15]
     probe.send_signal(signal.SIGKILL)
     assert probe.wait(20) == -signal.SIGKILL
     probe.kill()  # exited: a no-op, never a signal to whatever reuses the pid
