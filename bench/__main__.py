@@ -57,8 +57,9 @@ from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Context, Settings, mem
 from suite.supervisor import Suite, free_port
 
 LOG_LEVELS = {"log on": "INFO", "log off": "WARNING"}
-FORK_SERVER = "fork server"
 """Request log on is the production default (INFO: one line per request); off is WARNING."""
+FORK_SERVER = "fork server"
+"""The fork server's row in the CPU and memory splits (its own process only, not its children)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

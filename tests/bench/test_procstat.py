@@ -57,6 +57,18 @@ def test_a_tree_sums_its_descendants_and_nothing_else(tmp_path: Path) -> None:
     assert procstat.allowed_cpus(10, tmp_path) == "1"
 
 
+def test_a_tree_stops_at_the_processes_measured_apart(tmp_path: Path) -> None:
+    # The fork server (10) is the parent of the services (11, 13); each is a row of its own.
+    _fake_proc(tmp_path, 10, 1, utime=1, pss_kb=30, hwm_kb=30)
+    _fake_proc(tmp_path, 11, 10, utime=50, pss_kb=100, hwm_kb=200)
+    _fake_proc(tmp_path, 12, 11, utime=25, pss_kb=10, hwm_kb=20)  # a service's own child
+    _fake_proc(tmp_path, 13, 10, utime=70, pss_kb=300, hwm_kb=400)
+    (tmp_path / "self").mkdir()
+    children = procstat.children_map(tmp_path)
+    assert sorted(procstat.tree(10, children, apart={11, 13})) == [10]
+    assert sorted(procstat.tree(11, children, apart={10, 13})) == [11, 12]
+
+
 def test_a_process_gone_between_listing_and_reading_counts_nothing(tmp_path: Path) -> None:
     assert procstat.cpu_seconds([999999], tmp_path) == 0
     assert procstat.memory([999999], tmp_path) == procstat.Memory(0, 0)
