@@ -131,7 +131,12 @@ class ForkServer:
         stdout: IO[bytes] | None = self._process.stdout
         assert stdout is not None
         for line in stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # not the server's: a library that printed while it was imported
+            if not isinstance(message, dict):
+                continue
             if "pid" in message:
                 child = ForkedProcess(int(message["pid"]), self)
                 self._children[child.pid] = child

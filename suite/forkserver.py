@@ -112,9 +112,15 @@ def _log(message: str, level: str = "INFO") -> None:
     sys.stderr.flush()
 
 
+_protocol = 1
+"""The descriptor the supervisor reads; ``serve`` moves it off fd 1, so that a library printing
+while it is imported writes to the log, not into the protocol."""
+
+
 def _write(message: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    data = (json.dumps(message) + "\n").encode()
+    while data:
+        data = data[os.write(_protocol, data) :]
 
 
 def _child(request: dict[str, object], inherited: tuple[int, ...]) -> None:
@@ -125,7 +131,7 @@ def _child(request: dict[str, object], inherited: tuple[int, ...]) -> None:
         # What a new interpreter would have: the server ignores Ctrl-C and catches SIGCHLD.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd in inherited:  # the server's own: its signal pipe and selector
+        for fd in inherited:  # the server's own: its signal pipe, selector and protocol
             os.close(fd)
         os.setsid()  # as Popen(start_new_session=True): Ctrl-C reaches the supervisor alone
         log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -207,6 +213,10 @@ def _reap() -> None:
 
 def serve() -> None:
     """Preload, say ``ready``, then fork on request until stdin closes."""
+    global _protocol
+    sys.stdout.flush()
+    _protocol = os.dup(1)
+    os.dup2(2, 1)
     # As ``python -m`` would: the working directory first, not this file's folder.
     sys.path[0] = os.getcwd()
     started = time.monotonic()
@@ -247,7 +257,7 @@ def serve() -> None:
                 except ValueError:
                     _write({"error": f"not a request: {line[:80]!r}"})
                     continue
-                _fork(request, (read, write, selector.fileno()))
+                _fork(request, (read, write, selector.fileno(), _protocol))
         _reap()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from suite import forkserver
+from suite.forked import ForkServer
 from suite.forkserver import shared_modules
 from tests.e2e.conftest import Gateway
 
@@ -89,7 +90,7 @@ def test_a_forked_process_is_signalled_and_waited_for_like_a_popen(gateway: Gate
     probe.kill()  # exited: a no-op, never a signal to whatever reuses the pid
 
 
-def test_the_fork_server_refuses_to_fork_while_a_thread_runs(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_fork_server_refuses_to_fork_while_a_thread_runs(capfd: pytest.CaptureFixture[str]) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
@@ -98,5 +99,17 @@ def test_the_fork_server_refuses_to_fork_while_a_thread_runs(capsys: pytest.Capt
     finally:
         stop.set()
         thread.join()
-    reply = json.loads(capsys.readouterr().out)
+    reply = json.loads(capfd.readouterr().out)
     assert list(reply) == ["error"] and reply["error"].endswith("threads; forking is unsafe"), reply
+
+
+def test_a_line_printed_before_the_protocol_starts_is_not_taken_for_it(tmp_path: Path) -> None:
+    # What a library printing while it is imported would do: here, before the server even starts.
+    (tmp_path / "sitecustomize.py").write_text('print("a library says hello", flush=True)\n')
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", ""), str(Path.cwd()), str(Path.cwd() / "gen")])
+    forks = ForkServer({**os.environ, "PYTHONPATH": path}, tmp_path / "forkserver.log")
+    try:
+        probe = forks.spawn("tests.e2e.fork_probe", _probe_env(PROBE_EXIT="4"), tmp_path / "probe.log", None)
+        assert probe.wait(20) == 4
+    finally:
+        forks.close()
