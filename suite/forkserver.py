@@ -11,7 +11,7 @@ What is preloaded is read off the services' own sources: every module that ``ser
 forking; the server checks that it runs no thread, native ones included, before each fork.
 
 The protocol, one JSON object per line: the supervisor writes
-``{"name", "module", "env", "log", "cpus"}`` on stdin and reads ``{"pid": N}`` (or
+``{"module", "env", "log", "cpus"}`` on stdin and reads ``{"pid": N}`` (or
 ``{"error": "..."}``) back, then ``{"exited": N, "code": C}`` when process N ends (C as
 ``Popen.returncode``: negative for a signal). EOF on stdin ends the server; its children run on.
 
