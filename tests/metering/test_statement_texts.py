@@ -5,38 +5,15 @@ metering's memory grow by 38 MB over 100k requests (`make bench BENCH_ARGS=--sce
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from services.metering.ledger import Outcome, UsageRecord
 from services.metering.storage.sql import SqlLedgerStore, create_engine
 from tests.metering.databases import create_postgres_database
-
-RECORD = UsageRecord(
-    event_id="",
-    request_id="r",
-    tenant_id="T",
-    key_id="k1",
-    model="m",
-    provider="p",
-    upstream_model="m",
-    operation="chat",
-    prompt_tokens=1,
-    completion_tokens=2,
-    cost_micro_usd=3,
-    latency_ms=None,
-    time_to_first_chunk_ms=None,
-    outcome=Outcome.SUCCESS,
-    error_code="",
-    streamed=False,
-    attempts=1,
-    usage_estimated=False,
-    time=datetime(2001, 1, 1, tzinfo=UTC),
-)
+from tests.metering.test_quarantine import RECORD
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
