@@ -9,6 +9,8 @@ reason, streamed) are closed sets by construction.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import Counter, Histogram
 
 from gateway_common.config import GatewayConfig, effective_providers
@@ -39,6 +41,35 @@ REJECTIONS = Counter("gateway_limit_rejections_total", "Requests refused by a li
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "Failed provider attempts by provider and gRPC code.", ["provider", "code"]
 )
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+
+class Children(Generic[_Metric]):
+    """A metric's children by label values, each looked up once.
+
+    ``labels()`` checks its arguments, converts them and takes the metric's lock on every call; a
+    request that ends counts five series, so the router keeps the children it has seen. Label values
+    are a bounded set (see :class:`MetricLabels`), and so is this cache.
+    """
+
+    def __init__(self, metric: _Metric) -> None:
+        self._metric: _Metric = metric
+        self._children: dict[tuple[str, ...], _Metric] = {}
+
+    def __call__(self, *values: str) -> _Metric:
+        """The child for ``values``, as ``metric.labels(*values)`` returns it."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+REQUESTS_BY = Children(REQUESTS)
+DURATION_BY = Children(DURATION)
+FIRST_CHUNK_BY = Children(FIRST_CHUNK)
+TOKENS_BY = Children(TOKENS)
+COST_BY = Children(COST)
 
 
 class MetricLabels:

@@ -91,6 +91,9 @@ BLOCK_RPCS = Counter(
     "Ratelimit calls made for quota blocks (block Acquire, block Settle).",
     ["rpc"],
 )
+# Bound once: labels() checks and locks on every call, and one of these counts every request.
+_FROM_BLOCK = ADMISSIONS.labels("block")
+_SINGLE = ADMISSIONS.labels("single")
 
 Units = tuple[int, int, int]
 """Requests, tokens and micro-USD, in that order."""
@@ -235,7 +238,7 @@ class QuotaBlocks:
             ticket = self._take_local(slot, units)
         if ticket is None:
             return None
-        ADMISSIONS.labels("block").inc()
+        _FROM_BLOCK.inc()
         self._refill(slot, list(limits), request_id)
         return ticket
 
@@ -243,7 +246,7 @@ class QuotaBlocks:
         self, limits: Sequence[ratelimit_pb2.DescriptorLimits], response: ratelimit_pb2.AcquireResponse, sent: float
     ) -> None:
         """Learn the headroom (and the epoch) from the answer to a request's own Acquire."""
-        ADMISSIONS.labels("single").inc()
+        _SINGLE.inc()
         self._observe_epoch(response.epoch)
         slot = self._slots.get(self.key(limits))
         if slot is not None:
