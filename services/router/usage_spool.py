@@ -26,7 +26,6 @@ shared commit.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -48,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _Operation = Callable[[sqlite3.Connection], Any]
+_Reply = Callable[[Any, BaseException | None], None]
+"""Called on the writer thread with an operation's result or exception; it must not raise."""
 
 # Rows move from INTENT to READY once; only READY rows are shipped.
 _INTENT = 0
@@ -91,7 +92,7 @@ class UsageSpool:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
         self._lock_file: IO[str] | None = None
-        self._queue: queue.SimpleQueue[tuple[_Operation, concurrent.futures.Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[_Operation, _Reply] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,8 +161,7 @@ class UsageSpool:
             WRITE_ERRORS.inc()
             log.error("usage spool closed; final event %s not written", event.event_id)
             return
-        future = self._enqueue(_upsert(event.event_id, _READY, event.SerializeToString(), overwrite=True))
-        future.add_done_callback(self._completed)
+        self._enqueue(_upsert(event.event_id, _READY, event.SerializeToString(), overwrite=True), self._completed)
 
     async def ready(self, limit: int, max_bytes: int) -> list[SpooledEvent]:
         """The oldest final events, at most ``limit`` and about ``max_bytes`` (at least one)."""
@@ -252,29 +252,35 @@ class UsageSpool:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _enqueue(self, operation: _Operation) -> concurrent.futures.Future[Any]:
+    def _enqueue(self, operation: _Operation, reply: _Reply) -> None:
         if self._thread is None:
             raise RuntimeError("the usage spool is not open")
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((operation, future))
-        return future
+        self._queue.put((operation, reply))
 
     async def _submit(self, operation: _Operation) -> Any:
-        return await asyncio.wrap_future(self._enqueue(operation))
+        # An asyncio future the writer resolves through the loop: per write, this costs one
+        # call_soon_threadsafe, where a concurrent.futures.Future (its Condition, its lock) wrapped by
+        # wrap_future cost several times as much, twice per request.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
 
-    def _completed(self, future: concurrent.futures.Future[Any]) -> None:
+        def reply(result: Any, exception: BaseException | None) -> None:
+            _call_soon(loop, _resolve, waiter, result, exception)
+
+        self._enqueue(operation, reply)
+        return await waiter
+
+    def _completed(self, result: Any, exception: BaseException | None) -> None:
         # Runs on the writer thread: hand over to the event loop.
-        if future.exception() is not None:
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._notify)
+        if exception is None and self._loop is not None:
+            _call_soon(self._loop, self._notify)
 
     def _notify(self) -> None:
         for listener in self._listeners:
             listener()
 
 
-def _run_group(connection: sqlite3.Connection, group: list[tuple[_Operation, concurrent.futures.Future[Any]]]) -> None:
+def _run_group(connection: sqlite3.Connection, group: list[tuple[_Operation, _Reply]]) -> None:
     """Run the operations in one transaction; if it fails, one transaction each, so that one bad
     write fails alone."""
     try:
@@ -284,7 +290,7 @@ def _run_group(connection: sqlite3.Connection, group: list[tuple[_Operation, con
     except Exception:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
-        for operation, future in group:
+        for operation, reply in group:
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 result = operation(connection)
@@ -294,27 +300,32 @@ def _run_group(connection: sqlite3.Connection, group: list[tuple[_Operation, con
                     connection.execute("ROLLBACK")
                 WRITE_ERRORS.inc()
                 log.error("usage spool write failed: %s", exc)
-                _settle(future, exception=exc)
+                reply(None, exc)
             else:
-                _settle(future, result)
+                reply(result, None)
         return
-    for (_, future), result in zip(group, results, strict=True):
-        _settle(future, result)
+    for (_, reply), result in zip(group, results, strict=True):
+        reply(result, None)
 
 
-def _settle(future: concurrent.futures.Future[Any], result: Any = None, exception: BaseException | None = None) -> None:
-    """Hand the outcome to whoever waits. A waiter that was cancelled (a client left mid-write)
-    cancelled its future, but the write itself is done: setting that future would raise in, and
-    end, the writer thread, and with it every later write of this process."""
-    if future.cancelled():
-        return
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """``loop.call_soon_threadsafe`` from the writer thread, which must never raise there: a loop
+    that has closed (the process is stopping) has nobody left to tell."""
     try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled between the check and the set
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        pass
+
+
+def _resolve(waiter: asyncio.Future[Any], result: Any, exception: BaseException | None) -> None:
+    """Hand the outcome to whoever waits, on the loop. A waiter that was cancelled (a client left
+    mid-write) is left alone: the write itself is done."""
+    if waiter.done():
+        return
+    if exception is not None:
+        waiter.set_exception(exception)
+    else:
+        waiter.set_result(result)
 
 
 def _upsert(event_id: str, state: int, payload: bytes, *, overwrite: bool) -> _Operation:
