@@ -31,11 +31,14 @@ import grpc
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.args import positive_int
 from gateway_common.config import TlsConfig
 from gateway_common.tls import TlsMaterial, channel_credentials, load_material, server_credentials, write_local_ca
 from suite.supervisor import free_port
 
 _NAMES = ("floor-server", "floor-client")
+_CALLERS = 8
+"""Concurrent callers of the unary row that shares them."""
 
 
 def _cpu_s() -> float:
@@ -110,7 +113,7 @@ async def _call(port: int, mode: str, count: int, tls_dir: str) -> None:
                 for _ in range(calls):
                     await stub.Check(request)
 
-            await asyncio.gather(*(caller(count // 8) for _ in range(8)))
+            await asyncio.gather(*(caller(count // _CALLERS) for _ in range(_CALLERS)))
         else:
             async for _ in stub.Watch(request):
                 pass
@@ -147,7 +150,8 @@ def _measure(mode: str, count: int, pace_s: float, tls_dir: str) -> tuple[float,
         server_s = float(server.stdout.readline())
     finally:
         server.wait(timeout=60)
-    return client_s / count * 1e6, server_s / count * 1e6, p50_s * 1e6
+    done = count // _CALLERS * _CALLERS if mode == "unary" else count  # what the callers made
+    return client_s / done * 1e6, server_s / done * 1e6, p50_s * 1e6
 
 
 _HOPS = 2
@@ -184,12 +188,16 @@ def _report(rows: list[tuple[str, tuple[float, float, float]]], transport: str) 
 def main() -> None:
     """Print the CPU per message of each kind, client and server side, and one caller's round trip."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=4000, help="unary calls (and burst messages)")
-    parser.add_argument("--paced", type=int, default=500, help="paced stream messages")
+    parser.add_argument("--calls", type=positive_int, default=4000, help="unary calls (and burst messages), 8 or more")
+    parser.add_argument("--paced", type=positive_int, default=500, help="paced stream messages")
     parser.add_argument("--pace-ms", type=float, default=2.0)
     parser.add_argument("--tls", action="store_true", help="mutual TLS, as the suite's internal gRPC runs")
     parser.add_argument("--side", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.calls < _CALLERS:
+        parser.error(f"--calls must be {_CALLERS} or more: {_CALLERS} callers share them")
+    if args.pace_ms < 0:
+        parser.error("--pace-ms must be 0 or more")
     if args.side:
         role, port, mode, count, pace, tls_dir = args.side
         _side(role, int(port), mode, int(count), float(pace), tls_dir)

@@ -30,6 +30,7 @@ from typing import Any
 import uvloop
 from google.protobuf import duration_pb2
 
+from bench.args import positive_int
 from gateway.auth.v1 import auth_pb2
 from gateway.chat.v1 import chat_pb2
 from gateway.providers.v1 import providers_pb2
@@ -188,9 +189,11 @@ def _instructions(chats: int, log: str) -> int:
 def main() -> None:
     """Print the CPU per chat of each round (or, with ``--callgrind``, the instructions per chat)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chats", type=int, help="chats per round (4000), or with --callgrind the extra chats (400)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warm", type=int, default=160, help="chats before the first round")
+    parser.add_argument(
+        "--chats", type=positive_int, help="chats per round (4000); with --callgrind, the extra chats (400)"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--warm", type=positive_int, default=160, help="chats before the first round")
     parser.add_argument("--log", choices=("on", "off"), default="on", help="the request log (INFO) on or off")
     parser.add_argument("--callgrind", action="store_true", help="count instructions under valgrind instead")
     args = parser.parse_args()

@@ -28,3 +28,14 @@ def test_options_cover_every_setting_and_unknown_scenarios_are_refused() -> None
     assert parse_args([]).request_log == "both"
     with pytest.raises(SystemExit):
         parse_args(["--scenarios", "unary,nope"])
+
+
+def test_the_floor_and_router_logic_tools_refuse_counts_that_would_measure_nothing() -> None:
+    import argparse
+
+    from bench.args import positive_int
+
+    assert positive_int("3") == 3
+    for bad in ("0", "-2", "x", "1.5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(bad)

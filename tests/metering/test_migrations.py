@@ -34,7 +34,7 @@ from services.metering.storage.sql import (
     create_engine,
     metadata,
 )
-from tests.metering.databases import create_postgres_database
+from tests.metering.databases import create_postgres_database, ledger_url
 
 HEAD = "0006"
 
@@ -140,10 +140,7 @@ def _version(connection: Connection) -> list[str]:
 async def test_migrations_match_the_models_and_go_both_ways_keeping_the_ledger(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_migrations")
+    url = await ledger_url(backend, tmp_path, request, "metering_migrations")
     engine = create_engine(url)
     store = SqlLedgerStore(engine)
     record = UsageRecord(
@@ -201,10 +198,7 @@ def _upgrade_to(revision: str) -> Callable[[Connection], None]:
 async def test_the_response_store_migration_keeps_a_0004_ledger_intact(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_0005")
+    url = await ledger_url(backend, tmp_path, request, "metering_0005")
     engine = create_engine(url)
     store = SqlLedgerStore(engine)
     records = [
@@ -288,10 +282,7 @@ async def test_the_response_store_migration_keeps_a_0004_ledger_intact(
 async def test_the_credential_migration_keeps_a_0005_ledger_and_dates_it_as_the_global_credentials(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_0006")
+    url = await ledger_url(backend, tmp_path, request, "metering_0006")
     engine = create_engine(url)
     store = SqlLedgerStore(engine)
     try:

@@ -19,7 +19,7 @@ from services.metering.ledger import Outcome, QuarantinedEvent, UsageQuery, Usag
 from services.metering.server import build
 from services.metering.servicer import MeteringServicer
 from services.metering.storage.sql import QuarantinedEventRow, SqlLedgerStore, alembic_config, create_engine
-from tests.metering.databases import create_postgres_database
+from tests.metering.databases import ledger_url
 from tests.servers import free_port
 
 RECORD = UsageRecord(
@@ -46,9 +46,7 @@ RECORD = UsageRecord(
 
 
 async def _url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.db"
-    return await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_quarantine")
+    return await ledger_url(backend, tmp_path, request, "metering_quarantine")
 
 
 # The values each database refuses (past the servicer's checks, which a store must not rely on):

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from services.metering.storage.sql import SqlLedgerStore, create_engine
-from tests.metering.databases import create_postgres_database
+from tests.metering.databases import ledger_url
 from tests.metering.test_quarantine import RECORD
 
 
@@ -20,10 +20,7 @@ from tests.metering.test_quarantine import RECORD
 async def test_batches_of_every_size_use_a_bounded_set_of_statements(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        url = await create_postgres_database(request.getfixturevalue("postgres_url"), "metering_statements")
+    url = await ledger_url(backend, tmp_path, request, "metering_statements")
     engine = create_engine(url)
     texts: set[str] = set()
 
