@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import choose_cpus, parse_args
+from bench.args import positive_int
 
 
 def test_the_suite_gets_the_first_core_by_default_and_the_rest_get_the_others() -> None:
@@ -31,10 +33,6 @@ def test_options_cover_every_setting_and_unknown_scenarios_are_refused() -> None
 
 
 def test_the_floor_and_router_logic_tools_refuse_counts_that_would_measure_nothing() -> None:
-    import argparse
-
-    from bench.args import positive_int
-
     assert positive_int("3") == 3
     for bad in ("0", "-2", "x", "1.5"):
         with pytest.raises(argparse.ArgumentTypeError):
