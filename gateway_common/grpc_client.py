@@ -44,6 +44,11 @@ def open_channel(
         # replica's subchannel failing at once, calls failed UNAVAILABLE. A refused connection
         # (a restarting peer) still fails at once and is retried within the backoff above.
         ("grpc.min_reconnect_backoff_ms", 5_000),
+        # gRPC shares connections between a process's channels to one address. A channel here is
+        # the process's one link to its peer: sharing gains nothing, and a new channel would take
+        # over an older one's backoff ("connection refused" from a peer that has since restarted
+        # on the same port) and fail its first calls.
+        ("grpc.use_local_subchannel_pool", 1),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         *extra_options,

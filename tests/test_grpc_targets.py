@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,34 @@ async def test_a_replica_list_is_dialled_over_mutual_tls_and_balanced(tmp_path: 
             await server.stop(None)
     # round_robin: both replicas served, neither all of it.
     assert all(10 <= counter.calls <= 30 for counter in counters), [c.calls for c in counters]
+
+
+async def _health_server(port: int) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, bound
+
+
+async def test_a_new_channel_does_not_inherit_another_channels_backoff() -> None:
+    """A server started on a port a dead one had (the kernel hands ports out again) answers a new
+    channel's first call, though an older channel to the dead server is still backing off.
+
+    With gRPC's process-wide subchannel pool both channels shared one connection, in backoff
+    after "connection refused", and the new channel's calls failed UNAVAILABLE for up to the
+    backoff: the router of one test failed that way against a fake auth of the next."""
+    server, port = await _health_server(0)
+    async with open_channel(f"127.0.0.1:{port}") as old:
+        await health_pb2_grpc.HealthStub(old).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        await server.stop(None)
+        async with asyncio.timeout(5):
+            while (state := old.get_state(try_to_connect=True)) != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                await old.wait_for_state_change(state)
+        restarted, _ = await _health_server(port)
+        try:
+            async with open_channel(f"127.0.0.1:{port}") as new:
+                reply = await health_pb2_grpc.HealthStub(new).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await restarted.stop(None)
