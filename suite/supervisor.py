@@ -157,15 +157,10 @@ class Suite:
         return client_credentials(tls, identity)
 
     def channel(self, service: str, identity: str | None = "cli") -> grpc.aio.Channel:
-        """A channel to ``service`` as ``identity`` would open it (close it after use); over several
-        replicas it balances round-robin, as the services' own channels do."""
-        credentials = self.credentials(identity)
-        if len(self.names(service)) > 1:
-            return open_channel(self.address(service), credentials=credentials)
-        target = f"{self.host}:{self.ports[service]}"
-        if credentials is None:
-            return grpc.aio.insecure_channel(target)
-        return grpc.aio.secure_channel(target, credentials)
+        """A channel to ``service`` as ``identity`` would open it (close it after use), with the
+        services' own channel settings: round-robin over replicas, reconnects within a second, and
+        subchannels of its own (never an older channel's backoff from a dead suite on this port)."""
+        return open_channel(self.address(service), credentials=self.credentials(identity))
 
     @property
     def log_dir(self) -> Path:
