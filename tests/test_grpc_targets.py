@@ -116,7 +116,7 @@ async def test_a_new_channel_does_not_inherit_another_channels_backoff() -> None
 
     With gRPC's process-wide subchannel pool both channels shared one connection, in backoff
     after "connection refused", and the new channel's calls failed UNAVAILABLE for up to the
-    backoff: the router of one test failed that way against a fake auth of the next."""
+    backoff. A CI run failed with exactly that error: a router's first calls to a fake auth."""
     server, port = await _health_server(0)
     async with open_channel(f"127.0.0.1:{port}") as old:
         await health_pb2_grpc.HealthStub(old).Check(health_pb2.HealthCheckRequest(), timeout=5)
