@@ -315,8 +315,9 @@ class RateLimitConfig(_Strict):
     """Rebuild day and month counters from metering's ledger when they are lost (Redis restarted
     empty, a new memory store), refusing to admit until done. Off only for a limiter without metering."""
     rebuild_grace_s: Annotated[float, Field(ge=0)] = 2.0
-    """How long a rebuild waits (refusing) after the loss is seen, so that requests then in flight
-    settle and reach the ledger; longer than the router's metering flush interval."""
+    """How long a rebuild waits (refusing) after the loss is seen, at start as at run time, so that
+    requests then in flight finish and reach the ledger; longer than the router's metering flush
+    interval and than ``quota_blocks.max_age_s``. A limiter on a memory store is not ready until then."""
     credential_cooldown_base_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
     """The cooldown of an upstream credential after its first 429 or 401 in a row; each further
     one doubles it, up to ``credential_cooldown_cap_s``."""

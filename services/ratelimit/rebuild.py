@@ -13,11 +13,16 @@ served by a tenant's own upstream credential also counts against ``credential`` 
 :func:`services.ratelimit.credentials.credential_descriptor`), so those survive the loss too.
 
 While a rebuild is pending, Acquire refuses (degraded, fail closed) whatever the outage policy:
-admitting on empty counters is exactly the overspend this exists to prevent. At run time the
-rebuild first waits ``grace_s``, so that requests in flight when Redis was lost have settled and
-their usage events reached the ledger. What remains unbounded by this is the usage of requests
-that were in flight at the loss and still running after the grace: each of those is missing from
-both the counters and the sum, which bounds the error by those requests.
+admitting on empty counters is exactly the overspend this exists to prevent. A rebuild first waits
+``grace_s`` once it has seen the counters lost, so that the requests admitted on them that were in
+flight have finished and their usage events reached the ledger. That holds at start as at run
+time: a limiter that starts on lost counters (a memory store's new process, a Redis that came back
+empty) may be replacing one that died with requests in flight, and the routers' spools ship a
+finished request's event within their flush interval, so a sum taken at once would miss them. It
+also outlasts a router's quota block (``quota_blocks.max_age_s``), so what a block of the lost
+counters admitted is in the sum. What remains unbounded by this is the usage of requests that were
+in flight at the loss and still running after the grace: each of those is missing from both the
+counters and the sum, which bounds the error by those requests.
 """
 
 from __future__ import annotations
@@ -148,11 +153,14 @@ class Rebuilder:
     def trigger(self) -> None:
         """Start a rebuild in the background unless one is running (Acquire refuses meanwhile)."""
         if not self.pending:
-            self._task = asyncio.create_task(self._run(grace=True), name="ratelimit-rebuild")
+            self._task = asyncio.create_task(self._run(), name="ratelimit-rebuild")
 
     async def rebuild_now(self) -> None:
-        """Rebuild before serving (at start: nothing of this process is in flight), retrying until done."""
-        await self._run(grace=False)
+        """Rebuild before serving if the counters are lost, grace included, retrying until done;
+        an Acquire meanwhile joins this rebuild rather than start another."""
+        self.trigger()
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
     async def close(self) -> None:
         """Cancel a running rebuild."""
@@ -160,14 +168,17 @@ class Rebuilder:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _run(self, *, grace: bool) -> None:
-        if grace:
-            # Let requests in flight at the loss settle and their usage reach the ledger first.
-            await asyncio.sleep(self._grace_s)
+    async def _run(self) -> None:
+        waited = False
         while True:
             try:
                 if not await self._store.counters_lost():
                     return
+                if not waited:
+                    # Let requests in flight at the loss finish and their usage reach the ledger first.
+                    await asyncio.sleep(self._grace_s)
+                    waited = True
+                    continue
                 restored = await self._store.restore(await self._counters())
                 log.warning("rate limit counters were lost; %s from the ledger", "rebuilt" if restored else "kept")
                 return

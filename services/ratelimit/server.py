@@ -1,9 +1,10 @@
 """Wires the rate limit service: a store (Redis when configured, else memory), the limiter, gRPC.
 
 Lifecycle: ``on_ready`` waits until Redis answers PING and, when the counters were lost (a fresh
-Redis or a new memory store), until they are rebuilt from metering's ledger, so health turns
-SERVING only then; ``on_stop`` (after the server stopped with its grace period) cancels a pending
-rebuild, closes the Redis connection pool and the metering channel.
+Redis or a new memory store), until they are rebuilt from metering's ledger after the rebuild's
+grace (``ratelimit.rebuild_grace_s``), so health turns SERVING only then, and Acquire refuses
+until then; ``on_stop`` (after the server stopped with its grace period) cancels a pending rebuild,
+closes the Redis connection pool and the metering channel.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def build(config: GatewayConfig, *, listen: str | None = None) -> ServiceApp:
         store = RedisStore(client, require_marker=settings.rebuild_from_ledger)
         cooldowns = RedisCooldowns(client, backoff)
     else:
-        store = MemoryStore()
+        store = MemoryStore(require_restore=settings.rebuild_from_ledger)
         cooldowns = MemoryCooldowns(backoff)
     rebuilder: Rebuilder | None = None
     channel = None

@@ -36,9 +36,10 @@ service loses its counters (a memory store's process restarted, Redis restarted 
 from the ledger counts every request whose usage reached the ledger; what a block admitted after
 that and before the router saw the new epoch or the block's age ran out is not in the rebuilt
 counters: at most one block per router and descriptor set (<= ``headroom_fraction`` of the headroom,
-<= ``max_requests``), admitted within ``max_age_s`` of the block's Acquire. With Redis the rebuild
-waits ``ratelimit.rebuild_grace_s`` (2 s > ``max_age_s``) after the loss, so blocks made before it
-stopped admitting before the ledger is summed, and their requests' usage is in it.
+<= ``max_requests``), admitted within ``max_age_s`` of the block's Acquire. The rebuild waits
+``ratelimit.rebuild_grace_s`` (2 s > ``max_age_s``) after it sees the loss (at run time when Redis
+lost them, at start in a memory store's new process), so blocks made before it stopped admitting
+before the ledger is summed, and their requests' usage is in it.
 
 Headers (an approximation, documented): for a request served from a block, ``x-ratelimit-remaining-*``
 is what the service reported when it reserved the block, plus the block's unused part, minus what

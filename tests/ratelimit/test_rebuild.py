@@ -142,6 +142,43 @@ async def test_a_new_memory_store_starts_from_the_ledger_before_serving() -> Non
     assert len(ledger.calls) == 2  # month and day
 
 
+async def test_a_limiter_starting_on_lost_counters_waits_the_grace_for_requests_in_flight() -> None:
+    """A memory store's new process may replace one that died with requests in flight: their usage
+    reaches the ledger after the new process started, and must be in the sum."""
+    day: list[LedgerUsage] = []
+    ledger = FakeLedger({"day": day, "month": day})
+    store = MemoryStore(require_restore=True)
+    limiter = Limiter(
+        store, outage_policy="fail_open", default_ttl_s=60, rebuilder=Rebuilder(store, ledger, grace_s=0.5)
+    )
+    ready = asyncio.create_task(limiter.wait_ready())
+    await asyncio.sleep(0.1)
+    assert not ready.done() and ledger.calls == [], "the ledger is not summed before the grace ends"
+    refused = await _spend(limiter, "acme", 1, 1_000_000)
+    assert not refused.allowed and refused.degraded, "nothing is admitted during the grace"
+    # The dead process's requests in flight finish now: $0.90 of a $1.00 day.
+    day.append(LedgerUsage("acme", "k1", "gpt", 3, 300, 900_000))
+    await asyncio.wait_for(ready, 5)
+
+    assert not (await _spend(limiter, "acme", 200_000, 1_000_000)).allowed
+    assert (await _spend(limiter, "acme", 100_000, 1_000_000)).allowed
+    assert len(ledger.calls) == 2, "the Acquire during the grace joined the start's rebuild (month and day, once)"
+    await limiter.close()
+
+
+async def test_a_limiter_whose_counters_are_kept_starts_at_once(redis: Redis) -> None:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    store = RedisStore(redis, prefix=prefix, require_marker=True)
+    assert await store.restore([])  # a replica before this one rebuilt them: the marker is set
+    ledger = FakeLedger({"day": [], "month": []})
+    limiter = Limiter(
+        store, outage_policy="fail_closed", default_ttl_s=60, rebuilder=Rebuilder(store, ledger, grace_s=30)
+    )
+    await asyncio.wait_for(limiter.wait_ready(), 5)
+    assert ledger.calls == []
+    await limiter.close()
+
+
 async def test_waiting_for_the_ledger_keeps_the_service_unready() -> None:
     ledger = FakeLedger({"day": [], "month": []}, up=False)
     store = MemoryStore()

@@ -2,6 +2,12 @@
 
 Every operation runs without awaiting, so on one event loop it is atomic like the Redis script.
 Expired windows, reservations and slots are dropped lazily and by a periodic sweep.
+
+A new process starts with its counters lost. With ``require_restore`` (the service sets it when it
+rebuilds from the ledger), Acquire raises :class:`CountersLost` until they are restored, as Redis
+without its marker does: the gRPC server answers before the service is ready, and a router that
+reconnected at once would otherwise be admitted on empty counters that the restore then raises to
+the ledger's sum, losing what it admitted meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from services.ratelimit.quotas import (
     admits,
     decide,
 )
-from services.ratelimit.storage.base import RestoredCounter
+from services.ratelimit.storage.base import CountersLost, RestoredCounter
 
 _CounterKey = tuple[str, Unit, Window, int]
 """(descriptor id, unit, window, window start in epoch seconds)."""
@@ -53,8 +59,11 @@ class _Reservation:
 class MemoryStore:
     """Counters in a dict, with an injectable clock (epoch seconds) for tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, sweep_interval_s: float = 60.0) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, sweep_interval_s: float = 60.0, *, require_restore: bool = False
+    ) -> None:
         self._clock = clock
+        self._require_restore = require_restore
         self._sweep_ms = int(sweep_interval_s * 1000)
         self._next_sweep_ms = 0
         self._counters: dict[_CounterKey, _Count] = {}
@@ -68,6 +77,8 @@ class MemoryStore:
 
     async def acquire(self, plan: Plan) -> Decision:
         """See :meth:`LimitStore.acquire`."""
+        if self._require_restore and not self._restored:
+            raise CountersLost("this rate limit process has not rebuilt its counters from the ledger yet")
         now_ms = self._now_ms()
         self._maybe_sweep(now_ms)
         bounds = WindowCache(now_ms // 1000)
