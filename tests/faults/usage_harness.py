@@ -37,7 +37,17 @@ providers:
   slowmock:
     type: mock
     latency_ms: 300
+  held:
+    type: openai_compatible
+    base_url: {held}
+    api_key_env: FAKE_UPSTREAM_KEY
 models:
+  held:
+    deployments:
+      - provider: held
+        model: plain
+        input_usd_per_million: 1.0
+        output_usd_per_million: 2.0
   slow:
     deployments:
       - provider: slowmock
@@ -96,13 +106,29 @@ class UsageSuite:
 
     def restart(self, name: str) -> None:
         """Start a process of the suite again (after it was killed) and wait until it serves."""
+        self.spawn(name)
+        self.wait_ready(name)
+
+    def spawn(self, name: str) -> None:
+        """Start a process of the suite again (after it was killed), without waiting for it."""
         process = self.suite.processes[name]
         if process.poll() is None:
             process.kill()
             process.wait(10)
         self.suite._spawn(name, _MODULES[name])
+
+    def wait_ready(self, name: str) -> None:
+        """Wait until a process of the suite serves (health SERVING, or the edge's /health)."""
         ready = self.suite._edge_ready if name == "edge" else self.suite._serving(name)
         self.suite._wait(name, ready, 60)
+
+    def listens(self, name: str) -> bool:
+        """Whether a service's port accepts connections (its gRPC server is up, ready or not)."""
+        try:
+            with socket.create_connection((self.suite.host, self.suite.replica_ports[name]), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     async def ledger(self, prefix: str) -> list[LedgerRow]:
         """The ledger's events whose client request id starts with ``prefix``."""
@@ -156,14 +182,17 @@ def _sqlite_time(value: str) -> float:
 
 
 @contextmanager
-def usage_suite(data: Path, metering_url: str | None = None, limits: str = "") -> Iterator[UsageSuite]:
+def usage_suite(
+    data: Path, metering_url: str | None = None, limits: str = "", held_upstream: str | None = None
+) -> Iterator[UsageSuite]:
     """The suite on free ports in ``data``, its ledger on SQLite or at ``metering_url``; ``limits``
-    adds YAML lines (indented by two spaces) to the default limits."""
+    adds YAML lines (indented by two spaces) to the default limits. The model ``held`` is served
+    by ``held_upstream`` (an OpenAI base URL the test controls), else by the fake upstream."""
     data.mkdir(parents=True, exist_ok=True)
     upstream = FakeUpstream(free_port())
     upstream.start()
     config = data / "gateway.yaml"
-    config.write_text(CONFIG.format(upstream=upstream.base_url, limits=limits))
+    config.write_text(CONFIG.format(upstream=upstream.base_url, held=held_upstream or upstream.base_url, limits=limits))
     key = f"gw-{secrets.token_urlsafe(32)}"
     url = metering_url or f"sqlite+aiosqlite:///{data / 'metering.db'}"
     env = {
